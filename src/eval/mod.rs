@@ -1,0 +1,5 @@
+//! Evaluation: ranking metrics.
+
+pub mod metrics;
+
+pub use metrics::DomainMetrics;
