@@ -1,5 +1,7 @@
-//! Evaluation: ranking metrics.
+//! Evaluation: ranking metrics and the evaluator.
 
+pub mod evaluator;
 pub mod metrics;
 
+pub use evaluator::{Evaluation, evaluate};
 pub use metrics::DomainMetrics;

@@ -1,0 +1,944 @@
+//! The LLM-EMF model (Section 3 of the paper): a learnable ID table, frozen image and text
+//! tables, nine causal attention encoders over {S^X, S^Y, S^{X+Y}} x {id, image, text},
+//! cosine-similarity heads with a temperature, tri-modal fusion in log space, the
+//! lambda-weighted domain loss (Eq. 9-10) and the cross-domain score (Eq. 11-12).
+//!
+//! `docs/model.md` maps every equation to the code below and lists the choices the paper leaves
+//! open.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
+use super::fusion::{log_mix, log_sum_exp, renormalise};
+use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch, TrainBatch};
+use crate::data::{Dataset, DomainId};
+use crate::error::{Error, Result};
+use crate::features::FeatureMatrix;
+
+/// An item modality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    /// The learnable ID embedding E_id.
+    Id,
+    /// Frozen image features E_img.
+    Image,
+    /// Frozen text features E_tex.
+    Text,
+}
+
+impl Modality {
+    /// All three, in the order of the fusion weights (alpha, beta, 1 - alpha - beta).
+    pub const ALL: [Modality; 3] = [Modality::Id, Modality::Image, Modality::Text];
+
+    /// 0, 1, 2 for id, image, text.
+    pub fn index(self) -> usize {
+        match self {
+            Modality::Id => 0,
+            Modality::Image => 1,
+            Modality::Text => 2,
+        }
+    }
+}
+
+/// Temperature of the cosine heads: logits are `cos(h, e) / tau`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemperatureConfig {
+    /// Initial (or fixed) temperature tau. Default 0.1 (logit scale 10).
+    pub init: f64,
+    /// Learn one temperature per modality (clamped to tau in [0.01, 1]). Default true.
+    pub learnable: bool,
+}
+
+impl Default for TemperatureConfig {
+    fn default() -> Self {
+        Self {
+            init: 0.1,
+            learnable: true,
+        }
+    }
+}
+
+/// Which modalities the model may use. A modality is used when it is switched on here *and* its
+/// features are given; a modality without features is switched off, never faked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModalitySwitches {
+    /// Use the learnable ID table. Default true.
+    pub id: bool,
+    /// Use image features when given. Default true.
+    pub image: bool,
+    /// Use text features when given. Default true.
+    pub text: bool,
+}
+
+impl Default for ModalitySwitches {
+    fn default() -> Self {
+        Self {
+            id: true,
+            image: true,
+            text: true,
+        }
+    }
+}
+
+/// Configuration of [`LlmEmf`]. Defaults follow the paper's implementation details where it gives
+/// them (q = 256, dropout 0.3, lambda1 = 0.3, lambda2 = 0.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Width q of the learnable ID embeddings. Default 256.
+    pub id_dim: usize,
+    /// Attention blocks per encoder. Default 2.
+    pub layers: usize,
+    /// Attention heads (must divide every modality's width). Default 2.
+    pub heads: usize,
+    /// Feed-forward width as a multiple of the model width. Default 1.
+    pub ff_factor: usize,
+    /// Dropout. Default 0.3.
+    pub dropout: f64,
+    /// Longest sub-sequence fed to an encoder (older items are dropped). Default 50.
+    pub max_len: usize,
+    /// Fusion weight alpha of the ID modality (Eq. 8). Default 0.5.
+    pub alpha: f64,
+    /// Fusion weight beta of the image modality (Eq. 8); text gets `1 - alpha - beta`.
+    /// Default 0.25.
+    pub beta: f64,
+    /// lambda1: weight of the other domain's sub-sequence (Eq. 10-11). Default 0.3.
+    pub lambda1: f64,
+    /// lambda2: weight of the merged sequence (Eq. 10-11). Default 0.1.
+    pub lambda2: f64,
+    /// Temperature of the cosine heads.
+    pub temperature: TemperatureConfig,
+    /// Modalities to use.
+    pub modalities: ModalitySwitches,
+    /// Use the single-domain sub-sequences S^X and S^Y. Default true. With `false` (and
+    /// `merged_sequence`), the model reads only S^{X+Y}: a SASRec-like single-sequence baseline.
+    pub single_domain_sequences: bool,
+    /// Use the merged sequence S^{X+Y}. Default true.
+    pub merged_sequence: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            id_dim: 256,
+            layers: 2,
+            heads: 2,
+            ff_factor: 1,
+            dropout: 0.3,
+            max_len: 50,
+            alpha: 0.5,
+            beta: 0.25,
+            lambda1: 0.3,
+            lambda2: 0.1,
+            temperature: TemperatureConfig::default(),
+            modalities: ModalitySwitches::default(),
+            single_domain_sequences: true,
+            merged_sequence: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The SASRec-like baseline: ID embeddings only, merged sequence only.
+    pub fn id_only_single_sequence(mut self) -> Self {
+        self.modalities = ModalitySwitches {
+            id: true,
+            image: false,
+            text: false,
+        };
+        self.single_domain_sequences = false;
+        self.merged_sequence = true;
+        self
+    }
+
+    /// Checks the values that no type can.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("model: {m}")));
+        if self.id_dim == 0 || self.layers == 0 || self.heads == 0 || self.max_len == 0 {
+            return bad("id_dim, layers, heads and max_len must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        let text_weight = 1.0 - self.alpha - self.beta;
+        if self.alpha < 0.0 || self.beta < 0.0 || text_weight < -1e-9 {
+            return bad(format!(
+                "alpha ({}) and beta ({}) must be non-negative with alpha + beta <= 1",
+                self.alpha, self.beta
+            ));
+        }
+        if self.lambda1 < 0.0 || self.lambda2 < 0.0 {
+            return bad("lambda1 and lambda2 must be non-negative".into());
+        }
+        if !(self.temperature.init > 0.0) {
+            return bad("temperature.init must be positive".into());
+        }
+        if !self.single_domain_sequences && !self.merged_sequence {
+            return bad("at least one of single_domain_sequences and merged_sequence must be on".into());
+        }
+        if !(self.modalities.id || self.modalities.image || self.modalities.text) {
+            return bad("at least one modality must be on".into());
+        }
+        Ok(())
+    }
+}
+
+/// The frozen feature tables E_img and E_tex, rows L2-normalised, on a device. They are not part
+/// of the [`LlmEmf`] module, so no optimizer ever sees them.
+#[derive(Debug, Clone)]
+pub struct ItemFeatures {
+    image: Option<Tensor<2>>,
+    text: Option<Tensor<2>>,
+}
+
+impl ItemFeatures {
+    /// No frozen features (an ID-only model).
+    pub fn none() -> Self {
+        Self {
+            image: None,
+            text: None,
+        }
+    }
+
+    /// Uploads the feature matrices, checking each has one row per item. Rows are L2-normalised
+    /// (an all-zero row, an item without a feature, stays zero and so is neutral in every cosine).
+    pub fn new(
+        image: Option<&FeatureMatrix>,
+        text: Option<&FeatureMatrix>,
+        num_items: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let upload = |m: Option<&FeatureMatrix>, what: &str| -> Result<Option<Tensor<2>>> {
+            let Some(m) = m else { return Ok(None) };
+            if m.rows() != num_items {
+                return Err(Error::InvalidInput(format!(
+                    "{what} features have {} rows, but the dataset has {num_items} items",
+                    m.rows()
+                )));
+            }
+            let dim = m.dim();
+            let mut data = m.data().to_vec();
+            for row in data.chunks_mut(dim) {
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    row.iter_mut().for_each(|v| *v /= norm);
+                }
+            }
+            Ok(Some(Tensor::from_data(
+                TensorData::new(data, [num_items, dim]),
+                device,
+            )))
+        };
+        Ok(Self {
+            image: upload(image, "image")?,
+            text: upload(text, "text")?,
+        })
+    }
+
+    /// Width of each modality's features (`None` for the ID modality and absent features).
+    pub fn dims(&self) -> [Option<usize>; 3] {
+        [
+            None,
+            self.image.as_ref().map(|t| t.dims()[1]),
+            self.text.as_ref().map(|t| t.dims()[1]),
+        ]
+    }
+
+    fn table(&self, m: Modality) -> Option<&Tensor<2>> {
+        match m {
+            Modality::Id => None,
+            Modality::Image => self.image.as_ref(),
+            Modality::Text => self.text.as_ref(),
+        }
+    }
+
+    /// The same tables wrapped for an autodiff device (no gradient is tracked for them).
+    pub fn for_autodiff(&self) -> Self {
+        Self {
+            image: self.image.clone().map(|t| t.autodiff()),
+            text: self.text.clone().map(|t| t.autodiff()),
+        }
+    }
+
+    /// The tables' values, for tests and checks.
+    pub fn values(&self, m: Modality) -> Option<Vec<f32>> {
+        self.table(m).map(|t| t.to_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default())
+    }
+}
+
+/// Shared negatives of one training step for one domain (sampled softmax).
+#[derive(Debug, Clone)]
+pub struct DomainNegatives {
+    /// `[K]` negative indices inside the domain.
+    pub ids: Tensor<1, Int>,
+    /// `[n_D]` log expected count `log(K * q(i))` of every item of the domain under the sampler.
+    pub log_q: Tensor<1>,
+}
+
+/// The LLM-EMF model. Build it with [`LlmEmf::new`].
+#[derive(Module, Debug)]
+pub struct LlmEmf {
+    /// E_id: `[n_x + n_y, q]`, `None` when the ID modality is off.
+    pub item_id: Option<Embedding>,
+    /// Encoders of S^X.
+    pub x_id: Option<SequenceEncoder>,
+    /// Image encoder of S^X.
+    pub x_image: Option<SequenceEncoder>,
+    /// Text encoder of S^X.
+    pub x_text: Option<SequenceEncoder>,
+    /// ID encoder of S^Y.
+    pub y_id: Option<SequenceEncoder>,
+    /// Image encoder of S^Y.
+    pub y_image: Option<SequenceEncoder>,
+    /// Text encoder of S^Y.
+    pub y_text: Option<SequenceEncoder>,
+    /// ID encoder of S^{X+Y}.
+    pub merged_id: Option<SequenceEncoder>,
+    /// Image encoder of S^{X+Y}.
+    pub merged_image: Option<SequenceEncoder>,
+    /// Text encoder of S^{X+Y}.
+    pub merged_text: Option<SequenceEncoder>,
+    /// Learnable log logit scales (`log(1 / tau)`) of the id, image and text heads, `[3]`.
+    pub log_scale: Option<Param<Tensor<1>>>,
+    /// Fixed logit scale `1 / tau` when the temperature is not learned.
+    pub fixed_scale: f64,
+    /// Items of domain X.
+    pub n_x: usize,
+    /// Items of domain Y.
+    pub n_y: usize,
+    /// Fusion weight of the ID modality.
+    pub alpha: f64,
+    /// Fusion weight of the image modality.
+    pub beta: f64,
+    /// Weight of the other domain's sub-sequence.
+    pub lambda1: f64,
+    /// Weight of the merged sequence.
+    pub lambda2: f64,
+}
+
+/// Bounds of the learned logit scale: tau in [0.01, 1].
+const LOG_SCALE_MIN: f64 = 0.0;
+const LOG_SCALE_MAX: f64 = 4.605_170_185_988_091; // ln(100)
+/// Added to a masked (empty) sub-sequence's log-score: exp() of it is exactly 0 in f32.
+const MASKED: f32 = -1.0e30;
+
+impl LlmEmf {
+    /// Builds the model for `dataset`'s domains with the given frozen features (which decide,
+    /// with `config.modalities`, the modalities used).
+    pub fn new(
+        config: &ModelConfig,
+        dataset: &Dataset,
+        features: &ItemFeatures,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let n_x = dataset.domain(DomainId::X).len as usize;
+        let n_y = dataset.domain(DomainId::Y).len as usize;
+        let [_, image_dim, text_dim] = features.dims();
+        let dims = [
+            config.modalities.id.then_some(config.id_dim),
+            image_dim.filter(|_| config.modalities.image),
+            text_dim.filter(|_| config.modalities.text),
+        ];
+        for (m, d) in Modality::ALL.iter().zip(dims) {
+            if let Some(d) = d
+                && d % config.heads != 0
+            {
+                return Err(Error::Config(format!(
+                    "model: {} heads do not divide the {m:?} width {d}",
+                    config.heads
+                )));
+            }
+        }
+        if dims.iter().all(Option::is_none) {
+            return Err(Error::Config(
+                "model: no modality left: switch the ID modality on or give image/text features".into(),
+            ));
+        }
+        let encoder = |s: SubSequence, m: Modality| -> Option<SequenceEncoder> {
+            let on = match s {
+                SubSequence::Merged => config.merged_sequence,
+                _ => config.single_domain_sequences,
+            };
+            let d = dims[m.index()]?;
+            on.then(|| {
+                SequenceEncoderConfig::new(d, config.max_len)
+                    .with_layers(config.layers)
+                    .with_heads(config.heads)
+                    .with_ff_factor(config.ff_factor)
+                    .with_dropout(config.dropout)
+                    .init(device)
+            })
+        };
+        let scale = 1.0 / config.temperature.init;
+        let log_scale = config.temperature.learnable.then(|| {
+            let v = scale.ln().clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) as f32;
+            Param::from_tensor(Tensor::from_data(TensorData::new(vec![v; 3], [3]), device))
+        });
+        Ok(Self {
+            item_id: dims[0].map(|q| EmbeddingConfig::new(n_x + n_y, q).init(device)),
+            x_id: encoder(SubSequence::X, Modality::Id),
+            x_image: encoder(SubSequence::X, Modality::Image),
+            x_text: encoder(SubSequence::X, Modality::Text),
+            y_id: encoder(SubSequence::Y, Modality::Id),
+            y_image: encoder(SubSequence::Y, Modality::Image),
+            y_text: encoder(SubSequence::Y, Modality::Text),
+            merged_id: encoder(SubSequence::Merged, Modality::Id),
+            merged_image: encoder(SubSequence::Merged, Modality::Image),
+            merged_text: encoder(SubSequence::Merged, Modality::Text),
+            log_scale,
+            fixed_scale: scale,
+            n_x,
+            n_y,
+            alpha: config.alpha,
+            beta: config.beta,
+            lambda1: config.lambda1,
+            lambda2: config.lambda2,
+        })
+    }
+
+    fn encoder(&self, s: SubSequence, m: Modality) -> Option<&SequenceEncoder> {
+        use {Modality as M, SubSequence as S};
+        match (s, m) {
+            (S::X, M::Id) => self.x_id.as_ref(),
+            (S::X, M::Image) => self.x_image.as_ref(),
+            (S::X, M::Text) => self.x_text.as_ref(),
+            (S::Y, M::Id) => self.y_id.as_ref(),
+            (S::Y, M::Image) => self.y_image.as_ref(),
+            (S::Y, M::Text) => self.y_text.as_ref(),
+            (S::Merged, M::Id) => self.merged_id.as_ref(),
+            (S::Merged, M::Image) => self.merged_image.as_ref(),
+            (S::Merged, M::Text) => self.merged_text.as_ref(),
+        }
+    }
+
+    /// The sub-sequences the model reads.
+    pub fn sub_sequences(&self) -> Vec<SubSequence> {
+        SubSequence::ALL
+            .into_iter()
+            .filter(|&s| Modality::ALL.iter().any(|&m| self.encoder(s, m).is_some()))
+            .collect()
+    }
+
+    /// The modalities the model uses.
+    pub fn modalities(&self) -> Vec<Modality> {
+        Modality::ALL
+            .into_iter()
+            .filter(|&m| SubSequence::ALL.iter().any(|&s| self.encoder(s, m).is_some()))
+            .collect()
+    }
+
+    /// Fusion weights (alpha, beta, 1 - alpha - beta), renormalised over the modalities used.
+    pub fn modality_weights(&self) -> [f64; 3] {
+        let used = self.modalities();
+        renormalise(
+            [self.alpha, self.beta, (1.0 - self.alpha - self.beta).max(0.0)],
+            Modality::ALL.map(|m| used.contains(&m)),
+        )
+    }
+
+    /// Item vectors fed to the encoders.
+    ///
+    /// # Shapes
+    /// - `items`: `[batch, len]`; output `[batch, len, width]`
+    fn embed(&self, m: Modality, items: Tensor<2, Int>, features: &ItemFeatures) -> Tensor<3> {
+        let [batch, len] = items.dims();
+        match m {
+            Modality::Id => self
+                .item_id
+                .as_ref()
+                .expect("an ID encoder implies the ID table")
+                .forward(items),
+            _ => {
+                let table = features
+                    .table(m)
+                    .expect("a feature encoder implies its feature table");
+                let dim = table.dims()[1];
+                // Unit rows scaled to unit variance per coordinate, like the ID table's N(0, 1).
+                table
+                    .clone()
+                    .select(0, items.reshape([batch * len]))
+                    .reshape([batch, len, dim])
+                    .mul_scalar((dim as f64).sqrt())
+            }
+        }
+    }
+
+    /// Encodes one sub-sequence with one modality's encoder.
+    ///
+    /// # Shapes
+    /// - output `[batch, len, width]`
+    fn encode(
+        &self,
+        s: SubSequence,
+        m: Modality,
+        input: &SubSequenceBatch,
+        features: &ItemFeatures,
+    ) -> Option<Tensor<3>> {
+        let encoder = self.encoder(s, m)?;
+        let x = self.embed(m, input.items.clone(), features);
+        Some(encoder.forward(x, input.positions.clone(), input.pad_mask.clone()))
+    }
+
+    /// The L2-normalised output table of a modality restricted to one domain.
+    ///
+    /// # Shapes
+    /// - output `[n_D, width]`
+    fn head(&self, m: Modality, d: DomainId, features: &ItemFeatures) -> Tensor<2> {
+        let (start, len) = match d {
+            DomainId::X => (0, self.n_x),
+            DomainId::Y => (self.n_x, self.n_y),
+        };
+        match m {
+            Modality::Id => l2_normalise(
+                self.item_id
+                    .as_ref()
+                    .expect("ID modality without ID table")
+                    .weight
+                    .val()
+                    .narrow(0, start, len),
+            ),
+            _ => features
+                .table(m)
+                .expect("feature modality without features")
+                .clone()
+                .narrow(0, start, len),
+        }
+    }
+
+    /// Multiplies cosines by the modality's logit scale `1 / tau`.
+    fn scale(&self, m: Modality, cosines: Tensor<2>) -> Tensor<2> {
+        match &self.log_scale {
+            Some(p) => {
+                let s = p
+                    .val()
+                    .narrow(0, m.index(), 1)
+                    .clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+                    .exp()
+                    .reshape([1, 1]);
+                cosines * s
+            }
+            None => cosines.mul_scalar(self.fixed_scale),
+        }
+    }
+
+    /// The current temperatures tau of the id, image and text heads.
+    pub fn temperatures(&self) -> [f64; 3] {
+        match &self.log_scale {
+            Some(p) => {
+                let v = p.val().to_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                std::array::from_fn(|i| {
+                    1.0 / (v.get(i).copied().unwrap_or(0.0) as f64)
+                        .clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+                        .exp()
+                })
+            }
+            None => [1.0 / self.fixed_scale; 3],
+        }
+    }
+
+    /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain
+    /// or, with `negatives`, a sampled softmax with log-Q correction.
+    ///
+    /// # Shapes
+    /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain; output `[P, 1]`
+    fn target_log_prob(
+        &self,
+        m: Modality,
+        h: Tensor<2>,
+        d: DomainId,
+        targets: Tensor<1, Int>,
+        features: &ItemFeatures,
+        negatives: Option<&DomainNegatives>,
+    ) -> Tensor<2> {
+        let h = l2_normalise(h);
+        let table = self.head(m, d, features);
+        let positive = self.scale(
+            m,
+            (h.clone() * table.clone().select(0, targets.clone())).sum_dim(1),
+        );
+        match negatives {
+            None => {
+                let logits = self.scale(m, h.matmul(table.transpose()));
+                positive - log_sum_exp(logits)
+            }
+            Some(neg) => {
+                let [k] = neg.ids.dims();
+                let neg_logits = self.scale(m, h.matmul(table.select(0, neg.ids.clone()).transpose()))
+                    - neg.log_q.clone().select(0, neg.ids.clone()).reshape([1, k]);
+                // A sampled negative equal to the target is an accidental hit: drop it.
+                let [p] = targets.dims();
+                let hits = targets
+                    .clone()
+                    .reshape([p, 1])
+                    .equal(neg.ids.clone().reshape([1, k]));
+                let neg_logits = neg_logits.mask_fill(hits, -1.0e9);
+                let positive = positive - neg.log_q.clone().select(0, targets).reshape([p, 1]);
+                let all = Tensor::cat(vec![positive.clone(), neg_logits], 1);
+                positive - log_sum_exp(all)
+            }
+        }
+    }
+
+    /// The training loss (Eq. 9-10): next-item negative log-likelihood of the fused probability
+    /// (Eq. 8) at every position of every sub-sequence, averaged per sub-sequence, combined per
+    /// target domain D as `L^D + lambda1 L^other + lambda2 L^{X+Y}` and summed over
+    /// `target_domains`. With `negatives` (one entry per domain) the softmax is sampled.
+    ///
+    /// # Shapes
+    /// - output `[1]`
+    pub fn loss(
+        &self,
+        batch: &TrainBatch,
+        features: &ItemFeatures,
+        target_domains: &[DomainId],
+        negatives: Option<&[DomainNegatives; 2]>,
+    ) -> Tensor<1> {
+        let weights = self.modality_weights();
+        // Sum of -log P and number of targets, per sub-sequence.
+        let mut sums: [Option<(Tensor<1>, usize)>; 3] = [None, None, None];
+        for s in self.sub_sequences() {
+            let targets = &batch.targets[s.index()];
+            if targets.iter().all(Option::is_none) {
+                continue;
+            }
+            let input = &batch.inputs[s.index()];
+            let [b, l] = input.items.dims();
+            let encoded: Vec<(Modality, Tensor<2>)> = Modality::ALL
+                .into_iter()
+                .filter_map(|m| {
+                    let h = self.encode(s, m, input, features)?;
+                    let width = h.dims()[2];
+                    Some((m, h.reshape([b * l, width])))
+                })
+                .collect();
+            for d in DomainId::BOTH {
+                let Some(t) = &targets[d.index()] else { continue };
+                let terms = encoded
+                    .iter()
+                    .map(|(m, h)| {
+                        let rows = h.clone().select(0, t.rows.clone());
+                        let lp = self.target_log_prob(
+                            *m,
+                            rows,
+                            d,
+                            t.local.clone(),
+                            features,
+                            negatives.map(|n| &n[d.index()]),
+                        );
+                        (weights[m.index()], lp)
+                    })
+                    .collect();
+                let nll = log_mix(terms).sum().neg().reshape([1]);
+                let count = t.local_ids.len();
+                sums[s.index()] = Some(match sums[s.index()].take() {
+                    Some((acc, c)) => (acc + nll, c + count),
+                    None => (nll, count),
+                });
+            }
+        }
+        let mean = |s: SubSequence| {
+            sums[s.index()]
+                .clone()
+                .map(|(sum, count)| sum.div_scalar(count as f64))
+        };
+        // Coefficient of each sub-sequence's loss, summed over the target domains.
+        let mut coef = [0.0f64; 3];
+        for &d in target_domains {
+            coef[SubSequence::of_domain(d).index()] += 1.0;
+            coef[SubSequence::of_domain(d.other()).index()] += self.lambda1;
+            coef[SubSequence::Merged.index()] += self.lambda2;
+        }
+        SubSequence::ALL
+            .into_iter()
+            .filter_map(|s| mean(s).map(|l| l.mul_scalar(coef[s.index()])))
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| {
+                // No target at all in this batch: a zero that still depends on the parameters.
+                self.zero_loss(batch)
+            })
+    }
+
+    fn zero_loss(&self, batch: &TrainBatch) -> Tensor<1> {
+        let device = batch.inputs[0].items.device();
+        Tensor::zeros([1], &device)
+    }
+
+    /// Log of the cross-domain score of every item of `domain` (Eq. 11): the fused
+    /// probabilities (Eq. 8) of the target domain's sub-sequence, of the other domain's
+    /// sub-sequence (weight lambda1) and of the merged sequence (weight lambda2), each from its
+    /// last position. An empty sub-sequence contributes nothing; the merged sequence always
+    /// contributes (for an empty history it gives the encoders' "no history" preference).
+    ///
+    /// # Shapes
+    /// - output `[batch, n_domain]`
+    pub fn score(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+    ) -> Tensor<2> {
+        let weights = self.modality_weights();
+        let device = inputs[0].items.device();
+        let mut terms = Vec::new();
+        for s in self.sub_sequences() {
+            let input = &inputs[s.index()];
+            let [b, l] = input.items.dims();
+            let per_modality: Vec<(f64, Tensor<2>)> = Modality::ALL
+                .into_iter()
+                .filter_map(|m| {
+                    let h = self.encode(s, m, input, features)?;
+                    let width = h.dims()[2];
+                    let last = h.narrow(1, l - 1, 1).reshape([b, width]);
+                    let logits = self.scale(
+                        m,
+                        l2_normalise(last).matmul(self.head(m, domain, features).transpose()),
+                    );
+                    let log_p = logits.clone() - log_sum_exp(logits);
+                    Some((weights[m.index()], log_p))
+                })
+                .collect();
+            let log_p = log_mix(per_modality);
+            let weight = if s == SubSequence::Merged {
+                self.lambda2
+            } else if s == SubSequence::of_domain(domain) {
+                1.0
+            } else {
+                self.lambda1
+            };
+            let log_p = if s == SubSequence::Merged {
+                log_p
+            } else {
+                let mask: Vec<f32> = (0..b)
+                    .map(|i| if plan.non_empty(s, i) { 0.0 } else { MASKED })
+                    .collect();
+                log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), &device)
+            };
+            terms.push((weight, log_p));
+        }
+        // A zero weight drops its sub-sequence, unless it is the only one the model reads.
+        if terms.iter().any(|(w, _)| *w > 0.0) {
+            terms.retain(|(w, _)| *w > 0.0);
+        } else {
+            terms.iter_mut().for_each(|(w, _)| *w = 1.0);
+        }
+        log_mix(terms)
+    }
+}
+
+/// Row-wise L2 normalisation with a floor, so a zero row stays zero without a NaN gradient.
+///
+/// # Shapes
+/// - `x`: `[n, d]`; output `[n, d]`
+pub fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).add_scalar(1e-12).sqrt();
+    x / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SyntheticConfig;
+    use crate::data::batcher::SequenceBatcher;
+    use crate::test_device;
+    use burn::optim::{AdamConfig, GradientsParams};
+
+    struct Setup {
+        data: crate::data::SyntheticData,
+        config: ModelConfig,
+    }
+
+    fn setup() -> Setup {
+        let data = SyntheticConfig {
+            users: 40,
+            items_x: 30,
+            items_y: 40,
+            topics: 3,
+            feature_dim: 8,
+            ..Default::default()
+        }
+        .generate()
+        .unwrap();
+        let config = ModelConfig {
+            id_dim: 8,
+            max_len: 12,
+            dropout: 0.0,
+            ..Default::default()
+        };
+        Setup { data, config }
+    }
+
+    fn features(s: &Setup, device: &Device) -> ItemFeatures {
+        ItemFeatures::new(
+            Some(&s.data.image),
+            Some(&s.data.text),
+            s.data.dataset.num_items(),
+            device,
+        )
+        .unwrap()
+    }
+
+    fn train_batch(s: &Setup, device: &Device) -> TrainBatch {
+        let batcher = SequenceBatcher::new(&s.data.dataset, s.config.max_len);
+        let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
+        batcher.plan_train(&seqs).to_tensors(device)
+    }
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_scalar()
+    }
+
+    #[test]
+    fn nine_encoders_with_all_modalities_and_fewer_without_features() {
+        let s = setup();
+        let device = test_device();
+        let model = LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+        assert_eq!(model.sub_sequences().len(), 3);
+        assert_eq!(model.modalities(), Modality::ALL.to_vec());
+        let encoders = SubSequence::ALL
+            .iter()
+            .flat_map(|&q| Modality::ALL.map(|m| model.encoder(q, m).is_some()))
+            .filter(|&b| b)
+            .count();
+        assert_eq!(encoders, 9);
+        // Without features, image and text are switched off, not faked.
+        let id_only = LlmEmf::new(&s.config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        assert_eq!(id_only.modalities(), vec![Modality::Id]);
+        assert_eq!(id_only.modality_weights(), [1.0, 0.0, 0.0]);
+        let baseline = LlmEmf::new(
+            &s.config.clone().id_only_single_sequence(),
+            &s.data.dataset,
+            &features(&s, &device),
+            &device,
+        )
+        .unwrap();
+        assert_eq!(baseline.sub_sequences(), vec![SubSequence::Merged]);
+        assert_eq!(baseline.modalities(), vec![Modality::Id]);
+    }
+
+    #[test]
+    fn heads_must_divide_feature_width() {
+        let s = setup();
+        let device = test_device();
+        let config = ModelConfig {
+            heads: 3,
+            id_dim: 9,
+            ..s.config.clone()
+        };
+        let err = LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap_err();
+        assert!(err.to_string().contains("heads"), "{err}");
+    }
+
+    #[test]
+    fn full_loss_matches_uniform_guess_at_init_scale() {
+        // With a tiny logit scale every item is nearly equally likely, so each sub-sequence's
+        // mean NLL is close to log(n_domain) and the total follows the lambda weights.
+        let s = setup();
+        let device = test_device();
+        let config = ModelConfig {
+            temperature: TemperatureConfig {
+                init: 1e6,
+                learnable: false,
+            },
+            ..s.config.clone()
+        };
+        let model = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        let batch = train_batch(&s, &device);
+        let loss = scalar(model.loss(&batch, &ItemFeatures::none(), &[DomainId::X], None));
+        // Target X: L^X + 0.3 L^Y + 0.1 L^{X+Y}; L^{X+Y} mixes log 30 and log 40.
+        let (lx, ly) = ((30f64).ln(), (40f64).ln());
+        let nx = batch.targets[2][0].as_ref().unwrap().local_ids.len() as f64;
+        let ny = batch.targets[2][1].as_ref().unwrap().local_ids.len() as f64;
+        let merged = (nx * lx + ny * ly) / (nx + ny);
+        let expected = lx + 0.3 * ly + 0.1 * merged;
+        assert!((loss as f64 - expected).abs() < 1e-3, "{loss} vs {expected}");
+        // Both target domains: the two per-domain losses are summed.
+        let both = scalar(model.loss(&batch, &ItemFeatures::none(), &DomainId::BOTH, None));
+        let expected_both = expected + ly + 0.3 * lx + 0.1 * merged;
+        assert!((both as f64 - expected_both).abs() < 1e-3, "{both} vs {expected_both}");
+    }
+
+    #[test]
+    fn sampled_loss_with_all_items_as_negatives_approaches_full_loss() {
+        // Uniform sampling with every item of the domain as a negative: log-Q correction is a
+        // constant shift, the accidental hit (the target itself) is removed, so the sampled
+        // softmax equals the full softmax.
+        let s = setup();
+        let device = test_device();
+        let feats = features(&s, &device);
+        let model = LlmEmf::new(&s.config, &s.data.dataset, &feats, &device).unwrap();
+        let batch = train_batch(&s, &device);
+        let full = scalar(model.loss(&batch, &feats, &DomainId::BOTH, None));
+        let negatives: [DomainNegatives; 2] = std::array::from_fn(|d| {
+            let n = if d == 0 { 30 } else { 40 };
+            let ids: Vec<i64> = (0..n as i64).collect();
+            DomainNegatives {
+                ids: Tensor::from_data(TensorData::new(ids, [n]), &device),
+                log_q: Tensor::from_data(TensorData::new(vec![0.0f32; n], [n]), &device),
+            }
+        });
+        let sampled = scalar(model.loss(&batch, &feats, &DomainId::BOTH, Some(&negatives)));
+        assert!((full - sampled).abs() < 1e-3, "{full} vs {sampled}");
+    }
+
+    #[test]
+    fn scores_are_finite_for_empty_sub_sequences_and_histories() {
+        let s = setup();
+        let device = test_device();
+        let feats = features(&s, &device);
+        let model = LlmEmf::new(&s.config, &s.data.dataset, &feats, &device).unwrap();
+        let batcher = SequenceBatcher::new(&s.data.dataset, s.config.max_len);
+        // Only X items (S^Y empty), only Y items (S^X empty), nothing at all.
+        let histories: [&[u32]; 3] = [&[0, 1, 2], &[30, 31], &[]];
+        let plan = batcher.plan_histories(&histories);
+        let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
+        for d in DomainId::BOTH {
+            let scores = model.score(&plan, &inputs, &feats, d);
+            let n = if d == DomainId::X { 30 } else { 40 };
+            assert_eq!(scores.dims(), [3, n]);
+            let values = scores.into_data().try_to_vec::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()));
+            // Each row is the log of a mixture of distributions: its exp sums to the weights
+            // of the contributing sub-sequences (1 + 0.1 with one side empty).
+            let row0: f32 = values[..n].iter().map(|v| v.exp()).sum();
+            let expected = if d == DomainId::X { 1.1 } else { 0.3 + 0.1 };
+            assert!((row0 - expected).abs() < 1e-3, "{row0} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn frozen_features_never_change_while_the_model_learns() {
+        let s = setup();
+        let base = test_device();
+        let device = base.clone().autodiff();
+        let feats = features(&s, &base);
+        let before = [feats.values(Modality::Image), feats.values(Modality::Text)];
+        let train_feats = feats.for_autodiff();
+        let mut model = LlmEmf::new(&s.config, &s.data.dataset, &train_feats, &device).unwrap();
+        let id_before = model.item_id.as_ref().unwrap().weight.val().into_data();
+        let mut optim = AdamConfig::new().init();
+        let batch = train_batch(&s, &device);
+        let first = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
+        for _ in 0..5 {
+            let loss = model.loss(&batch, &train_feats, &DomainId::BOTH, None);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.01, model, grads);
+        }
+        let last = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
+        assert!(last < first, "loss should fall on a fixed batch: {first} -> {last}");
+        let id_after = model.item_id.as_ref().unwrap().weight.val().into_data();
+        assert_ne!(id_before, id_after, "the ID table is learnable");
+        assert_eq!(
+            before,
+            [train_feats.values(Modality::Image), train_feats.values(Modality::Text)]
+        );
+        assert_eq!(before, [feats.values(Modality::Image), feats.values(Modality::Text)]);
+    }
+}
