@@ -1,7 +1,48 @@
 //! # llm_emf
 //!
-//! LLM-EMF (LLM-Enhanced Multimodal Fusion for Cross-Domain Sequential Recommendation), built on
-//! [Burn](https://burn.dev).
+//! LLM-EMF (LLM-Enhanced Multimodal Fusion for Cross-Domain Sequential Recommendation, Wu et
+//! al.), built on [Burn](https://burn.dev): load two-domain interaction data, train the model,
+//! evaluate it under the paper's protocol (and ABXI's, and full ranking), recommend items.
+//!
+//! The recipe reads config, data, model, fit, evaluate:
+//!
+//! ```no_run
+//! use llm_emf::backend;
+//! use llm_emf::data::{DomainId, Protocol, Split, SyntheticConfig};
+//! use llm_emf::recommend::TrainedRun;
+//! use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
+//!
+//! # fn main() -> llm_emf::Result<()> {
+//! let device = backend::cpu()?;
+//! let mut config = ExperimentConfig::default();
+//! config.data = DataSource::Synthetic(SyntheticConfig::default());
+//! config.train.epochs = 3;
+//! let data = config.load_data()?;
+//! let report = train(&config, &data, "runs/demo".as_ref(), &device, &TrainOptions::default())?;
+//! println!("{}", report.test);
+//!
+//! let run = TrainedRun::load("runs/demo".as_ref(), &device)?;
+//! println!("{}", run.evaluate(Split::Test, Protocol::Full, None)?);
+//! let top = run.recommend(&[3, 1500, 7], DomainId::Y, 10)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//! - [`data`]: the dataset, its two readers (C2DSR, RecBole), the synthetic generator, batching
+//!   and evaluation candidates;
+//! - [`model`]: the encoders, the fusion and the LLM-EMF model;
+//! - [`train`]: the experiment configuration and the training loop;
+//! - [`eval`]: metrics and the evaluator;
+//! - [`recommend`]: loading a trained run, evaluating it, recommending;
+//! - [`features`]: frozen feature matrices;
+//! - [`backend`]: choosing a device by name.
+//!
+//! # Crate features
+//! - `ndarray` (default): the CPU backend used by tests and CI;
+//! - `flex`: Burn's newer CPU backend (faster here);
+//! - `wgpu`: GPUs through wgpu;
+//! - `cuda`: NVIDIA GPUs (needs network access at build time).
 #![deny(missing_docs)]
 
 pub mod backend;

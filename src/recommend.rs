@@ -80,7 +80,12 @@ impl TrainedRun {
 
     /// Evaluates the model on `split` under `protocol`, with the run's evaluation seed unless
     /// `seed` is given.
-    pub fn evaluate(&self, split: Split, protocol: Protocol, seed: Option<u64>) -> Result<Evaluation> {
+    pub fn evaluate(
+        &self,
+        split: Split,
+        protocol: Protocol,
+        seed: Option<u64>,
+    ) -> Result<Evaluation> {
         let ec = &self.config.eval;
         let candidates = Candidates::sample(
             &self.data.dataset,
@@ -108,7 +113,12 @@ impl TrainedRun {
 
     /// The `k` best items of `domain` after `history` (global ids, oldest first), excluding the
     /// items of the history.
-    pub fn recommend(&self, history: &[ItemId], domain: DomainId, k: usize) -> Result<Vec<Recommendation>> {
+    pub fn recommend(
+        &self,
+        history: &[ItemId],
+        domain: DomainId,
+        k: usize,
+    ) -> Result<Vec<Recommendation>> {
         let dataset = &self.data.dataset;
         if k == 0 {
             return Err(Error::InvalidInput("k must be at least 1".into()));

@@ -39,7 +39,10 @@ fn movie_book_matches_table_1() {
     // The training file is not distributed: evaluation-only, with a clear error.
     assert!(!d.has_train());
     let err = d.train().unwrap_err().to_string();
-    assert!(err.contains("traindata_new.txt") && err.contains("C2DSR"), "{err}");
+    assert!(
+        err.contains("traindata_new.txt") && err.contains("C2DSR"),
+        "{err}"
+    );
     let stats = d.stats();
     assert_eq!(stats.domains[0].titled_items, 12_073);
     assert_eq!(stats.domains[1].titled_items, 0);
@@ -74,9 +77,16 @@ fn food_kitchen_matches_the_readme() {
     let food = stats.domains[0].train_interactions.unwrap() + 2_837 + 2_419;
     let kitchen = stats.domains[1].train_interactions.unwrap() + 4_307 + 4_725;
     assert_eq!((food, kitchen), (83_663, 89_885));
-    assert_eq!(stats.domains[0].titled_items + stats.domains[1].titled_items, 23_357);
+    assert_eq!(
+        stats.domains[0].titled_items + stats.domains[1].titled_items,
+        23_357
+    );
     // Histories are the sequence before the target, at most 50 items.
-    assert!(d.examples(Split::Test).iter().all(|e| e.history.len() <= 50));
+    assert!(
+        d.examples(Split::Test)
+            .iter()
+            .all(|e| e.history.len() <= 50)
+    );
     for (v, t) in d.examples(Split::Valid).iter().zip(d.examples(Split::Test)) {
         assert_eq!(v.user, t.user);
         assert_eq!(t.history.last(), Some(&v.target));

@@ -181,7 +181,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(d) = &data {
                 cfg.data = data_source(d);
             } else if config.is_none() {
-                return Err(Error::Config("give --data DIR (or --data synthetic) or --config FILE".into()));
+                return Err(Error::Config(
+                    "give --data DIR (or --data synthetic) or --config FILE".into(),
+                ));
             }
             if features_img.is_some() {
                 cfg.features.image = features_img;
@@ -205,7 +207,10 @@ fn run(cli: Cli) -> Result<()> {
             let report = train(&cfg, &data, &out, &device, &options)?;
             println!(
                 "best epoch {} of {} ({} parameters, {:.0} training sequences/s)",
-                report.best_epoch, report.epochs, report.parameters, report.train_sequences_per_second
+                report.best_epoch,
+                report.epochs,
+                report.parameters,
+                report.train_sequences_per_second
             );
             print!("{}", report.test);
             println!("run folder: {}", out.display());

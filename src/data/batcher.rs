@@ -211,6 +211,7 @@ impl EvalPlan {
 pub struct SequenceBatcher {
     domains: [Domain; 2],
     max_len: usize,
+    cross_domain_targets: bool,
 }
 
 impl SequenceBatcher {
@@ -219,7 +220,16 @@ impl SequenceBatcher {
         Self {
             domains: dataset.domains().clone(),
             max_len: max_len.max(1),
+            cross_domain_targets: false,
         }
+    }
+
+    /// With `true`, S^X and S^Y also get the other domain's next items as targets: every item
+    /// of the merged sequence is predicted by each single-domain sub-sequence from its last item
+    /// at or before the preceding step (so the S^Y encoder learns P^Y(x | S) of Eq. 11 too).
+    pub fn with_cross_domain_targets(mut self, on: bool) -> Self {
+        self.cross_domain_targets = on;
+        self
     }
 
     /// The maximum sub-sequence length.
@@ -235,6 +245,9 @@ impl SequenceBatcher {
     /// follows it in that sub-sequence (S^X: the next X item; S^Y: the next Y item; S^{X+Y}: the
     /// next item, within its own domain). Only the last `max_len` transitions are kept.
     pub fn plan_train(&self, sequences: &[&Sequence]) -> TrainPlan {
+        if self.cross_domain_targets {
+            return self.plan_train_cross(sequences);
+        }
         let subs: Vec<[Vec<ItemId>; 3]> = sequences
             .iter()
             .map(|s| {
@@ -259,6 +272,52 @@ impl SequenceBatcher {
                     let row = b * plan.len + (plan.len - n) + j;
                     targets[s][d].rows.push(row as i64);
                     targets[s][d].local.push(self.domains[d].local(item) as i64);
+                }
+            }
+            inputs.push(plan);
+        }
+        let inputs: [PaddedPlan; 3] = inputs.try_into().expect("three sub-sequences");
+        TrainPlan { inputs, targets }
+    }
+
+    /// [`Self::plan_train`] with cross-domain targets for S^X and S^Y.
+    fn plan_train_cross(&self, sequences: &[&Sequence]) -> TrainPlan {
+        let mut inputs = Vec::with_capacity(3);
+        let mut targets: [[TargetPlan; 2]; 3] = Default::default();
+        for s in 0..3 {
+            // Per sequence: the sub-sequence's items among all but the last merged item, and for
+            // each merged transition t -> t+1 the index (in that list) of its last item <= t.
+            let mut rows_items: Vec<Vec<ItemId>> = Vec::with_capacity(sequences.len());
+            let mut links: Vec<Vec<(usize, ItemId)>> = Vec::with_capacity(sequences.len());
+            for seq in sequences {
+                let n = seq.items.len();
+                let mut items = Vec::new();
+                let mut link = Vec::new();
+                for t in 0..n.saturating_sub(1) {
+                    let item = seq.items[t];
+                    if s == 2 || self.domain_of(item) == s {
+                        items.push(item);
+                    }
+                    if let Some(last) = items.len().checked_sub(1) {
+                        link.push((last, seq.items[t + 1]));
+                    }
+                }
+                rows_items.push(items);
+                links.push(link);
+            }
+            let rows: Vec<&[ItemId]> = rows_items.iter().map(Vec::as_slice).collect();
+            let plan = PaddedPlan::new(&rows, self.max_len);
+            for (b, link) in links.iter().enumerate() {
+                let (total, kept) = (rows_items[b].len(), plan.lengths[b]);
+                for &(idx, next) in link {
+                    // Items truncated away have no row.
+                    let Some(j) = (idx + kept).checked_sub(total) else {
+                        continue;
+                    };
+                    let d = self.domain_of(next);
+                    let row = b * plan.len + (plan.len - kept) + j;
+                    targets[s][d].rows.push(row as i64);
+                    targets[s][d].local.push(self.domains[d].local(next) as i64);
                 }
             }
             inputs.push(plan);
@@ -407,6 +466,51 @@ mod tests {
         // S^Y of both: long has none, short has [4] alone -> no transition.
         assert!(plan.targets[1][1].is_empty());
         assert_eq!(plan.inputs[1].lengths, vec![0, 0]);
+    }
+
+    #[test]
+    fn cross_domain_targets_cover_every_transition() {
+        let d = dataset();
+        let batcher = SequenceBatcher::new(&d, 10).with_cross_domain_targets(true);
+        // Merged: 0(X) 4(Y) 5(Y) 1(X) 2(X).
+        let seq = Sequence {
+            user: 0,
+            items: vec![0, 4, 5, 1, 2],
+        };
+        let plan = batcher.plan_train(&[&seq]);
+        // S^X inputs: X items among the first four merged items: [0, 1].
+        assert_eq!(plan.inputs[0].items, vec![0, 1]);
+        // Transitions 0->4, 4->5, 5->1 are predicted from S^X row 0; 1->2 from row 1.
+        assert_eq!(plan.targets[0][1].rows, vec![0, 0]);
+        assert_eq!(plan.targets[0][1].local, vec![0, 1]);
+        assert_eq!(plan.targets[0][0].rows, vec![0, 1]);
+        assert_eq!(plan.targets[0][0].local, vec![1, 2]);
+        // S^Y inputs [4, 5]: 4->5 from row 0, 5->1 and 1->2 from row 1; 0->4 has no Y item yet.
+        assert_eq!(plan.inputs[1].items, vec![4, 5]);
+        assert_eq!(plan.targets[1][1].rows, vec![0]);
+        assert_eq!(plan.targets[1][0].rows, vec![1, 1]);
+        assert_eq!(plan.targets[1][0].local, vec![1, 2]);
+        // The merged sequence is the same as without cross targets.
+        let plain = SequenceBatcher::new(&d, 10).plan_train(&[&seq]);
+        assert_eq!(plan.inputs[2], plain.inputs[2]);
+        assert_eq!(plan.targets[2], plain.targets[2]);
+        // Same-domain targets of S^X match the plain plan's.
+        assert_eq!(plan.targets[0][0].local, plain.targets[0][0].local);
+    }
+
+    #[test]
+    fn cross_domain_targets_respect_truncation() {
+        let d = dataset();
+        let batcher = SequenceBatcher::new(&d, 1).with_cross_domain_targets(true);
+        let seq = Sequence {
+            user: 0,
+            items: vec![0, 1, 4],
+        };
+        let plan = batcher.plan_train(&[&seq]);
+        // S^X keeps only [1]: the transition 0->1 came from the dropped row 0.
+        assert_eq!(plan.inputs[0].items, vec![1]);
+        assert_eq!(plan.targets[0][0].rows, Vec::<i64>::new());
+        assert_eq!(plan.targets[0][1].rows, vec![0]);
     }
 
     #[test]

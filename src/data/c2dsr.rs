@@ -128,7 +128,10 @@ fn count_item_lines(path: &Path) -> Result<u32> {
         count += 1;
     }
     if count == 0 {
-        return Err(Error::format(path, "empty file: expected one line per item"));
+        return Err(Error::format(
+            path,
+            "empty file: expected one line per item",
+        ));
     }
     Ok(count)
 }
@@ -152,7 +155,12 @@ fn read_items_tsv(
                 "missing header: expected `item_id\\tdomain\\ttitle[\\tattributes]`",
             ));
         }
-        None => return Err(Error::format(path, "empty file: expected a header and one line per item")),
+        None => {
+            return Err(Error::format(
+                path,
+                "empty file: expected a header and one line per item",
+            ));
+        }
     }
     let mut items = vec![Item::default(); n as usize];
     let mut seen = vec![false; n as usize];
@@ -176,7 +184,11 @@ fn read_items_tsv(
             ));
         }
         let id: ItemId = fields[0].parse().map_err(|_| {
-            Error::parse(path, line_no, format!("item id {:?} is not a non-negative integer", fields[0]))
+            Error::parse(
+                path,
+                line_no,
+                format!("item id {:?} is not a non-negative integer", fields[0]),
+            )
         })?;
         if id >= n {
             return Err(Error::parse(
@@ -186,7 +198,11 @@ fn read_items_tsv(
             ));
         }
         if std::mem::replace(&mut seen[id as usize], true) {
-            return Err(Error::parse(path, line_no, format!("duplicate item id {id}")));
+            return Err(Error::parse(
+                path,
+                line_no,
+                format!("duplicate item id {id}"),
+            ));
         }
         let domain = fields[1];
         let slot = usize::from(id >= n_x);
@@ -201,7 +217,11 @@ fn read_items_tsv(
                 } else {
                     format!(
                         "item {id} has unknown domain {domain:?}: expected {name:?} for ids {}",
-                        if slot == 0 { format!("below {n_x}") } else { format!("from {n_x}") }
+                        if slot == 0 {
+                            format!("below {n_x}")
+                        } else {
+                            format!("from {n_x}")
+                        }
                     )
                 };
                 return Err(Error::parse(path, line_no, message));
@@ -242,7 +262,12 @@ fn read_sequences(path: &Path, n: u32) -> Result<Vec<(usize, u32, Vec<ItemId>)>>
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let interactions: Vec<&str> = fields.iter().skip(2).copied().filter(|f| !f.is_empty()).collect();
+        let interactions: Vec<&str> = fields
+            .iter()
+            .skip(2)
+            .copied()
+            .filter(|f| !f.is_empty())
+            .collect();
         if fields.len() < 3 || interactions.is_empty() {
             return Err(Error::parse(
                 path,
@@ -254,13 +279,20 @@ fn read_sequences(path: &Path, n: u32) -> Result<Vec<(usize, u32, Vec<ItemId>)>>
             ));
         }
         let user: u32 = fields[0].trim().parse().map_err(|_| {
-            Error::parse(path, line_no, format!("user index {:?} is not a non-negative integer", fields[0]))
+            Error::parse(
+                path,
+                line_no,
+                format!("user index {:?} is not a non-negative integer", fields[0]),
+            )
         })?;
         fields[1].trim().parse::<u64>().map_err(|_| {
             Error::parse(
                 path,
                 line_no,
-                format!("sequence index {:?} is not a non-negative integer", fields[1]),
+                format!(
+                    "sequence index {:?} is not a non-negative integer",
+                    fields[1]
+                ),
             )
         })?;
         let mut timed = Vec::with_capacity(interactions.len());
@@ -271,14 +303,20 @@ fn read_sequences(path: &Path, n: u32) -> Result<Vec<(usize, u32, Vec<ItemId>)>>
                 Error::parse(
                     path,
                     line_no,
-                    format!("interaction {} ({field:?}) has no time: expected `item|time|...`", k + 1),
+                    format!(
+                        "interaction {} ({field:?}) has no time: expected `item|time|...`",
+                        k + 1
+                    ),
                 )
             })?;
             let item: ItemId = item_str.trim().parse().map_err(|_| {
                 Error::parse(
                     path,
                     line_no,
-                    format!("interaction {}: item id {item_str:?} is not a non-negative integer", k + 1),
+                    format!(
+                        "interaction {}: item id {item_str:?} is not a non-negative integer",
+                        k + 1
+                    ),
                 )
             })?;
             if item >= n {
@@ -310,7 +348,10 @@ fn read_sequences(path: &Path, n: u32) -> Result<Vec<(usize, u32, Vec<ItemId>)>>
         out.push((line_no, user, timed.into_iter().map(|(_, i)| i).collect()));
     }
     if out.is_empty() {
-        return Err(Error::format(path, "empty file: expected one sequence per line"));
+        return Err(Error::format(
+            path,
+            "empty file: expected one sequence per line",
+        ));
     }
     Ok(out)
 }
@@ -347,7 +388,11 @@ mod tests {
             "0\t0\t1|20|d|\t3|10|d|\t0|10|d|\t\n1\t1\t4|1|d|\t2|2|d|\n",
         )
         .unwrap();
-        fs::write(dir.join("validdata_new.txt"), "0\t2\t3|5|d|\t1|7|d|\t4|6|d|\n").unwrap();
+        fs::write(
+            dir.join("validdata_new.txt"),
+            "0\t2\t3|5|d|\t1|7|d|\t4|6|d|\n",
+        )
+        .unwrap();
         fs::write(dir.join("testdata_new.txt"), "1\t3\t2|1|d|\t0|2|d|\n").unwrap();
         fs::write(
             dir.join("items.tsv"),
@@ -399,32 +444,55 @@ mod tests {
         fs::write(dir.path().join(file), content).unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains(file), "error should name {file}: {err}");
-        assert!(err.contains(needle), "error should contain {needle:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "error should contain {needle:?}: {err}"
+        );
     }
 
     #[test]
     fn wrong_field_count_in_sequence() {
-        expect_error("validdata_new.txt", "0\t2\t3|5|d|\n0\t2\n", "validdata_new.txt:2: expected");
+        expect_error(
+            "validdata_new.txt",
+            "0\t2\t3|5|d|\n0\t2\n",
+            "validdata_new.txt:2: expected",
+        );
     }
 
     #[test]
     fn non_numeric_item() {
-        expect_error("testdata_new.txt", "1\t3\tx|1|d|\n", "testdata_new.txt:1: interaction 1: item id");
+        expect_error(
+            "testdata_new.txt",
+            "1\t3\tx|1|d|\n",
+            "testdata_new.txt:1: interaction 1: item id",
+        );
     }
 
     #[test]
     fn non_numeric_time() {
-        expect_error("traindata_new.txt", "0\t0\t1|soon|d|\n", "traindata_new.txt:1: interaction 1: time");
+        expect_error(
+            "traindata_new.txt",
+            "0\t0\t1|soon|d|\n",
+            "traindata_new.txt:1: interaction 1: time",
+        );
     }
 
     #[test]
     fn non_numeric_user() {
-        expect_error("traindata_new.txt", "u\t0\t1|2|d|\n", "traindata_new.txt:1: user index");
+        expect_error(
+            "traindata_new.txt",
+            "u\t0\t1|2|d|\n",
+            "traindata_new.txt:1: user index",
+        );
     }
 
     #[test]
     fn item_outside_catalogue() {
-        expect_error("traindata_new.txt", "0\t0\t1|2|d|\n0\t1\t5|2|d|\n", "traindata_new.txt:2: interaction 1: item 5 is outside");
+        expect_error(
+            "traindata_new.txt",
+            "0\t0\t1|2|d|\n0\t1\t5|2|d|\n",
+            "traindata_new.txt:2: interaction 1: item 5 is outside",
+        );
     }
 
     #[test]
@@ -444,7 +512,11 @@ mod tests {
 
     #[test]
     fn items_tsv_missing_header() {
-        expect_error("items.tsv", "0\tArt\tfirst\n", "items.tsv:1: missing header");
+        expect_error(
+            "items.tsv",
+            "0\tArt\tfirst\n",
+            "items.tsv:1: missing header",
+        );
     }
 
     #[test]
@@ -485,12 +557,20 @@ mod tests {
 
     #[test]
     fn items_tsv_non_numeric_id() {
-        expect_error("items.tsv", "item_id\tdomain\ttitle\nseven\tArt\ta\n", "items.tsv:2: item id");
+        expect_error(
+            "items.tsv",
+            "item_id\tdomain\ttitle\nseven\tArt\ta\n",
+            "items.tsv:2: item id",
+        );
     }
 
     #[test]
     fn items_tsv_field_count() {
-        expect_error("items.tsv", "item_id\tdomain\ttitle\n0\tArt\n", "items.tsv:2: expected 3 or 4");
+        expect_error(
+            "items.tsv",
+            "item_id\tdomain\ttitle\n0\tArt\n",
+            "items.tsv:2: expected 3 or 4",
+        );
     }
 
     #[test]
@@ -504,7 +584,10 @@ mod tests {
 
     #[test]
     fn names_from_directory() {
-        assert_eq!(names_from_dir(Path::new("/nonexistent/movie-book")), ["X", "Y"]);
+        assert_eq!(
+            names_from_dir(Path::new("/nonexistent/movie-book")),
+            ["X", "Y"]
+        );
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("food-kitchen");
         fs::create_dir(&sub).unwrap();

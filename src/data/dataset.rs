@@ -184,7 +184,9 @@ impl Dataset {
         };
         if let TrainingData::Present(seqs) = &train {
             for (i, s) in seqs.iter().enumerate() {
-                s.items.iter().try_for_each(|&id| check("training sequence", i, id))?;
+                s.items
+                    .iter()
+                    .try_for_each(|&id| check("training sequence", i, id))?;
             }
         }
         for (what, examples) in [("valid example", &valid), ("test example", &test)] {
@@ -328,9 +330,8 @@ impl Dataset {
             .into_iter()
             .map(|d| {
                 let dom = self.domain(d);
-                let count_targets = |ex: &[Example]| {
-                    ex.iter().filter(|e| dom.contains(e.target)).count()
-                };
+                let count_targets =
+                    |ex: &[Example]| ex.iter().filter(|e| dom.contains(e.target)).count();
                 DomainStats {
                     name: dom.name.clone(),
                     items: dom.len as usize,

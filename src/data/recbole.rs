@@ -75,7 +75,14 @@ pub fn load_recbole(dir: &Path, options: &RecboleOptions) -> Result<Dataset> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dataset".into());
-    Dataset::new(name, domains, items, TrainingData::Present(train), valid, test)
+    Dataset::new(
+        name,
+        domains,
+        items,
+        TrainingData::Present(train),
+        valid,
+        test,
+    )
 }
 
 /// Splits time-ordered user sequences: the last interaction is the test target (history: all
@@ -164,7 +171,11 @@ fn read_item_file(path: &Path, expected: Option<&[String; 2]>) -> Result<ItemTab
             return Err(Error::parse(
                 path,
                 line_no,
-                format!("expected {} tab-separated fields as in the header, found {}", names.len(), fields.len()),
+                format!(
+                    "expected {} tab-separated fields as in the header, found {}",
+                    names.len(),
+                    fields.len()
+                ),
             ));
         }
         let token = fields[id_col].trim();
@@ -202,7 +213,11 @@ fn read_item_file(path: &Path, expected: Option<&[String; 2]>) -> Result<ItemTab
                 ));
             }
             None if domain.is_empty() => {
-                return Err(Error::parse(path, line_no, format!("item {token:?} has an empty domain")));
+                return Err(Error::parse(
+                    path,
+                    line_no,
+                    format!("item {token:?} has an empty domain"),
+                ));
             }
             None => {
                 domain_names.push(domain.to_string());
@@ -235,7 +250,10 @@ fn read_item_file(path: &Path, expected: Option<&[String; 2]>) -> Result<ItemTab
         };
         return Err(Error::format(
             path,
-            format!("expected items of exactly two domains, found {}: {found:?}", found.len()),
+            format!(
+                "expected items of exactly two domains, found {}: {found:?}",
+                found.len()
+            ),
         ));
     }
     let n_x = rows.iter().filter(|r| r.1 == 0).count() as u32;
@@ -283,7 +301,11 @@ fn read_inter_file(path: &Path, tokens: &HashMap<String, ItemId>) -> Result<Vec<
             return Err(Error::parse(
                 path,
                 line_no,
-                format!("expected {} tab-separated fields as in the header, found {}", names.len(), fields.len()),
+                format!(
+                    "expected {} tab-separated fields as in the header, found {}",
+                    names.len(),
+                    fields.len()
+                ),
             ));
         }
         let user = fields[user_col].trim();
@@ -295,7 +317,10 @@ fn read_inter_file(path: &Path, tokens: &HashMap<String, ItemId>) -> Result<Vec<
             Error::parse(
                 path,
                 line_no,
-                format!("item {token:?} is not in the catalogue ({})", path.with_extension("item").display()),
+                format!(
+                    "item {token:?} is not in the catalogue ({})",
+                    path.with_extension("item").display()
+                ),
             )
         })?;
         let time_str = fields[time_col].trim();
@@ -303,7 +328,13 @@ fn read_inter_file(path: &Path, tokens: &HashMap<String, ItemId>) -> Result<Vec<
             .parse()
             .ok()
             .filter(|t: &f64| t.is_finite())
-            .ok_or_else(|| Error::parse(path, line_no, format!("timestamp {time_str:?} is not a number")))?;
+            .ok_or_else(|| {
+                Error::parse(
+                    path,
+                    line_no,
+                    format!("timestamp {time_str:?} is not a number"),
+                )
+            })?;
         let next = users.len();
         let u = *users.entry(user).or_insert(next);
         if u == seqs.len() {
@@ -396,12 +427,20 @@ mod tests {
 
     #[test]
     fn missing_header_in_inter() {
-        expect_error(ITEMS, "u1\tf1\t1\n", "fk.inter:1: missing header column `user_id`");
+        expect_error(
+            ITEMS,
+            "u1\tf1\t1\n",
+            "fk.inter:1: missing header column `user_id`",
+        );
     }
 
     #[test]
     fn missing_header_in_item() {
-        expect_error("f1\tFood\tTea\n", INTER, "fk.item:1: missing header column `item_id`");
+        expect_error(
+            "f1\tFood\tTea\n",
+            INTER,
+            "fk.item:1: missing header column `item_id`",
+        );
     }
 
     #[test]
@@ -411,7 +450,11 @@ mod tests {
 
     #[test]
     fn header_only_inter_file() {
-        expect_error(ITEMS, "user_id:token\titem_id:token\ttimestamp:float\n", "fk.inter: no interactions");
+        expect_error(
+            ITEMS,
+            "user_id:token\titem_id:token\ttimestamp:float\n",
+            "fk.inter: no interactions",
+        );
     }
 
     #[test]
@@ -428,31 +471,51 @@ mod tests {
     #[test]
     fn non_numeric_timestamp() {
         let inter = "user_id:token\titem_id:token\ttimestamp:float\nu1\tf1\tnoon\n";
-        expect_error(ITEMS, inter, "fk.inter:2: timestamp \"noon\" is not a number");
+        expect_error(
+            ITEMS,
+            inter,
+            "fk.inter:2: timestamp \"noon\" is not a number",
+        );
     }
 
     #[test]
     fn item_not_in_catalogue() {
         let inter = "user_id:token\titem_id:token\ttimestamp:float\nu1\tf1\t1\nu1\tzz\t2\n";
-        expect_error(ITEMS, inter, "fk.inter:3: item \"zz\" is not in the catalogue");
+        expect_error(
+            ITEMS,
+            inter,
+            "fk.inter:3: item \"zz\" is not in the catalogue",
+        );
     }
 
     #[test]
     fn duplicate_item() {
         let items = "item_id:token\tdomain:token\nf1\tFood\nk1\tKitchen\nf1\tFood\n";
-        expect_error(items, INTER, "fk.item:4: duplicate item id \"f1\" (first on line 2)");
+        expect_error(
+            items,
+            INTER,
+            "fk.item:4: duplicate item id \"f1\" (first on line 2)",
+        );
     }
 
     #[test]
     fn third_domain() {
         let items = "item_id:token\tdomain:token\nf1\tFood\nk1\tKitchen\ng1\tGarden\n";
-        expect_error(items, INTER, "fk.item:4: item \"g1\" has a third domain \"Garden\"");
+        expect_error(
+            items,
+            INTER,
+            "fk.item:4: item \"g1\" has a third domain \"Garden\"",
+        );
     }
 
     #[test]
     fn single_domain() {
         let items = "item_id:token\tdomain:token\nf1\tFood\nf2\tFood\n";
-        expect_error(items, INTER, "fk.item: expected items of exactly two domains, found 1");
+        expect_error(
+            items,
+            INTER,
+            "fk.item: expected items of exactly two domains, found 1",
+        );
     }
 
     #[test]
@@ -464,7 +527,10 @@ mod tests {
             ..Default::default()
         };
         let err = load_recbole(dir.path(), &options).unwrap_err().to_string();
-        assert!(err.contains("fk.item:3: item \"k1\" has unknown domain \"Kitchen\""), "{err}");
+        assert!(
+            err.contains("fk.item:3: item \"k1\" has unknown domain \"Kitchen\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -101,7 +101,10 @@ impl Candidates {
         let mut out = Vec::with_capacity(examples.len());
         for (i, e) in examples.iter().enumerate() {
             let domain = dataset.domain_of(e.target).ok_or_else(|| {
-                Error::InvalidInput(format!("{split} example {i}: target {} has no domain", e.target))
+                Error::InvalidInput(format!(
+                    "{split} example {i}: target {} has no domain",
+                    e.target
+                ))
             })?;
             let dom = dataset.domain(domain);
             let negs = match protocol {
@@ -114,10 +117,12 @@ impl Candidates {
                         )));
                     }
                     (0..negatives)
-                        .map(|_| loop {
-                            let c = rng.random_range(dom.items());
-                            if c != e.target {
-                                break c;
+                        .map(|_| {
+                            loop {
+                                let c = rng.random_range(dom.items());
+                                if c != e.target {
+                                    break c;
+                                }
                             }
                         })
                         .collect()
@@ -185,8 +190,11 @@ impl Candidates {
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         let header_len = read_u32(&mut pos)? as usize;
-        let header = bytes.get(pos..pos + header_len).ok_or_else(|| bad("truncated header"))?;
-        let info: CandidatesInfo = serde_json::from_slice(header).map_err(|e| Error::json(path, e))?;
+        let header = bytes
+            .get(pos..pos + header_len)
+            .ok_or_else(|| bad("truncated header"))?;
+        let info: CandidatesInfo =
+            serde_json::from_slice(header).map_err(|e| Error::json(path, e))?;
         pos += header_len;
         let mut negatives = Vec::with_capacity(info.examples);
         for _ in 0..info.examples {

@@ -279,7 +279,12 @@ mod tests {
         assert_eq!(d.examples(Split::Test).len(), cfg.users);
         assert_eq!(d.examples(Split::Valid).len(), cfg.users);
         let stats = d.stats();
-        assert!(stats.domains.iter().all(|s| s.valid_targets > 0 && s.test_targets > 0));
+        assert!(
+            stats
+                .domains
+                .iter()
+                .all(|s| s.valid_targets > 0 && s.test_targets > 0)
+        );
         for s in d.train().unwrap() {
             assert!(s.items.len() >= cfg.min_len - 2 && s.items.len() <= cfg.max_len - 2);
         }
@@ -320,7 +325,12 @@ mod tests {
         // Topic is part of the title; compare same-topic and different-topic pairs.
         let topic_of = |i: usize| {
             let t = data.dataset.items()[i].title.as_ref().unwrap();
-            t.rsplit("topic ").next().unwrap().trim_end_matches(')').parse::<usize>().unwrap()
+            t.rsplit("topic ")
+                .next()
+                .unwrap()
+                .trim_end_matches(')')
+                .parse::<usize>()
+                .unwrap()
         };
         let (mut same, mut diff, mut ns, mut nd) = (0.0, 0.0, 0, 0);
         for i in 0..40 {
@@ -340,9 +350,20 @@ mod tests {
 
     #[test]
     fn invalid_config_is_an_error() {
-        let err = SyntheticConfig { min_len: 2, ..small() }.generate().unwrap_err();
+        let err = SyntheticConfig {
+            min_len: 2,
+            ..small()
+        }
+        .generate()
+        .unwrap_err();
         assert!(err.to_string().contains("min_len"), "{err}");
-        let err = SyntheticConfig { p_follow: 0.9, p_topic: 0.3, ..small() }.generate().unwrap_err();
+        let err = SyntheticConfig {
+            p_follow: 0.9,
+            p_topic: 0.3,
+            ..small()
+        }
+        .generate()
+        .unwrap_err();
         assert!(err.to_string().contains("p_follow"), "{err}");
     }
 }

@@ -22,20 +22,31 @@ pub fn mrr(ranks: &[usize]) -> f64 {
 /// NDCG@k with one relevant item: `1 / log2(rank + 1)` when `rank <= k`, else 0, averaged.
 pub fn ndcg_at(ranks: &[usize], k: usize) -> f64 {
     mean(
-        ranks
-            .iter()
-            .map(|&r| if r <= k { 1.0 / ((r + 1) as f64).log2() } else { 0.0 }),
+        ranks.iter().map(|&r| {
+            if r <= k {
+                1.0 / ((r + 1) as f64).log2()
+            } else {
+                0.0
+            }
+        }),
         ranks.len(),
     )
 }
 
 /// Hit ratio at k: the share of targets ranked in the top k.
 pub fn hr_at(ranks: &[usize], k: usize) -> f64 {
-    mean(ranks.iter().map(|&r| f64::from(u8::from(r <= k))), ranks.len())
+    mean(
+        ranks.iter().map(|&r| f64::from(u8::from(r <= k))),
+        ranks.len(),
+    )
 }
 
 fn mean(values: impl Iterator<Item = f64>, n: usize) -> f64 {
-    if n == 0 { 0.0 } else { values.sum::<f64>() / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        values.sum::<f64>() / n as f64
+    }
 }
 
 /// The metrics reported per target domain.

@@ -85,7 +85,9 @@ impl FeatureMatrix {
         {
             return Err(Error::format(
                 path,
-                format!("has {rows} rows, but the dataset has {n} items (one row per item, in global id order)"),
+                format!(
+                    "has {rows} rows, but the dataset has {n} items (one row per item, in global id order)"
+                ),
             ));
         }
         Ok(matrix)
@@ -132,7 +134,8 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Parsed, String> {
     let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
     let descr = dict_value(header, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
+    let fortran =
+        dict_value(header, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
     let fortran = fortran.starts_with("True");
     let shape = dict_value(header, "shape").ok_or("the .npy header has no 'shape'")?;
     let dims: Vec<usize> = shape
@@ -143,18 +146,29 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Parsed, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape {shape:?}")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape {shape:?}"))
+        })
         .collect::<std::result::Result<_, _>>()?;
     let [rows, dim] = dims[..] else {
-        return Err(format!("expected a 2-D [items, dim] array, found shape {dims:?}"));
+        return Err(format!(
+            "expected a 2-D [items, dim] array, found shape {dims:?}"
+        ));
     };
     let body = &bytes[start + header_len..];
     let values: Vec<f32> = match descr {
-        "<f4" | "|f4" => decode(body, rows * dim, 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))?,
+        "<f4" | "|f4" => decode(body, rows * dim, 4, |b| {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        })?,
         "<f8" => decode(body, rows * dim, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
-        other => return Err(format!("unsupported dtype {other:?}: expected little-endian float32 ('<f4') or float64")),
+        other => {
+            return Err(format!(
+                "unsupported dtype {other:?}: expected little-endian float32 ('<f4') or float64"
+            ));
+        }
     };
     let values = if fortran {
         let mut c = vec![0.0; values.len()];
@@ -217,15 +231,24 @@ fn parse_safetensors(bytes: &[u8]) -> std::result::Result<Parsed, String> {
     };
     let view = st.tensor(&name).map_err(|e| e.to_string())?;
     let [rows, dim] = view.shape()[..] else {
-        return Err(format!("tensor {name:?} has shape {:?}: expected [items, dim]", view.shape()));
+        return Err(format!(
+            "tensor {name:?} has shape {:?}: expected [items, dim]",
+            view.shape()
+        ));
     };
     let data = view.data();
     let values = match view.dtype() {
-        Dtype::F32 => decode(data, rows * dim, 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))?,
+        Dtype::F32 => decode(data, rows * dim, 4, |b| {
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        })?,
         Dtype::F64 => decode(data, rows * dim, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
-        other => return Err(format!("tensor {name:?} has dtype {other:?}: expected F32 or F64")),
+        other => {
+            return Err(format!(
+                "tensor {name:?} has dtype {other:?}: expected F32 or F64"
+            ));
+        }
     };
     Ok((rows, dim, values))
 }
@@ -280,19 +303,32 @@ mod tests {
     fn wrong_row_count_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.npy");
-        FeatureMatrix::new(2, 1, vec![1.0, 2.0]).unwrap().save_npy(&path).unwrap();
+        FeatureMatrix::new(2, 1, vec![1.0, 2.0])
+            .unwrap()
+            .save_npy(&path)
+            .unwrap();
         let err = FeatureMatrix::load(&path, Some(5)).unwrap_err().to_string();
-        assert!(err.contains("f.npy") && err.contains("has 2 rows") && err.contains("5 items"), "{err}");
+        assert!(
+            err.contains("f.npy") && err.contains("has 2 rows") && err.contains("5 items"),
+            "{err}"
+        );
     }
 
     #[test]
     fn nan_is_an_error_naming_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nan.npy");
-        let m = FeatureMatrix { rows: 2, dim: 2, data: vec![0.0, 1.0, f32::NAN, 2.0] };
+        let m = FeatureMatrix {
+            rows: 2,
+            dim: 2,
+            data: vec![0.0, 1.0, f32::NAN, 2.0],
+        };
         m.save_npy(&path).unwrap();
         let err = FeatureMatrix::load(&path, Some(2)).unwrap_err().to_string();
-        assert!(err.contains("nan.npy") && err.contains("row 1, column 0"), "{err}");
+        assert!(
+            err.contains("nan.npy") && err.contains("row 1, column 0"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -310,7 +346,10 @@ mod tests {
     fn truncated_npy_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.npy");
-        FeatureMatrix::new(2, 2, vec![1.0; 4]).unwrap().save_npy(&path).unwrap();
+        FeatureMatrix::new(2, 2, vec![1.0; 4])
+            .unwrap()
+            .save_npy(&path)
+            .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let err = FeatureMatrix::load(&path, None).unwrap_err().to_string();

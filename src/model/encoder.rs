@@ -5,8 +5,12 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 /// Configuration of a [`SequenceEncoder`].
@@ -85,7 +89,9 @@ impl SequenceEncoder {
     ) -> Tensor<3> {
         let [batch, len, _] = items.dims();
         let device = items.device();
-        let x = self.dropout.forward(items + self.position.forward(positions));
+        let x = self
+            .dropout
+            .forward(items + self.position.forward(positions));
         let causal = generate_autoregressive_mask(batch, len, &device);
         let input = TransformerEncoderInput::new(x)
             .mask_pad(pad_mask)
@@ -112,7 +118,8 @@ mod tests {
         // The same three items behind two padding slots filled with garbage.
         let garbage = Tensor::<3>::random([1, 2, 8], Distribution::Normal(5.0, 3.0), &device);
         let padded_x = Tensor::cat(vec![garbage, x.clone()], 1);
-        let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 0, 0, 1, 2], [1, 5]), &device);
+        let pos =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 0, 0, 1, 2], [1, 5]), &device);
         let pad = Tensor::<2, Bool>::from_data(
             TensorData::new(vec![true, true, false, false, false], [1, 5]),
             &device,
@@ -153,7 +160,11 @@ mod tests {
         let x = Tensor::<3>::zeros([2, 3, 4], &device);
         let pos = Tensor::<2, Int>::zeros([2, 3], &device);
         let pad = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; 6], [2, 3]), &device);
-        let out = enc.forward(x, pos, pad).to_data().try_to_vec::<f32>().unwrap();
+        let out = enc
+            .forward(x, pos, pad)
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!(out.iter().all(|v| v.is_finite()));
     }
 }

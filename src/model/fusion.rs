@@ -85,9 +85,21 @@ mod tests {
 
     #[test]
     fn renormalise_over_present_modalities() {
-        assert_eq!(renormalise([0.5, 0.25, 0.25], [true, true, true]), [0.5, 0.25, 0.25]);
-        assert_eq!(renormalise([0.5, 0.25, 0.25], [true, false, true]), [2.0 / 3.0, 0.0, 1.0 / 3.0]);
-        assert_eq!(renormalise([0.5, 0.25, 0.25], [true, false, false]), [1.0, 0.0, 0.0]);
-        assert_eq!(renormalise([0.0, 0.0, 1.0], [true, true, false]), [0.5, 0.5, 0.0]);
+        assert_eq!(
+            renormalise([0.5, 0.25, 0.25], [true, true, true]),
+            [0.5, 0.25, 0.25]
+        );
+        assert_eq!(
+            renormalise([0.5, 0.25, 0.25], [true, false, true]),
+            [2.0 / 3.0, 0.0, 1.0 / 3.0]
+        );
+        assert_eq!(
+            renormalise([0.5, 0.25, 0.25], [true, false, false]),
+            [1.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            renormalise([0.0, 0.0, 1.0], [true, true, false]),
+            [0.5, 0.5, 0.0]
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! open.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,11 @@ pub struct ModelConfig {
     pub single_domain_sequences: bool,
     /// Use the merged sequence S^{X+Y}. Default true.
     pub merged_sequence: bool,
+    /// Train S^X and S^Y to predict the next item of *both* domains, so that the other domain's
+    /// term of Eq. 11 (`P^Y(x | S)` for target X) is a trained prediction, and read `L^{other}`
+    /// of Eq. 10 as the other sub-sequence's loss on the target domain's items. Default false:
+    /// S^X predicts only X items and S^Y only Y items.
+    pub cross_domain_targets: bool,
 }
 
 impl Default for ModelConfig {
@@ -140,6 +145,7 @@ impl Default for ModelConfig {
             modalities: ModalitySwitches::default(),
             single_domain_sequences: true,
             merged_sequence: true,
+            cross_domain_targets: false,
         }
     }
 }
@@ -180,7 +186,9 @@ impl ModelConfig {
             return bad("temperature.init must be positive".into());
         }
         if !self.single_domain_sequences && !self.merged_sequence {
-            return bad("at least one of single_domain_sequences and merged_sequence must be on".into());
+            return bad(
+                "at least one of single_domain_sequences and merged_sequence must be on".into(),
+            );
         }
         if !(self.modalities.id || self.modalities.image || self.modalities.text) {
             return bad("at least one modality must be on".into());
@@ -268,7 +276,12 @@ impl ItemFeatures {
 
     /// The tables' values, for tests and checks.
     pub fn values(&self, m: Modality) -> Option<Vec<f32>> {
-        self.table(m).map(|t| t.to_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default())
+        self.table(m).map(|t| {
+            t.to_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -320,6 +333,8 @@ pub struct LlmEmf {
     pub lambda1: f64,
     /// Weight of the merged sequence.
     pub lambda2: f64,
+    /// Whether S^X and S^Y are trained on both domains' items (`ModelConfig::cross_domain_targets`).
+    pub cross_domain_targets: bool,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -358,7 +373,8 @@ impl LlmEmf {
         }
         if dims.iter().all(Option::is_none) {
             return Err(Error::Config(
-                "model: no modality left: switch the ID modality on or give image/text features".into(),
+                "model: no modality left: switch the ID modality on or give image/text features"
+                    .into(),
             ));
         }
         let encoder = |s: SubSequence, m: Modality| -> Option<SequenceEncoder> {
@@ -382,7 +398,16 @@ impl LlmEmf {
             Param::from_tensor(Tensor::from_data(TensorData::new(vec![v; 3], [3]), device))
         });
         Ok(Self {
-            item_id: dims[0].map(|q| EmbeddingConfig::new(n_x + n_y, q).init(device)),
+            // Small rows (std 1/sqrt(q)) so that Adam's steps move their directions, which is
+            // all the cosine head sees; `embed` rescales them by sqrt(q) as encoder inputs.
+            item_id: dims[0].map(|q| {
+                EmbeddingConfig::new(n_x + n_y, q)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 1.0 / (q as f64).sqrt(),
+                    })
+                    .init(device)
+            }),
             x_id: encoder(SubSequence::X, Modality::Id),
             x_image: encoder(SubSequence::X, Modality::Image),
             x_text: encoder(SubSequence::X, Modality::Text),
@@ -400,6 +425,7 @@ impl LlmEmf {
             beta: config.beta,
             lambda1: config.lambda1,
             lambda2: config.lambda2,
+            cross_domain_targets: config.cross_domain_targets,
         })
     }
 
@@ -430,7 +456,11 @@ impl LlmEmf {
     pub fn modalities(&self) -> Vec<Modality> {
         Modality::ALL
             .into_iter()
-            .filter(|&m| SubSequence::ALL.iter().any(|&s| self.encoder(s, m).is_some()))
+            .filter(|&m| {
+                SubSequence::ALL
+                    .iter()
+                    .any(|&s| self.encoder(s, m).is_some())
+            })
             .collect()
     }
 
@@ -438,7 +468,11 @@ impl LlmEmf {
     pub fn modality_weights(&self) -> [f64; 3] {
         let used = self.modalities();
         renormalise(
-            [self.alpha, self.beta, (1.0 - self.alpha - self.beta).max(0.0)],
+            [
+                self.alpha,
+                self.beta,
+                (1.0 - self.alpha - self.beta).max(0.0),
+            ],
             Modality::ALL.map(|m| used.contains(&m)),
         )
     }
@@ -450,17 +484,20 @@ impl LlmEmf {
     fn embed(&self, m: Modality, items: Tensor<2, Int>, features: &ItemFeatures) -> Tensor<3> {
         let [batch, len] = items.dims();
         match m {
-            Modality::Id => self
-                .item_id
-                .as_ref()
-                .expect("an ID encoder implies the ID table")
-                .forward(items),
+            Modality::Id => {
+                let table = self
+                    .item_id
+                    .as_ref()
+                    .expect("an ID encoder implies the ID table");
+                let q = table.weight.dims()[1];
+                table.forward(items).mul_scalar((q as f64).sqrt())
+            }
             _ => {
                 let table = features
                     .table(m)
                     .expect("a feature encoder implies its feature table");
                 let dim = table.dims()[1];
-                // Unit rows scaled to unit variance per coordinate, like the ID table's N(0, 1).
+                // Unit rows scaled to unit variance per coordinate, like the ID inputs.
                 table
                     .clone()
                     .select(0, items.reshape([batch * len]))
@@ -532,7 +569,12 @@ impl LlmEmf {
     pub fn temperatures(&self) -> [f64; 3] {
         match &self.log_scale {
             Some(p) => {
-                let v = p.val().to_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                let v = p
+                    .val()
+                    .to_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
                 std::array::from_fn(|i| {
                     1.0 / (v.get(i).copied().unwrap_or(0.0) as f64)
                         .clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
@@ -570,7 +612,8 @@ impl LlmEmf {
             }
             Some(neg) => {
                 let [k] = neg.ids.dims();
-                let neg_logits = self.scale(m, h.matmul(table.select(0, neg.ids.clone()).transpose()))
+                let neg_logits = self
+                    .scale(m, h.matmul(table.select(0, neg.ids.clone()).transpose()))
                     - neg.log_q.clone().select(0, neg.ids.clone()).reshape([1, k]);
                 // A sampled negative equal to the target is an accidental hit: drop it.
                 let [p] = targets.dims();
@@ -587,9 +630,14 @@ impl LlmEmf {
     }
 
     /// The training loss (Eq. 9-10): next-item negative log-likelihood of the fused probability
-    /// (Eq. 8) at every position of every sub-sequence, averaged per sub-sequence, combined per
-    /// target domain D as `L^D + lambda1 L^other + lambda2 L^{X+Y}` and summed over
-    /// `target_domains`. With `negatives` (one entry per domain) the softmax is sampled.
+    /// (Eq. 8) at every position of every sub-sequence, averaged, combined per target domain D as
+    /// `L^D + lambda1 L^other + lambda2 L^{X+Y}` and summed over `target_domains`.
+    ///
+    /// Without cross-domain targets, `L^D` is S^D's loss on D's items, `L^other` the other
+    /// sub-sequence's loss on its own domain's items and `L^{X+Y}` the merged sequence's loss on
+    /// all its items. With them (see [`ModelConfig::cross_domain_targets`]), every term is the
+    /// loss on D's items: S^D's, the other sub-sequence's and the merged sequence's. With
+    /// `negatives` (one entry per domain) the softmax is sampled.
     ///
     /// # Shapes
     /// - output `[1]`
@@ -601,8 +649,8 @@ impl LlmEmf {
         negatives: Option<&[DomainNegatives; 2]>,
     ) -> Tensor<1> {
         let weights = self.modality_weights();
-        // Sum of -log P and number of targets, per sub-sequence.
-        let mut sums: [Option<(Tensor<1>, usize)>; 3] = [None, None, None];
+        // Sum of -log P and number of targets, per (sub-sequence, target domain).
+        let mut sums: [[Option<(Tensor<1>, usize)>; 2]; 3] = Default::default();
         for s in self.sub_sequences() {
             let targets = &batch.targets[s.index()];
             if targets.iter().all(Option::is_none) {
@@ -619,7 +667,9 @@ impl LlmEmf {
                 })
                 .collect();
             for d in DomainId::BOTH {
-                let Some(t) = &targets[d.index()] else { continue };
+                let Some(t) = &targets[d.index()] else {
+                    continue;
+                };
                 let terms = encoded
                     .iter()
                     .map(|(m, h)| {
@@ -636,33 +686,57 @@ impl LlmEmf {
                     })
                     .collect();
                 let nll = log_mix(terms).sum().neg().reshape([1]);
-                let count = t.local_ids.len();
-                sums[s.index()] = Some(match sums[s.index()].take() {
-                    Some((acc, c)) => (acc + nll, c + count),
-                    None => (nll, count),
-                });
+                sums[s.index()][d.index()] = Some((nll, t.local_ids.len()));
             }
         }
-        let mean = |s: SubSequence| {
-            sums[s.index()]
-                .clone()
-                .map(|(sum, count)| sum.div_scalar(count as f64))
+        // Mean loss over the given (sub-sequence, domain) cells that have targets.
+        let mean = |cells: &[(SubSequence, DomainId)]| -> Option<Tensor<1>> {
+            let (mut total, mut count) = (None::<Tensor<1>>, 0usize);
+            for (s, d) in cells {
+                if let Some((sum, n)) = &sums[s.index()][d.index()] {
+                    total = Some(match total {
+                        Some(t) => t + sum.clone(),
+                        None => sum.clone(),
+                    });
+                    count += n;
+                }
+            }
+            total.map(|t| t.div_scalar(count as f64))
         };
-        // Coefficient of each sub-sequence's loss, summed over the target domains.
-        let mut coef = [0.0f64; 3];
+        let mut parts: Vec<Tensor<1>> = Vec::new();
         for &d in target_domains {
-            coef[SubSequence::of_domain(d).index()] += 1.0;
-            coef[SubSequence::of_domain(d.other()).index()] += self.lambda1;
-            coef[SubSequence::Merged.index()] += self.lambda2;
+            let own = SubSequence::of_domain(d);
+            let other = SubSequence::of_domain(d.other());
+            let terms = if self.cross_domain_targets {
+                [
+                    (1.0, mean(&[(own, d)])),
+                    (self.lambda1, mean(&[(other, d)])),
+                    (self.lambda2, mean(&[(SubSequence::Merged, d)])),
+                ]
+            } else {
+                [
+                    (1.0, mean(&[(own, d)])),
+                    (self.lambda1, mean(&[(other, d.other())])),
+                    (
+                        self.lambda2,
+                        mean(&[
+                            (SubSequence::Merged, DomainId::X),
+                            (SubSequence::Merged, DomainId::Y),
+                        ]),
+                    ),
+                ]
+            };
+            parts.extend(
+                terms
+                    .into_iter()
+                    .filter_map(|(w, l)| l.map(|l| l.mul_scalar(w))),
+            );
         }
-        SubSequence::ALL
+        parts
             .into_iter()
-            .filter_map(|s| mean(s).map(|l| l.mul_scalar(coef[s.index()])))
             .reduce(|a, b| a + b)
-            .unwrap_or_else(|| {
-                // No target at all in this batch: a zero that still depends on the parameters.
-                self.zero_loss(batch)
-            })
+            // No target at all in this batch: a zero loss.
+            .unwrap_or_else(|| self.zero_loss(batch))
     }
 
     fn zero_loss(&self, batch: &TrainBatch) -> Tensor<1> {
@@ -799,7 +873,8 @@ mod tests {
     fn nine_encoders_with_all_modalities_and_fewer_without_features() {
         let s = setup();
         let device = test_device();
-        let model = LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+        let model =
+            LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
         assert_eq!(model.sub_sequences().len(), 3);
         assert_eq!(model.modalities(), Modality::ALL.to_vec());
         let encoders = SubSequence::ALL
@@ -809,7 +884,8 @@ mod tests {
             .count();
         assert_eq!(encoders, 9);
         // Without features, image and text are switched off, not faked.
-        let id_only = LlmEmf::new(&s.config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        let id_only =
+            LlmEmf::new(&s.config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
         assert_eq!(id_only.modalities(), vec![Modality::Id]);
         assert_eq!(id_only.modality_weights(), [1.0, 0.0, 0.0]);
         let baseline = LlmEmf::new(
@@ -832,7 +908,8 @@ mod tests {
             id_dim: 9,
             ..s.config.clone()
         };
-        let err = LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap_err();
+        let err =
+            LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap_err();
         assert!(err.to_string().contains("heads"), "{err}");
     }
 
@@ -858,11 +935,17 @@ mod tests {
         let ny = batch.targets[2][1].as_ref().unwrap().local_ids.len() as f64;
         let merged = (nx * lx + ny * ly) / (nx + ny);
         let expected = lx + 0.3 * ly + 0.1 * merged;
-        assert!((loss as f64 - expected).abs() < 1e-3, "{loss} vs {expected}");
+        assert!(
+            (loss as f64 - expected).abs() < 1e-3,
+            "{loss} vs {expected}"
+        );
         // Both target domains: the two per-domain losses are summed.
         let both = scalar(model.loss(&batch, &ItemFeatures::none(), &DomainId::BOTH, None));
         let expected_both = expected + ly + 0.3 * lx + 0.1 * merged;
-        assert!((both as f64 - expected_both).abs() < 1e-3, "{both} vs {expected_both}");
+        assert!(
+            (both as f64 - expected_both).abs() < 1e-3,
+            "{both} vs {expected_both}"
+        );
     }
 
     #[test]
@@ -932,13 +1015,22 @@ mod tests {
             model = optim.step(0.01, model, grads);
         }
         let last = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
-        assert!(last < first, "loss should fall on a fixed batch: {first} -> {last}");
+        assert!(
+            last < first,
+            "loss should fall on a fixed batch: {first} -> {last}"
+        );
         let id_after = model.item_id.as_ref().unwrap().weight.val().into_data();
         assert_ne!(id_before, id_after, "the ID table is learnable");
         assert_eq!(
             before,
-            [train_feats.values(Modality::Image), train_feats.values(Modality::Text)]
+            [
+                train_feats.values(Modality::Image),
+                train_feats.values(Modality::Text)
+            ]
         );
-        assert_eq!(before, [feats.values(Modality::Image), feats.values(Modality::Text)]);
+        assert_eq!(
+            before,
+            [feats.values(Modality::Image), feats.values(Modality::Text)]
+        );
     }
 }

@@ -227,16 +227,22 @@ impl ExperimentConfig {
         }
         if let Objective::Sampled { negatives, sampler } = &t.objective {
             if *negatives == 0 {
-                return Err(Error::Config("train: a sampled objective needs negatives > 0".into()));
+                return Err(Error::Config(
+                    "train: a sampled objective needs negatives > 0".into(),
+                ));
             }
             if let Sampler::Popularity { power } = sampler
                 && !power.is_finite()
             {
-                return Err(Error::Config("train: the popularity power must be finite".into()));
+                return Err(Error::Config(
+                    "train: the popularity power must be finite".into(),
+                ));
             }
         }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {
-            return Err(Error::Config("eval: batch_size and negatives must be positive".into()));
+            return Err(Error::Config(
+                "eval: batch_size and negatives must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -300,14 +306,21 @@ mod tests {
 
         std::fs::write(&path, r#"{"train": {"learning_rat": 0.1}}"#).unwrap();
         let err = ExperimentConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("learning_rat"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("learning_rat"),
+            "{err}"
+        );
     }
 
     #[test]
     fn partial_files_fill_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
-        std::fs::write(&path, r#"{"train": {"epochs": 3}, "model": {"id_dim": 64}}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"train": {"epochs": 3}, "model": {"id_dim": 64}}"#,
+        )
+        .unwrap();
         let cfg = ExperimentConfig::load(&path).unwrap();
         assert_eq!(cfg.train.epochs, 3);
         assert_eq!(cfg.train.batch_size, 256);

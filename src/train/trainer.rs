@@ -317,14 +317,16 @@ pub fn train(
         }
     }
 
-    let batcher = SequenceBatcher::new(dataset, config.model.max_len);
+    let batcher = SequenceBatcher::new(dataset, config.model.max_len)
+        .with_cross_domain_targets(config.model.cross_domain_targets);
     let ec = &config.eval;
-    let valid_candidates = Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
+    let valid_candidates =
+        Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
     let sampler = match &tc.objective {
         Objective::Full => None,
-        Objective::Sampled { negatives, sampler } => {
-            Some(NegativeSampler::new(dataset, *negatives, sampler, &ad_device))
-        }
+        Objective::Sampled { negatives, sampler } => Some(NegativeSampler::new(
+            dataset, *negatives, sampler, &ad_device,
+        )),
     };
     let target_domains = tc.target_domains.domains();
     let mut throughput = Vec::new();
@@ -468,9 +470,28 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
-    let valid = evaluate(&best, &features, dataset, Split::Valid, &valid_candidates, &batcher, ec.batch_size, device)?;
-    let test_candidates = Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
-    let test = evaluate(&best, &features, dataset, Split::Test, &test_candidates, &batcher, ec.batch_size, device)?;
+    let valid = evaluate(
+        &best,
+        &features,
+        dataset,
+        Split::Valid,
+        &valid_candidates,
+        &batcher,
+        ec.batch_size,
+        device,
+    )?;
+    let test_candidates =
+        Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
+    let test = evaluate(
+        &best,
+        &features,
+        dataset,
+        Split::Test,
+        &test_candidates,
+        &batcher,
+        ec.batch_size,
+        device,
+    )?;
     let report = TrainReport {
         epochs: state.epochs_done,
         best_epoch: state.best_epoch,
