@@ -284,7 +284,7 @@ impl SequenceBatcher {
     fn plan_train_cross(&self, sequences: &[&Sequence]) -> TrainPlan {
         let mut inputs = Vec::with_capacity(3);
         let mut targets: [[TargetPlan; 2]; 3] = Default::default();
-        for s in 0..3 {
+        for (s, targets_s) in targets.iter_mut().enumerate() {
             // Per sequence: the sub-sequence's items among all but the last merged item, and for
             // each merged transition t -> t+1 the index (in that list) of its last item <= t.
             let mut rows_items: Vec<Vec<ItemId>> = Vec::with_capacity(sequences.len());
@@ -316,8 +316,8 @@ impl SequenceBatcher {
                     };
                     let d = self.domain_of(next);
                     let row = b * plan.len + (plan.len - kept) + j;
-                    targets[s][d].rows.push(row as i64);
-                    targets[s][d].local.push(self.domains[d].local(next) as i64);
+                    targets_s[d].rows.push(row as i64);
+                    targets_s[d].local.push(self.domains[d].local(next) as i64);
                 }
             }
             inputs.push(plan);

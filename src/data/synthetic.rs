@@ -106,7 +106,7 @@ impl SyntheticConfig {
         if probs.iter().any(|p| !(0.0..=1.0).contains(p)) || self.p_follow + self.p_topic > 1.0 {
             return bad("p_follow and p_topic must be probabilities summing to at most 1");
         }
-        if !(self.feature_noise >= 0.0) {
+        if self.feature_noise.is_nan() || self.feature_noise < 0.0 {
             return bad("feature_noise must be non-negative");
         }
         Ok(())

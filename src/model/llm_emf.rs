@@ -182,7 +182,7 @@ impl ModelConfig {
         if self.lambda1 < 0.0 || self.lambda2 < 0.0 {
             return bad("lambda1 and lambda2 must be non-negative".into());
         }
-        if !(self.temperature.init > 0.0) {
+        if self.temperature.init.is_nan() || self.temperature.init <= 0.0 {
             return bad("temperature.init must be positive".into());
         }
         if !self.single_domain_sequences && !self.merged_sequence {

@@ -220,7 +220,9 @@ impl ExperimentConfig {
                 "train: batch_size, epochs and eval_every must be positive".into(),
             ));
         }
-        if !(t.learning_rate > 0.0) || !(t.l2 >= 0.0) || !(t.adam_epsilon > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let l2_ok = t.l2.is_finite() && t.l2 >= 0.0;
+        if !(positive(t.learning_rate) && positive(t.adam_epsilon) && l2_ok) {
             return Err(Error::Config(
                 "train: learning_rate and adam_epsilon must be positive, l2 non-negative".into(),
             ));

@@ -1,0 +1,219 @@
+//! The `llm-emf` binary: outputs and error messages.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llm-emf"))
+}
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name)
+}
+
+#[test]
+fn stats_json_has_the_documented_keys() {
+    let out = bin()
+        .args(["stats", "--json", "--data"])
+        .arg(data("art-office"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["train_sequences"], 16_000);
+    let domains = v["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 2);
+    assert_eq!(domains[0]["name"], "Art");
+    assert_eq!(domains[0]["items"], 18_639);
+    assert_eq!(domains[1]["valid_targets"], 553);
+    assert_eq!(domains[1]["test_targets"], 950);
+    assert_eq!(domains[1]["titled_items"], 19_757);
+}
+
+#[test]
+fn stats_table_for_recbole_and_synthetic() {
+    let out = bin()
+        .args(["stats", "--data"])
+        .arg(data("food-kitchen"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Kitchen") && text.contains("16258") && text.contains("7144"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["stats", "--data", "synthetic"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["stats", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no dataset found"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    std::fs::write(
+        dir.path().join("x.inter"),
+        "user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["stats", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("x.item"), "{err}");
+
+    let out = bin()
+        .args(["train", "--epochs", "1", "--data"])
+        .arg(data("movie-book"))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("traindata_new.txt") && err.contains("github.com/cjx96/C2DSR"),
+        "{err}"
+    );
+
+    let out = bin()
+        .args(["evaluate", "--run"])
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+
+    let out = bin()
+        .args([
+            "train",
+            "--data",
+            "synthetic",
+            "--device",
+            "quantum",
+            "--out",
+        ])
+        .arg(dir.path().join("q"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device"));
+}
+
+#[test]
+fn train_evaluate_recommend_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.json");
+    std::fs::write(
+        &config,
+        r#"{"data": {"kind": "synthetic", "users": 60, "items_x": 20, "items_y": 25, "topics": 2, "feature_dim": 8},
+            "model": {"id_dim": 8, "layers": 1, "max_len": 8},
+            "train": {"epochs": 1, "batch_size": 32},
+            "eval": {"negatives": 10}}"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let out = bin()
+        .args(["train", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cands = dir.path().join("cands.bin");
+    let out = bin()
+        .args([
+            "evaluate",
+            "--json",
+            "--protocol",
+            "abxi",
+            "--save-candidates",
+        ])
+        .arg(&cands)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["protocol"], "abxi");
+    for key in ["mrr", "ndcg5", "ndcg10", "hr1", "hr5", "hr10", "n"] {
+        assert!(v["domains"]["X"][key].is_number(), "{key}");
+    }
+    // The saved candidates give the same numbers.
+    let again = bin()
+        .args(["evaluate", "--json", "--candidates"])
+        .arg(&cands)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["domains"], w["domains"]);
+
+    let out = bin()
+        .args([
+            "recommend",
+            "--json",
+            "--history",
+            "0,21,3",
+            "--domain",
+            "Y",
+            "-k",
+            "4",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(recs.as_array().unwrap().len(), 4);
+    let out = bin()
+        .args(["recommend", "--history", "0,999", "--domain", "Y", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("item 999"));
+    let out = bin()
+        .args(["recommend", "--history", "0", "--domain", "Garden", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown domain \"Garden\""));
+}
