@@ -26,7 +26,7 @@ struct Args {
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         device: "cpu".into(),
-        epochs: 12,
+        epochs: 10,
         out: PathBuf::from("runs/quickstart"),
     };
     let mut it = std::env::args().skip(1);
@@ -55,9 +55,9 @@ fn parse_args() -> std::result::Result<Args, String> {
 fn experiment(epochs: usize) -> ExperimentConfig {
     let mut cfg = ExperimentConfig {
         data: DataSource::Synthetic(SyntheticConfig {
-            users: 2500,
-            items_x: 600,
-            items_y: 800,
+            users: 2000,
+            items_x: 500,
+            items_y: 700,
             topics: 20,
             min_len: 6,
             max_len: 20,
@@ -74,6 +74,7 @@ fn experiment(epochs: usize) -> ExperimentConfig {
     cfg.train.batch_size = 128;
     cfg.train.learning_rate = 3e-3;
     cfg.train.patience = 3;
+    cfg.train.eval_every = 2;
     cfg.train.objective = Objective::Full;
     cfg
 }

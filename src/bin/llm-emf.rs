@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, SyntheticConfig, load_dataset};
+use llm_emf::features::HashingTextEncoder;
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
 use llm_emf::{Error, Result, backend};
@@ -87,6 +88,28 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Embed item text into a feature matrix (`[items, dim]` float32 .npy, global id order) with
+    /// the weight-free hashing encoder (TF-IDF of hashed words, randomly projected).
+    Embed {
+        /// Dataset directory.
+        #[arg(long)]
+        data: String,
+        /// Text encoder. Only `hashing` is available so far (no model weights needed).
+        #[arg(long, default_value = "hashing")]
+        text_encoder: String,
+        /// Width of the vectors.
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        /// Also embed the items' attributes (items.tsv's fourth column).
+        #[arg(long)]
+        with_attributes: bool,
+        /// Seed of the hash and projection.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file (.npy).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Recommend the top-k items of a domain for a history.
     Recommend {
@@ -249,6 +272,35 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{evaluation}");
             }
+        }
+        Command::Embed {
+            data,
+            text_encoder,
+            dim,
+            with_attributes,
+            seed,
+            out,
+        } => {
+            if text_encoder != "hashing" {
+                return Err(Error::Config(format!(
+                    "unknown text encoder {text_encoder:?}: only `hashing` is available"
+                )));
+            }
+            let dataset = match data_source(&data) {
+                DataSource::Directory { path, .. } => load_dataset(&path)?,
+                DataSource::Synthetic(cfg) => cfg.generate()?.dataset,
+            };
+            let encoder = HashingTextEncoder { dim, seed };
+            let (matrix, summary) = encoder.encode_items(&dataset, with_attributes, None)?;
+            matrix.save_npy(&out)?;
+            println!(
+                "{}: {} items embedded, {} without text (zero rows), [{}, {}] float32",
+                out.display(),
+                summary.embedded,
+                summary.without_text,
+                matrix.rows(),
+                matrix.dim()
+            );
         }
         Command::Recommend {
             run,
