@@ -86,15 +86,25 @@ impl TrainedRun {
         protocol: Protocol,
         seed: Option<u64>,
     ) -> Result<Evaluation> {
+        self.evaluate_with(split, &self.candidates(split, protocol, seed)?)
+    }
+
+    /// Samples the candidates of `split` under `protocol`, with the run's number of negatives
+    /// and its evaluation seed unless `seed` is given.
+    pub fn candidates(
+        &self,
+        split: Split,
+        protocol: Protocol,
+        seed: Option<u64>,
+    ) -> Result<Candidates> {
         let ec = &self.config.eval;
-        let candidates = Candidates::sample(
+        Candidates::sample(
             &self.data.dataset,
             split,
             protocol,
             seed.unwrap_or(ec.seed),
             ec.negatives,
-        )?;
-        self.evaluate_with(split, &candidates)
+        )
     }
 
     /// Evaluates the model on `split` against given candidates (e.g. loaded from a file).

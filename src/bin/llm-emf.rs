@@ -252,16 +252,11 @@ fn run(cli: Cli) -> Result<()> {
             let trained = TrainedRun::load(&run, &device)?;
             let candidates = match candidates {
                 Some(path) => Candidates::load(&path)?,
-                None => {
-                    let ec = &trained.config.eval;
-                    Candidates::sample(
-                        &trained.data.dataset,
-                        split,
-                        protocol.unwrap_or(ec.protocol),
-                        seed.unwrap_or(ec.seed),
-                        ec.negatives,
-                    )?
-                }
+                None => trained.candidates(
+                    split,
+                    protocol.unwrap_or(trained.config.eval.protocol),
+                    seed,
+                )?,
             };
             if let Some(path) = save_candidates {
                 candidates.save(&path)?;

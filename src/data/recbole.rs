@@ -150,6 +150,22 @@ fn header_columns<const N: usize>(
     Ok((idx, names))
 }
 
+/// Splits a data line into exactly `width` tab-separated fields (the header's count).
+fn split_row<'a>(path: &Path, line_no: usize, line: &'a str, width: usize) -> Result<Vec<&'a str>> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    if fields.len() != width {
+        return Err(Error::parse(
+            path,
+            line_no,
+            format!(
+                "expected {width} tab-separated fields as in the header, found {}",
+                fields.len()
+            ),
+        ));
+    }
+    Ok(fields)
+}
+
 type ItemTable = (HashMap<String, ItemId>, Vec<Item>, [Domain; 2]);
 
 /// Reads `NAME.item`: returns the token to global id map, the catalogue and the domains.
@@ -166,18 +182,7 @@ fn read_item_file(path: &Path, expected: Option<&[String; 2]>) -> Result<ItemTab
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != names.len() {
-            return Err(Error::parse(
-                path,
-                line_no,
-                format!(
-                    "expected {} tab-separated fields as in the header, found {}",
-                    names.len(),
-                    fields.len()
-                ),
-            ));
-        }
+        let fields = split_row(path, line_no, line, names.len())?;
         let token = fields[id_col].trim();
         if token.is_empty() {
             return Err(Error::parse(path, line_no, "empty item id"));
@@ -296,18 +301,7 @@ fn read_inter_file(path: &Path, tokens: &HashMap<String, ItemId>) -> Result<Vec<
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != names.len() {
-            return Err(Error::parse(
-                path,
-                line_no,
-                format!(
-                    "expected {} tab-separated fields as in the header, found {}",
-                    names.len(),
-                    fields.len()
-                ),
-            ));
-        }
+        let fields = split_row(path, line_no, line, names.len())?;
         let user = fields[user_col].trim();
         if user.is_empty() {
             return Err(Error::parse(path, line_no, "empty user id"));

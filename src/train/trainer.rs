@@ -329,6 +329,18 @@ pub fn train(
         )),
     };
     let target_domains = tc.target_domains.domains();
+    let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
+        evaluate(
+            model,
+            &features,
+            dataset,
+            split,
+            candidates,
+            &batcher,
+            ec.batch_size,
+            device,
+        )
+    };
     let mut throughput = Vec::new();
     let mut stopped_early = false;
 
@@ -383,16 +395,7 @@ pub fn train(
         let evaluate_now = epoch_no % tc.eval_every == 0 || epoch_no == tc.epochs;
         let mut best = false;
         let valid = if evaluate_now {
-            let v = evaluate(
-                &model.valid(),
-                &features,
-                dataset,
-                Split::Valid,
-                &valid_candidates,
-                &batcher,
-                ec.batch_size,
-                device,
-            )?;
+            let v = evaluate_on(&model.valid(), Split::Valid, &valid_candidates)?;
             let mrr = v.mean_mrr();
             if mrr > state.best_valid_mrr {
                 state.best_valid_mrr = mrr;
@@ -470,28 +473,10 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
-    let valid = evaluate(
-        &best,
-        &features,
-        dataset,
-        Split::Valid,
-        &valid_candidates,
-        &batcher,
-        ec.batch_size,
-        device,
-    )?;
+    let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
-    let test = evaluate(
-        &best,
-        &features,
-        dataset,
-        Split::Test,
-        &test_candidates,
-        &batcher,
-        ec.batch_size,
-        device,
-    )?;
+    let test = evaluate_on(&best, Split::Test, &test_candidates)?;
     let report = TrainReport {
         epochs: state.epochs_done,
         best_epoch: state.best_epoch,
