@@ -53,3 +53,31 @@ pub fn device(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+/// The device named by the `LLM_EMF_DEVICE` environment variable (`cpu` when unset): lets the
+/// test suite and the examples run on a GPU without code changes.
+pub fn from_env() -> Result<Device> {
+    match std::env::var("LLM_EMF_DEVICE") {
+        Ok(name) if !name.trim().is_empty() => device(name.trim()),
+        _ => cpu(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_missing_backends_are_named() {
+        let err = device("tpu").unwrap_err().to_string();
+        assert!(err.contains("unknown device \"tpu\""), "{err}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(
+            device("cuda")
+                .unwrap_err()
+                .to_string()
+                .contains("--features cuda")
+        );
+        assert!(device("CPU").is_ok());
+    }
+}

@@ -57,8 +57,8 @@ pub mod train;
 
 pub use error::{Error, Result};
 
-/// The CPU device the unit tests run on.
+/// The device the unit tests run on: `LLM_EMF_DEVICE`, or the CPU.
 #[cfg(test)]
 pub(crate) fn test_device() -> burn::tensor::Device {
-    backend::cpu().expect("a CPU backend is compiled in")
+    backend::from_env().expect("the test device is compiled in")
 }

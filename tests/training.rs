@@ -57,7 +57,7 @@ fn log_lines(run: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn same_seed_gives_same_metrics_and_run_folder_is_complete() {
     let _turn = serial();
-    let device = backend::cpu().unwrap();
+    let device = backend::from_env().unwrap();
     let cfg = config(2);
     let data = cfg.load_data().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn same_seed_gives_same_metrics_and_run_folder_is_complete() {
 #[test]
 fn interrupted_run_resumes_from_its_last_checkpoint() {
     let _turn = serial();
-    let device = backend::cpu().unwrap();
+    let device = backend::from_env().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let full_run = dir.path().join("full");
     let cfg = config(3);
@@ -144,7 +144,7 @@ fn interrupted_run_resumes_from_its_last_checkpoint() {
 #[test]
 fn trained_run_evaluates_under_every_protocol_and_recommends() {
     let _turn = serial();
-    let device = backend::cpu().unwrap();
+    let device = backend::from_env().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(2);
     cfg.train.objective = Objective::Sampled {
@@ -187,7 +187,7 @@ fn trained_run_evaluates_under_every_protocol_and_recommends() {
 #[test]
 fn missing_run_folder_and_missing_training_file_are_clear_errors() {
     let _turn = serial();
-    let device = backend::cpu().unwrap();
+    let device = backend::from_env().unwrap();
     let err = TrainedRun::load(Path::new("/nonexistent/run"), &device)
         .unwrap_err()
         .to_string();
