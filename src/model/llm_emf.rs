@@ -735,7 +735,7 @@ impl LlmEmf {
         parts
             .into_iter()
             .reduce(|a, b| a + b)
-            // No target at all in this batch: a zero loss.
+            // No target at all in this batch: a constant zero, with nothing to differentiate.
             .unwrap_or_else(|| self.zero_loss(batch))
     }
 

@@ -368,6 +368,11 @@ pub fn train(
         let (mut loss_sum, mut loss_count) = (0.0f64, 0usize);
         for (b, chunk) in order.chunks(tc.batch_size).enumerate() {
             let plan = batcher.plan_train(chunk);
+            if plan.targets.iter().flatten().all(|t| t.is_empty()) {
+                // Nothing to predict (cannot happen with sequences of two or more items).
+                bar.inc(1);
+                continue;
+            }
             let batch = plan.to_tensors(&ad_device);
             let negatives = sampler.as_ref().map(|s| s.sample(&mut rng, &ad_device));
             let loss = model.loss(&batch, &train_features, &target_domains, negatives.as_ref());
@@ -395,13 +400,14 @@ pub fn train(
         let evaluate_now = epoch_no % tc.eval_every == 0 || epoch_no == tc.epochs;
         let mut best = false;
         let valid = if evaluate_now {
-            let v = evaluate_on(&model.valid(), Split::Valid, &valid_candidates)?;
+            let snapshot = model.valid();
+            let v = evaluate_on(&snapshot, Split::Valid, &valid_candidates)?;
             let mrr = v.mean_mrr();
             if mrr > state.best_valid_mrr {
                 state.best_valid_mrr = mrr;
                 state.best_epoch = epoch_no;
                 state.epochs_without_improvement = 0;
-                save_module(&model.valid(), &paths.best_model())?;
+                save_module(&snapshot, &paths.best_model())?;
                 best = true;
             } else {
                 state.epochs_without_improvement += 1;
