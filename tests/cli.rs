@@ -217,3 +217,42 @@ fn train_evaluate_recommend_round_trip() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown domain \"Garden\""));
 }
+
+#[test]
+fn embed_writes_one_row_per_item_and_feeds_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("text.npy");
+    let run = bin()
+        .args(["embed", "--dim", "16", "--with-attributes", "--data"])
+        .arg(data("art-office"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("38396 items embedded, 0 without text"),
+        "{text}"
+    );
+    let m = llm_emf::features::FeatureMatrix::load(&out, Some(38_396)).unwrap();
+    assert_eq!(m.dim(), 16);
+    let bad = bin()
+        .args([
+            "embed",
+            "--text-encoder",
+            "clip",
+            "--data",
+            "synthetic",
+            "--out",
+        ])
+        .arg(dir.path().join("x.npy"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown text encoder"));
+}
