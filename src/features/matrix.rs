@@ -20,10 +20,11 @@ pub struct FeatureMatrix {
 impl FeatureMatrix {
     /// Wraps row-major data. Errors unless `data.len() == rows * dim` and every value is finite.
     pub fn new(rows: usize, dim: usize, data: Vec<f32>) -> Result<Self> {
-        if dim == 0 || data.len() != rows * dim {
+        let needed = rows.checked_mul(dim);
+        if dim == 0 || needed != Some(data.len()) {
             return Err(Error::InvalidInput(format!(
                 "feature matrix of shape [{rows}, {dim}] needs {} values, got {}",
-                rows * dim,
+                needed.map_or_else(|| "too many".to_string(), |n| n.to_string()),
                 data.len()
             )));
         }
@@ -158,10 +159,10 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Parsed, String> {
     };
     let body = &bytes[start + header_len..];
     let values: Vec<f32> = match descr {
-        "<f4" | "|f4" => decode(body, rows * dim, 4, |b| {
+        "<f4" | "|f4" => decode(body, count(rows, dim)?, 4, |b| {
             f32::from_le_bytes([b[0], b[1], b[2], b[3]])
         })?,
-        "<f8" => decode(body, rows * dim, 8, |b| {
+        "<f8" => decode(body, count(rows, dim)?, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
         other => {
@@ -196,6 +197,13 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     }
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     Some(rest[..end].trim())
+}
+
+/// `rows * dim`, or an error when a header's shape overflows.
+fn count(rows: usize, dim: usize) -> std::result::Result<usize, String> {
+    rows.checked_mul(dim)
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| format!("shape [{rows}, {dim}] is too large"))
 }
 
 fn decode(
@@ -238,10 +246,10 @@ fn parse_safetensors(bytes: &[u8]) -> std::result::Result<Parsed, String> {
     };
     let data = view.data();
     let values = match view.dtype() {
-        Dtype::F32 => decode(data, rows * dim, 4, |b| {
+        Dtype::F32 => decode(data, count(rows, dim)?, 4, |b| {
             f32::from_le_bytes([b[0], b[1], b[2], b[3]])
         })?,
-        Dtype::F64 => decode(data, rows * dim, 8, |b| {
+        Dtype::F64 => decode(data, count(rows, dim)?, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
         other => {
@@ -340,6 +348,17 @@ mod tests {
         std::fs::write(&path, "1,2").unwrap();
         let err = FeatureMatrix::load(&path, None).unwrap_err().to_string();
         assert!(err.contains("f.csv") && err.contains(".npy"), "{err}");
+    }
+
+    #[test]
+    fn overflowing_shape_is_an_error() {
+        let header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 4), }\n";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let err = parse_npy(&bytes).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
     }
 
     #[test]
