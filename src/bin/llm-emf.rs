@@ -145,6 +145,14 @@ fn data_source(data: &str) -> DataSource {
     }
 }
 
+/// Loads the dataset `--data` names: a directory, or `synthetic`.
+fn load_any(data: &str) -> Result<llm_emf::data::Dataset> {
+    match data_source(data) {
+        DataSource::Directory { path, .. } => load_dataset(&path),
+        DataSource::Synthetic(cfg) => Ok(cfg.generate()?.dataset),
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::InvalidInput(format!("serialising output: {e}")))?;
@@ -155,10 +163,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Stats { data, json } => {
-            let dataset = match data_source(&data) {
-                DataSource::Directory { path, .. } => load_dataset(&path)?,
-                DataSource::Synthetic(cfg) => cfg.generate()?.dataset,
-            };
+            let dataset = load_any(&data)?;
             let stats = dataset.stats();
             if json {
                 let domains: Vec<_> = stats
@@ -281,10 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                     "unknown text encoder {text_encoder:?}: only `hashing` is available"
                 )));
             }
-            let dataset = match data_source(&data) {
-                DataSource::Directory { path, .. } => load_dataset(&path)?,
-                DataSource::Synthetic(cfg) => cfg.generate()?.dataset,
-            };
+            let dataset = load_any(&data)?;
             let encoder = HashingTextEncoder { dim, seed };
             let (matrix, summary) = encoder.encode_items(&dataset, with_attributes, None)?;
             matrix.save_npy(&out)?;
