@@ -47,6 +47,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod enrich;
 pub mod error;
 pub mod eval;
 pub mod features;
