@@ -2,10 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, SyntheticConfig, load_dataset};
-use llm_emf::features::HashingTextEncoder;
+use llm_emf::enrich::{self, ChatClient, ClientConfig, EnrichOptions, PromptTemplate};
+use llm_emf::features::embed::{embed_images, embed_texts, item_images, item_texts};
+use llm_emf::features::{
+    ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextSource,
+};
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
 use llm_emf::{Error, Result, backend};
@@ -89,27 +94,94 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Embed item text into a feature matrix (`[items, dim]` float32 .npy, global id order) with
-    /// the weight-free hashing encoder (TF-IDF of hashed words, randomly projected).
+    /// Embed item text (and images) into feature matrices (`[items, dim]` float32 .npy, global
+    /// item-id order) with a frozen encoder: CLIP (the paper's), all-MiniLM-L6-v2, or the
+    /// weight-free hashing encoder. Resumable: re-run the same command after an interruption.
     Embed {
         /// Dataset directory.
         #[arg(long)]
         data: String,
-        /// Text encoder. Only `hashing` is available so far (no model weights needed).
+        /// Text encoder: `clip`, `minilm` (both need --weights) or `hashing` (no weights).
         #[arg(long, default_value = "hashing")]
         text_encoder: String,
-        /// Width of the vectors.
-        #[arg(long, default_value_t = 256)]
-        dim: usize,
+        /// Weights folder: a Hugging Face CLIP snapshot (config.json, model.safetensors,
+        /// tokenizer.json) or the all-MiniLM-L6-v2 folder (scripts/fetch-weights.sh).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Item text: `titles`, `none` (images only), or a JSON-lines file written by `llm-emf
+        /// enrich` (title + enriched text, the paper's "LLM-enhanced" text).
+        #[arg(long, default_value = "titles")]
+        text_source: String,
         /// Also embed the items' attributes (items.tsv's fourth column).
         #[arg(long)]
         with_attributes: bool,
-        /// Seed of the hash and projection.
+        /// Image folder (`{item_id}.jpg|png|webp|...`), embedded with CLIP's vision tower.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Output of the image matrix (.npy); required with --images.
+        #[arg(long)]
+        image_out: Option<PathBuf>,
+        /// Items per encoder call.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Device: cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Width of the hashing encoder's vectors.
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        /// Seed of the hashing encoder.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Output file (.npy).
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Output of the text matrix (.npy).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Enrich item titles with an LLM through an OpenAI-compatible chat endpoint (the paper's
+    /// Section 3.3), appending one JSON line per item; re-running resumes.
+    Enrich {
+        /// Dataset directory.
+        #[arg(long)]
+        data: String,
+        /// Base URL of the endpoint (`http://127.0.0.1:8088`, `https://api.deepseek.com`).
+        #[arg(long)]
+        endpoint: String,
+        /// Model name (`deepseek-reasoner`, the served model's name...).
+        #[arg(long)]
+        model: String,
+        /// Output JSON-lines file (appended to).
         #[arg(long)]
         out: PathBuf,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Most items to request in this run.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Prompt template file with {domain}, {title} and {attributes} (default: the paper's).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.6)]
+        temperature: f64,
+        /// Most tokens generated per item.
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: usize,
+        /// Seconds before a request times out.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+        /// Retries per item (timeouts, connection errors, 429, 5xx).
+        #[arg(long, default_value_t = 5)]
+        retries: usize,
+        /// Environment variable holding the API key (sent as a bearer token, never printed).
+        #[arg(long, default_value = "LLM_EMF_API_KEY")]
+        api_key_env: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Recommend the top-k items of a domain for a history.
     Recommend {
@@ -151,6 +223,164 @@ fn load_any(data: &str) -> Result<llm_emf::data::Dataset> {
         DataSource::Directory { path, .. } => load_dataset(&path),
         DataSource::Synthetic(cfg) => Ok(cfg.generate()?.dataset),
     }
+}
+
+struct EmbedArgs {
+    data: String,
+    text_encoder: String,
+    weights: Option<PathBuf>,
+    text_source: String,
+    with_attributes: bool,
+    images: Option<PathBuf>,
+    image_out: Option<PathBuf>,
+    batch_size: usize,
+    device: String,
+    dim: usize,
+    seed: u64,
+    quiet: bool,
+    out: Option<PathBuf>,
+}
+
+fn print_report(what: &str, path: &std::path::Path, r: &EmbedReport) {
+    println!(
+        "{what} -> {}: [{}, {}] float32; {} embedded, {} without input (zero rows), {} unreadable (zero rows); {:.1} items/s{}",
+        path.display(),
+        r.rows,
+        r.dim,
+        r.embedded,
+        r.without_input,
+        r.failed.len(),
+        r.rows_per_second,
+        if r.resumed_rows > 0 {
+            format!(" (resumed after {} rows)", r.resumed_rows)
+        } else {
+            String::new()
+        }
+    );
+    for (item, why) in r.failed.iter().take(10) {
+        println!("  item {item}: {why}");
+    }
+    if r.failed.len() > 10 {
+        println!("  ... and {} more", r.failed.len() - 10);
+    }
+}
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    let dataset = load_any(&a.data)?;
+    let n = dataset.num_items();
+    let source = match a.text_source.as_str() {
+        "titles" => Some(TextSource::Titles),
+        "none" => None,
+        path => Some(TextSource::Enriched(PathBuf::from(path))),
+    };
+    if a.images.is_some() != a.image_out.is_some() {
+        return Err(Error::Config("--images and --image-out go together".into()));
+    }
+    if source.is_some() && a.out.is_none() {
+        return Err(Error::Config(
+            "--out is required (or --text-source none with --images)".into(),
+        ));
+    }
+    if source.is_none() && a.images.is_none() {
+        return Err(Error::Config(
+            "nothing to embed: --text-source none and no --images".into(),
+        ));
+    }
+    if a.images.is_some() && a.text_encoder != "clip" {
+        return Err(Error::Config(
+            "--images needs --text-encoder clip (its vision tower)".into(),
+        ));
+    }
+    let texts = match &source {
+        Some(s) => Some(item_texts(&dataset, s, a.with_attributes)?),
+        None => None,
+    };
+    if let (Some(t), Some(TextSource::Enriched(path))) = (&texts, &source) {
+        println!(
+            "{}: enriched text for {} of {n} items",
+            path.display(),
+            t.enriched
+        );
+    }
+    let job = |out: &PathBuf, dim: usize, what: &str| EmbedJob {
+        out: out.clone(),
+        rows: n,
+        dim,
+        job: format!(
+            "{what}|{}|{}|{}|{}|{}",
+            a.text_encoder,
+            a.weights
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            a.text_source,
+            a.with_attributes,
+            dataset.name()
+        ),
+        batch_size: a.batch_size,
+        progress: !a.quiet,
+    };
+    let weights = || {
+        a.weights.clone().ok_or_else(|| {
+            Error::Config(format!(
+                "--text-encoder {} needs --weights DIR (scripts/fetch-weights.sh fetches all-MiniLM-L6-v2)",
+                a.text_encoder
+            ))
+        })
+    };
+    match a.text_encoder.as_str() {
+        "hashing" => {
+            let (Some(texts), Some(out)) = (&texts, &a.out) else {
+                return Err(Error::Config("the hashing encoder embeds text only".into()));
+            };
+            let start = std::time::Instant::now();
+            let encoder = HashingTextEncoder {
+                dim: a.dim,
+                seed: a.seed,
+            };
+            let refs: Vec<Option<&str>> = texts.texts.iter().map(|t| t.as_deref()).collect();
+            let (matrix, summary) = encoder.encode(&refs)?;
+            matrix.save_npy(out)?;
+            println!(
+                "text -> {}: [{}, {}] float32; {} embedded, {} without text (zero rows); {:.0} items/s",
+                out.display(),
+                matrix.rows(),
+                matrix.dim(),
+                summary.embedded,
+                summary.without_text,
+                n as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            );
+        }
+        "minilm" => {
+            let (Some(texts), Some(out)) = (&texts, &a.out) else {
+                return Err(Error::Config("the MiniLM encoder embeds text only".into()));
+            };
+            let device = backend::device(&a.device)?;
+            let encoder = SentenceEncoder::load(&weights()?, &device)?;
+            let (_, report) =
+                embed_texts(&job(out, encoder.dim(), "text"), &texts.texts, &encoder)?;
+            print_report("text", out, &report);
+        }
+        "clip" => {
+            let device = backend::device(&a.device)?;
+            let clip = ClipEmbedder::load(&weights()?, &device)?;
+            if let (Some(texts), Some(out)) = (&texts, &a.out) {
+                let (_, report) = embed_texts(&job(out, clip.dim(), "text"), &texts.texts, &clip)?;
+                print_report("text", out, &report);
+            }
+            if let (Some(dir), Some(out)) = (&a.images, &a.image_out) {
+                let files = item_images(dir, n)?;
+                let (_, report) = embed_images(&job(out, clip.dim(), "image"), &files, &clip)?;
+                print_report("images", out, &report);
+            }
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "unknown text encoder {other:?}: expected clip, minilm or hashing"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -276,28 +506,72 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             data,
             text_encoder,
-            dim,
+            weights,
+            text_source,
             with_attributes,
+            images,
+            image_out,
+            batch_size,
+            device,
+            dim,
             seed,
+            quiet,
             out,
+        } => embed(EmbedArgs {
+            data,
+            text_encoder,
+            weights,
+            text_source,
+            with_attributes,
+            images,
+            image_out,
+            batch_size,
+            device,
+            dim,
+            seed,
+            quiet,
+            out,
+        })?,
+        Command::Enrich {
+            data,
+            endpoint,
+            model,
+            out,
+            concurrency,
+            limit,
+            template,
+            temperature,
+            max_tokens,
+            timeout,
+            retries,
+            api_key_env,
+            quiet,
         } => {
-            if text_encoder != "hashing" {
+            let dataset = load_any(&data)?;
+            let template = match template {
+                Some(path) => PromptTemplate::from_file(&path)?,
+                None => PromptTemplate::paper(),
+            };
+            if !(timeout.is_finite() && timeout > 0.0) {
                 return Err(Error::Config(format!(
-                    "unknown text encoder {text_encoder:?}: only `hashing` is available"
+                    "--timeout must be positive, got {timeout}"
                 )));
             }
-            let dataset = load_any(&data)?;
-            let encoder = HashingTextEncoder { dim, seed };
-            let (matrix, summary) = encoder.encode_items(&dataset, with_attributes, None)?;
-            matrix.save_npy(&out)?;
-            println!(
-                "{}: {} items embedded, {} without text (zero rows), [{}, {}] float32",
-                out.display(),
-                summary.embedded,
-                summary.without_text,
-                matrix.rows(),
-                matrix.dim()
-            );
+            let mut config = ClientConfig::new(endpoint, model).with_api_key_from_env(&api_key_env);
+            config.temperature = temperature;
+            config.max_tokens = max_tokens;
+            config.timeout = Duration::from_secs_f64(timeout);
+            config.max_retries = retries;
+            let client = ChatClient::new(config);
+            let options = EnrichOptions {
+                concurrency,
+                limit,
+                progress: !quiet,
+                ..EnrichOptions::default()
+            };
+            let summary = enrich::enrich(&dataset, &template, &client, &out, &options)?;
+            print!("{summary}");
+            println!("output: {}", out.display());
         }
         Command::Recommend {
             run,
