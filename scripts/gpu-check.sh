@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with a GPU (run by the device tool, which sets $OUT): builds with
-# `--features wgpu`, runs the model and training tests on the GPU, the quickstart, and a
-# Food-Kitchen training-throughput measurement, and writes the logs under $OUT.
-# The CUDA backend cannot be built without network access (its build script downloads LLVM), so
-# the GPU path checked here is wgpu (Vulkan). Not run yet: no session so far had a GPU.
+# GPU check on a lent GPU machine (the device tool sets $OUT). That machine has no Rust toolchain
+# and no network, so `scripts/gpu-prepare.sh` builds everything here with `--features wgpu`
+# (Vulkan; the CUDA backend cannot be built offline) and packs it into .gpu/ (binaries, the
+# Food-Kitchen data, the tiny CLIP fixture); .gl/ holds the Vulkan loader packages.
+#
+# Run through the device tool with carry [".gpu", ".gl"]:
+#   bash scripts/gpu-check.sh
+# It writes under $OUT: nvidia-smi.txt, gpu-check.log (all output), and the run folders' logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu-check}"
 mkdir -p "$OUT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-gpu}"
-export LLM_EMF_DEVICE=wgpu
+LOG="$OUT/gpu-check.log"
+exec > >(tee "$LOG") 2>&1
+
+step() { echo; echo "== $* ($(date +%T))"; }
+timed() { # seconds-limit command...
+  local limit="$1"; shift
+  local t0; t0=$(date +%s%N)
+  timeout "$limit" "$@"; local rc=$?
+  echo "-- exit $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms: $*"
+  return 0
+}
+
+step "set-up"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-{
-  echo "== build"
-  time cargo build --release --features wgpu --bin llm-emf --example quickstart
-  echo "== tests on wgpu"
-  time cargo test --release --features wgpu --lib model:: -- --test-threads=1
-  time cargo test --release --features wgpu --test training -- --test-threads=1
-  echo "== quickstart on wgpu"
-  time "$CARGO_TARGET_DIR/release/examples/quickstart" --device wgpu --out "$OUT/quickstart-runs"
-  echo "== Food-Kitchen throughput on wgpu (2 epochs)"
-  sed "s#../shared/data/food-kitchen#${FK_DIR:-../shared/data/food-kitchen}#" \
-      configs/food-kitchen-llm-emf.json > "$OUT/fk-config.json"
-  time "$CARGO_TARGET_DIR/release/llm-emf" train --config "$OUT/fk-config.json" \
-      --epochs 2 --device wgpu --out "$OUT/fk-wgpu" --quiet
-  cp "$OUT/fk-wgpu/log.jsonl" "$OUT/fk-wgpu-log.jsonl"
-} 2>&1 | tee "$OUT/gpu-check.log"
+head -12 "$OUT/nvidia-smi.txt"
+BIN=/tmp/gpu-bin
+mkdir -p "$BIN"
+for f in .gpu/bin/*.gz; do gunzip -c "$f" > "$BIN/$(basename "$f" .gz)"; chmod +x "$BIN/$(basename "$f" .gz)"; done
+ls -la "$BIN"
+mkdir -p ../shared/data
+tar xzf .gpu/food-kitchen.tar.gz -C ../shared/data
+export LLM_EMF_DEVICE=wgpu
+export RUST_BACKTRACE=1
+
+step "unit tests of the model, features and training loop on wgpu"
+timed 150 "$BIN/lib-tests" --test-threads=1 model:: features:: train::
+step "tiny CLIP goldens on wgpu"
+timed 60 "$BIN/encoders-tests" --test-threads=1 tiny_clip clip_checkpoints
+step "training integration tests on wgpu"
+timed 150 "$BIN/training-tests" --test-threads=1
+
+step "quickstart on wgpu"
+timed 150 "$BIN/quickstart" --device wgpu --out "$OUT/quickstart-runs"
+
+step "Food-Kitchen LLM-EMF, one epoch on wgpu (training throughput)"
+timed 240 "$BIN/llm-emf" train --config .gpu/fk-config.json --epochs 1 --device wgpu \
+    --out /tmp/fk-wgpu --quiet
+cp /tmp/fk-wgpu/log.jsonl "$OUT/fk-wgpu-log.jsonl" 2>/dev/null
+cp /tmp/fk-wgpu/results.json "$OUT/fk-wgpu-results.json" 2>/dev/null
+step "done"

@@ -235,10 +235,7 @@ fn embed_writes_one_row_per_item_and_feeds_training() {
         String::from_utf8_lossy(&run.stderr)
     );
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        text.contains("38396 items embedded, 0 without text"),
-        "{text}"
-    );
+    assert!(text.contains("38396 embedded, 0 without text"), "{text}");
     let m = llm_emf::features::FeatureMatrix::load(&out, Some(38_396)).unwrap();
     assert_eq!(m.dim(), 16);
     let bad = bin()
@@ -254,5 +251,179 @@ fn embed_writes_one_row_per_item_and_feeds_training() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs --weights"));
+    let bad = bin()
+        .args([
+            "embed",
+            "--text-encoder",
+            "bert",
+            "--data",
+            "synthetic",
+            "--out",
+        ])
+        .arg(dir.path().join("x.npy"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown text encoder"));
+}
+
+fn tiny_clip() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip")
+}
+
+#[test]
+fn embed_with_clip_writes_text_and_image_matrices_and_reports_bad_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for f in ["0.png", "2.png"] {
+        std::fs::copy(tiny_clip().join("images").join(f), images.join(f)).unwrap();
+    }
+    std::fs::write(images.join("5.jpg"), b"truncated").unwrap();
+    let enriched = dir.path().join("enriched.jsonl");
+    std::fs::write(
+        &enriched,
+        "{\"item_id\": 3, \"text\": \"A lovely item for tea lovers.\"}\n",
+    )
+    .unwrap();
+    let (text_out, image_out) = (dir.path().join("text.npy"), dir.path().join("image.npy"));
+    let run = bin()
+        .args([
+            "embed",
+            "--quiet",
+            "--text-encoder",
+            "clip",
+            "--data",
+            "synthetic",
+        ])
+        .arg("--weights")
+        .arg(tiny_clip())
+        .arg("--text-source")
+        .arg(&enriched)
+        .arg("--images")
+        .arg(&images)
+        .arg("--image-out")
+        .arg(&image_out)
+        .arg("--out")
+        .arg(&text_out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("enriched text for 1 of 2700 items"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 embedded, 2697 without input (zero rows), 1 unreadable"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("item 5:") && stdout.contains("5.jpg"),
+        "{stdout}"
+    );
+    let text = llm_emf::features::FeatureMatrix::load(&text_out, Some(2700)).unwrap();
+    assert_eq!(text.dim(), 16);
+    assert!(text.row(1).iter().any(|v| *v != 0.0));
+    let img = llm_emf::features::FeatureMatrix::load(&image_out, Some(2700)).unwrap();
+    let nonzero = |r: usize| img.row(r).iter().any(|v| *v != 0.0);
+    assert!(nonzero(0) && nonzero(2) && !nonzero(1) && !nonzero(5));
+    assert!(!dir.path().join("image.npy.partial").exists());
+
+    // --images without --image-out, and a missing image folder, are errors naming the problem.
+    let bad = bin()
+        .args([
+            "embed",
+            "--text-encoder",
+            "clip",
+            "--data",
+            "synthetic",
+            "--weights",
+        ])
+        .arg(tiny_clip())
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(&text_out)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--image-out"));
+    let bad = bin()
+        .args([
+            "embed",
+            "--text-encoder",
+            "clip",
+            "--text-source",
+            "none",
+            "--data",
+            "synthetic",
+            "--weights",
+        ])
+        .arg(tiny_clip())
+        .arg("--images")
+        .arg(dir.path().join("nowhere"))
+        .arg("--image-out")
+        .arg(&image_out)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nowhere"));
+}
+
+#[test]
+fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("prompt.txt");
+    std::fs::write(&template, "About {product}").unwrap();
+    let out = dir.path().join("e.jsonl");
+    let bad = bin()
+        .args([
+            "enrich",
+            "--data",
+            "synthetic",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--model",
+            "m",
+        ])
+        .arg("--template")
+        .arg(&template)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("prompt.txt") && err.contains("{title}"),
+        "{err}"
+    );
+    // Port 9 (discard) refuses connections here: every item fails, the run stops early with the
+    // failures recorded and exit status 1.
+    let run = bin()
+        .args([
+            "enrich",
+            "--quiet",
+            "--data",
+            "synthetic",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--model", "m", "--retries", "0", "--concurrency", "1"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("re-run"));
+    let records = llm_emf::enrich::read_records(&out).unwrap();
+    assert!(!records.is_empty() && records.iter().all(|r| r.error.is_some()));
 }

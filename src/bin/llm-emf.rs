@@ -317,7 +317,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
             a.with_attributes,
             dataset.name()
         ),
-        batch_size: a.batch_size,
+        // Resume granularity: several encoder batches, sorted by length inside.
+        batch_size: a.batch_size * 8,
         progress: !a.quiet,
     };
     let weights = || {
@@ -357,15 +358,24 @@ fn embed(a: EmbedArgs) -> Result<()> {
             };
             let device = backend::device(&a.device)?;
             let encoder = SentenceEncoder::load(&weights()?, &device)?;
-            let (_, report) =
-                embed_texts(&job(out, encoder.dim(), "text"), &texts.texts, &encoder)?;
+            let (_, report) = embed_texts(
+                &job(out, encoder.dim(), "text"),
+                &texts.texts,
+                &encoder,
+                a.batch_size,
+            )?;
             print_report("text", out, &report);
         }
         "clip" => {
             let device = backend::device(&a.device)?;
             let clip = ClipEmbedder::load(&weights()?, &device)?;
             if let (Some(texts), Some(out)) = (&texts, &a.out) {
-                let (_, report) = embed_texts(&job(out, clip.dim(), "text"), &texts.texts, &clip)?;
+                let (_, report) = embed_texts(
+                    &job(out, clip.dim(), "text"),
+                    &texts.texts,
+                    &clip,
+                    a.batch_size,
+                )?;
                 print_report("text", out, &report);
             }
             if let (Some(dir), Some(out)) = (&a.images, &a.image_out) {
@@ -572,6 +582,11 @@ fn run(cli: Cli) -> Result<()> {
             let summary = enrich::enrich(&dataset, &template, &client, &out, &options)?;
             print!("{summary}");
             println!("output: {}", out.display());
+            if let Some(why) = summary.stopped {
+                return Err(Error::InvalidInput(format!(
+                    "enrichment stopped early ({why}); re-run the same command to resume"
+                )));
+            }
         }
         Command::Recommend {
             run,

@@ -348,24 +348,29 @@ fn report(
     }
 }
 
-/// Embeds one text per row (`None`: a zero row) with `encoder` into `job.out`.
+/// Embeds one text per row (`None`: a zero row) with `encoder` into `job.out`. Within each of
+/// the job's batches, texts are sorted by length and sent `encoder_batch` at a time, so rows of
+/// similar length are padded together.
 pub fn embed_texts(
     job: &EmbedJob,
     texts: &[Option<String>],
     encoder: &dyn TextEmbed,
+    encoder_batch: usize,
 ) -> Result<(FeatureMatrix, EmbedReport)> {
     let dim = encoder.dim();
+    let encoder_batch = encoder_batch.max(1);
     let (matrix, resumed, failed, seconds) = job.run(|range| {
         let mut data = vec![0.0f32; range.len() * dim];
-        let present: Vec<(usize, &str)> = range
+        let mut present: Vec<(usize, &str)> = range
             .clone()
             .enumerate()
             .filter_map(|(i, r)| texts[r].as_deref().map(|t| (i, t)))
             .collect();
-        if !present.is_empty() {
-            let refs: Vec<&str> = present.iter().map(|(_, t)| *t).collect();
+        present.sort_by_key(|(_, t)| t.len());
+        for chunk in present.chunks(encoder_batch) {
+            let refs: Vec<&str> = chunk.iter().map(|(_, t)| *t).collect();
             let out = encoder.embed(&refs)?;
-            for ((i, _), row) in present.iter().zip(out.chunks_exact(dim)) {
+            for ((i, _), row) in chunk.iter().zip(out.chunks_exact(dim)) {
                 data[i * dim..(i + 1) * dim].copy_from_slice(row);
             }
         }
@@ -448,9 +453,14 @@ mod tests {
     #[test]
     fn rows_follow_item_order_and_missing_text_is_a_zero_row() {
         let dir = tempfile::tempdir().unwrap();
-        let texts = vec![Some("ab".to_string()), None, Some("abcd".to_string())];
-        let (m, report) = embed_texts(&job(dir.path(), 3), &texts, &Counting).unwrap();
-        assert_eq!(m.data(), &[2.0, 1.0, 0.0, 0.0, 4.0, 1.0]);
+        // Longest first, so sorting by length inside the batch reorders the encoder's input.
+        let texts = vec![Some("abcd".to_string()), None, Some("ab".to_string())];
+        let whole_batch = EmbedJob {
+            batch_size: 3,
+            ..job(dir.path(), 3)
+        };
+        let (m, report) = embed_texts(&whole_batch, &texts, &Counting, 2).unwrap();
+        assert_eq!(m.data(), &[4.0, 1.0, 0.0, 0.0, 2.0, 1.0]);
         assert_eq!(
             (report.embedded, report.without_input, report.resumed_rows),
             (2, 1, 0)
@@ -486,7 +496,7 @@ mod tests {
             .unwrap();
         f.write_all(&[1, 2, 3]).unwrap();
         drop(f);
-        let (m, report) = embed_texts(&j, &texts, &Counting).unwrap();
+        let (m, report) = embed_texts(&j, &texts, &Counting, 2).unwrap();
         assert_eq!(report.resumed_rows, 2);
         assert_eq!(
             m.data(),
@@ -509,7 +519,7 @@ mod tests {
             },
         )
         .unwrap();
-        let (_, report) = embed_texts(&other, &texts, &Counting).unwrap();
+        let (_, report) = embed_texts(&other, &texts, &Counting, 3).unwrap();
         assert_eq!(report.resumed_rows, 0);
     }
 

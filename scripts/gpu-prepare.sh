@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the GPU check's binaries here with `--features wgpu` and packs them, with the
+# Food-Kitchen data and the config, into .gpu/ (ignored by git; carried by the device tool).
+# The Vulkan loader packages go to .gl/ (see /work/.library/device/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${GPU_TARGET_DIR:-$HOME/.cache/llm-emf-gpucheck}"
+cargo build --release --features wgpu --bin llm-emf --example quickstart
+cargo test --release --features wgpu --no-run --lib --test training --test encoders 2>&1 \
+  | tee /tmp/gpu-prepare-tests.log
+exe() { # the test executable of a target, from cargo's "Executable" lines
+  grep -E "Executable $1" /tmp/gpu-prepare-tests.log | sed -E 's/.*\((.*)\)/\1/' | tail -1
+}
+rm -rf .gpu && mkdir -p .gpu/bin
+gzip -c "$CARGO_TARGET_DIR/release/llm-emf" > .gpu/bin/llm-emf.gz
+gzip -c "$CARGO_TARGET_DIR/release/examples/quickstart" > .gpu/bin/quickstart.gz
+gzip -c "$(exe 'unittests src/lib.rs')" > .gpu/bin/lib-tests.gz
+gzip -c "$(exe 'tests/training.rs')" > .gpu/bin/training-tests.gz
+gzip -c "$(exe 'tests/encoders.rs')" > .gpu/bin/encoders-tests.gz
+tar czf .gpu/food-kitchen.tar.gz -C ../shared/data food-kitchen
+cp configs/food-kitchen-llm-emf.json .gpu/fk-config.json
+du -sh .gpu .gpu/* .gpu/bin/*
