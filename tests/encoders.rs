@@ -160,6 +160,12 @@ fn clip_checkpoints_with_missing_or_misshapen_tensors_are_rejected_by_name() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
+    // No tokenizer either.
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let err = ClipEmbedder::load(dir.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no CLIP tokenizer"), "{err}");
 }
 
 #[derive(serde::Deserialize)]

@@ -148,6 +148,7 @@ fn dataset(titles: &[Option<&str>]) -> Dataset {
         .map(|t| Item {
             title: t.map(String::from),
             attributes: None,
+            key: None,
         })
         .collect();
     let x = n / 2;

@@ -379,7 +379,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
                 print_report("text", out, &report);
             }
             if let (Some(dir), Some(out)) = (&a.images, &a.image_out) {
-                let files = item_images(dir, n)?;
+                let files = item_images(dir, &dataset)?;
                 let (_, report) = embed_images(&job(out, clip.dim(), "image"), &files, &clip)?;
                 print_report("images", out, &report);
             }

@@ -243,6 +243,7 @@ fn read_items_tsv(
         items[id as usize] = Item {
             title: non_empty(fields[2]),
             attributes: fields.get(3).and_then(|s| non_empty(s)),
+            key: None,
         };
     }
     let [a, b] = names;

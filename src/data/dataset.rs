@@ -76,6 +76,10 @@ pub struct Item {
     pub title: Option<String>,
     /// Free-text attributes (categories, brand...), when known.
     pub attributes: Option<String>,
+    /// The item's id in the source files when it is not the global id (a RecBole token such
+    /// as an ASIN); image files may be named by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A user's training sequence, in time order.

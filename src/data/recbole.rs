@@ -239,6 +239,7 @@ fn read_item_file(path: &Path, expected: Option<&[String; 2]>) -> Result<ItemTab
             Item {
                 title,
                 attributes: None,
+                key: Some(token.to_string()),
             },
         ));
     }

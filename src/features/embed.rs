@@ -49,16 +49,6 @@ impl TextEmbed for ClipEmbedder {
     }
 }
 
-impl TextEmbed for super::HashingTextEncoder {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        let refs: Vec<Option<&str>> = texts.iter().map(|t| Some(*t)).collect();
-        Ok(self.encode(&refs)?.0.data().to_vec())
-    }
-}
-
 /// Where item text comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextSource {
@@ -147,8 +137,9 @@ pub fn item_texts(
     })
 }
 
-/// The image file of each item in `dir`: `{item_id}.{jpg,jpeg,png,webp,gif,bmp}`.
-pub fn item_images(dir: &Path, num_items: usize) -> Result<Vec<Option<PathBuf>>> {
+/// The image file of each item in `dir`: `{item_id}.{ext}`, else `{key}.{ext}` for items with a
+/// source key (RecBole tokens such as ASINs), `ext` one of jpg, jpeg, png, webp, gif, bmp.
+pub fn item_images(dir: &Path, dataset: &Dataset) -> Result<Vec<Option<PathBuf>>> {
     if !dir.is_dir() {
         return Err(Error::io(
             dir,
@@ -156,12 +147,23 @@ pub fn item_images(dir: &Path, num_items: usize) -> Result<Vec<Option<PathBuf>>>
         ));
     }
     const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "JPG"];
-    Ok((0..num_items)
-        .map(|id| {
-            EXTENSIONS
-                .iter()
-                .map(|ext| dir.join(format!("{id}.{ext}")))
-                .find(|p| p.is_file())
+    let find = |stem: &str| {
+        EXTENSIONS
+            .iter()
+            .map(|ext| dir.join(format!("{stem}.{ext}")))
+            .find(|p| p.is_file())
+    };
+    Ok(dataset
+        .items()
+        .iter()
+        .enumerate()
+        .map(|(id, item)| {
+            find(&id.to_string()).or_else(|| {
+                item.key
+                    .as_deref()
+                    .filter(|k| !k.is_empty() && !k.contains(['/', '\\']) && !k.starts_with('.'))
+                    .and_then(find)
+            })
         })
         .collect())
 }
@@ -521,6 +523,41 @@ mod tests {
         .unwrap();
         let (_, report) = embed_texts(&other, &texts, &Counting, 3).unwrap();
         assert_eq!(report.resumed_rows, 0);
+    }
+
+    #[test]
+    fn images_are_found_by_item_id_or_source_key() {
+        use crate::data::{Domain, Item, TrainingData};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("0.png"), b"x").unwrap();
+        std::fs::write(dir.path().join("B00ASIN.jpg"), b"x").unwrap();
+        let item = |key: &str| Item {
+            title: None,
+            attributes: None,
+            key: Some(key.to_string()),
+        };
+        let domain = |name: &str, start, len| Domain {
+            name: name.into(),
+            start,
+            len,
+        };
+        let ds = Dataset::new(
+            "t",
+            [domain("A", 0, 2), domain("B", 2, 1)],
+            vec![item("zzz"), item("B00ASIN"), item("../0")],
+            TrainingData::Present(vec![]),
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        let found = item_images(dir.path(), &ds).unwrap();
+        assert_eq!(found[0], Some(dir.path().join("0.png")));
+        assert_eq!(found[1], Some(dir.path().join("B00ASIN.jpg")));
+        assert_eq!(found[2], None, "keys never leave the folder");
+        let err = item_images(&dir.path().join("nowhere"), &ds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nowhere"), "{err}");
     }
 
     #[test]
