@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check on a lent GPU machine (the device tool sets $OUT). That machine has no Rust toolchain
 # and no network, so `scripts/gpu-prepare.sh` builds everything here with `--features wgpu`
-# (Vulkan; the CUDA backend cannot be built offline) and packs it into .gpu/ (binaries, the
-# Food-Kitchen data, the tiny CLIP fixture); .gl/ holds the Vulkan loader packages.
+# (Vulkan; the CUDA backend cannot be built offline) and packs it into .gpu/ (stripped, xz
+# binaries, the Food-Kitchen data, its config); .gl/ holds the Vulkan loader packages.
 #
 # Run through the device tool with carry [".gpu", ".gl"]:
 #   bash scripts/gpu-check.sh
@@ -34,25 +34,31 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 head -12 "$OUT/nvidia-smi.txt"
 BIN=/tmp/gpu-bin
 mkdir -p "$BIN"
-for f in .gpu/bin/*.gz; do gunzip -c "$f" > "$BIN/$(basename "$f" .gz)"; chmod +x "$BIN/$(basename "$f" .gz)"; done
+for f in .gpu/bin/*.xz; do
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$f" "$BIN/$(basename "$f" .xz)"
+  chmod +x "$BIN/$(basename "$f" .xz)"
+done
 ls -la "$BIN"
+# The test binaries were built in /work/main and look for their fixtures there.
+if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$PWD" /work/main; fi
 mkdir -p ../shared/data
 tar xzf .gpu/food-kitchen.tar.gz -C ../shared/data
 export LLM_EMF_DEVICE=wgpu
 export RUST_BACKTRACE=1
 
 step "unit tests of the model, features and training loop on wgpu"
-timed 150 "$BIN/lib-tests" --test-threads=1 model:: features:: train::
+timed 100 "$BIN/lib-tests" --test-threads=1 model:: features:: train::
 step "tiny CLIP goldens on wgpu"
-timed 60 "$BIN/encoders-tests" --test-threads=1 tiny_clip clip_checkpoints
+timed 40 "$BIN/encoders-tests" --test-threads=1 tiny_clip clip_checkpoints
 step "training integration tests on wgpu"
-timed 150 "$BIN/training-tests" --test-threads=1
+timed 100 "$BIN/training-tests" --test-threads=1
 
 step "quickstart on wgpu"
-timed 150 "$BIN/quickstart" --device wgpu --out "$OUT/quickstart-runs"
+timed 120 "$BIN/quickstart" --device wgpu --out /tmp/quickstart-runs
 
 step "Food-Kitchen LLM-EMF, one epoch on wgpu (training throughput)"
-timed 240 "$BIN/llm-emf" train --config .gpu/fk-config.json --epochs 1 --device wgpu \
+timed 180 "$BIN/llm-emf" train --config .gpu/fk-config.json --epochs 1 --device wgpu \
     --out /tmp/fk-wgpu --quiet
 cp /tmp/fk-wgpu/log.jsonl "$OUT/fk-wgpu-log.jsonl" 2>/dev/null
 cp /tmp/fk-wgpu/results.json "$OUT/fk-wgpu-results.json" 2>/dev/null

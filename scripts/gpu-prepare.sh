@@ -12,11 +12,15 @@ exe() { # the test executable of a target, from cargo's "Executable" lines
   grep -E "Executable $1" /tmp/gpu-prepare-tests.log | sed -E 's/.*\((.*)\)/\1/' | tail -1
 }
 rm -rf .gpu && mkdir -p .gpu/bin
-gzip -c "$CARGO_TARGET_DIR/release/llm-emf" > .gpu/bin/llm-emf.gz
-gzip -c "$CARGO_TARGET_DIR/release/examples/quickstart" > .gpu/bin/quickstart.gz
-gzip -c "$(exe 'unittests src/lib.rs')" > .gpu/bin/lib-tests.gz
-gzip -c "$(exe 'tests/training.rs')" > .gpu/bin/training-tests.gz
-gzip -c "$(exe 'tests/encoders.rs')" > .gpu/bin/encoders-tests.gz
+pack() { # binary name: stripped and xz-compressed (the device tool carries 64 MiB at most)
+  strip -o ".gpu/bin/$2" "$1"
+  xz -9 -T2 ".gpu/bin/$2"
+}
+pack "$CARGO_TARGET_DIR/release/llm-emf" llm-emf
+pack "$CARGO_TARGET_DIR/release/examples/quickstart" quickstart
+pack "$(exe 'unittests src/lib.rs')" lib-tests
+pack "$(exe 'tests/training.rs')" training-tests
+pack "$(exe 'tests/encoders.rs')" encoders-tests
 tar czf .gpu/food-kitchen.tar.gz -C ../shared/data food-kitchen
 cp configs/food-kitchen-llm-emf.json .gpu/fk-config.json
 du -sh .gpu .gpu/* .gpu/bin/*
