@@ -15,8 +15,9 @@ LOG="$OUT/gpu-check.log"
 exec > >(tee "$LOG") 2>&1
 
 step() { echo; echo "== $* ($(date +%T))"; }
-timed() { # seconds-limit command...
+timed() { # seconds-limit command... (skipped when the binary was not packed)
   local limit="$1"; shift
+  if [ ! -x "$1" ]; then echo "-- skipped (not packed): $1"; return 0; fi
   local t0; t0=$(date +%s%N)
   timeout "$limit" "$@"; local rc=$?
   echo "-- exit $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms: $*"
@@ -43,7 +44,8 @@ ls -la "$BIN"
 # The test binaries were built in /work/main and look for their fixtures there.
 if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$PWD" /work/main; fi
 mkdir -p ../shared/data
-tar xzf .gpu/food-kitchen.tar.gz -C ../shared/data
+for t in .gpu/*.tar.gz; do tar xzf "$t" -C ../shared/data; done
+export LLM_EMF_WEIGHTS="$PWD/.gpu/weights"
 export LLM_EMF_DEVICE=wgpu
 export RUST_BACKTRACE=1
 
@@ -56,6 +58,9 @@ timed 100 "$BIN/training-tests" --test-threads=1
 
 step "quickstart on wgpu"
 timed 120 "$BIN/quickstart" --device wgpu --out /tmp/quickstart-runs
+
+step "frozen encoders at full size on wgpu (criterion)"
+timed 150 "$BIN/encoders-bench" --bench --warm-up-time 2 --measurement-time 5
 
 step "Food-Kitchen LLM-EMF, one epoch on wgpu (training throughput)"
 timed 180 "$BIN/llm-emf" train --config .gpu/fk-config.json --epochs 1 --device wgpu \

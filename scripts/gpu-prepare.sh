@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${GPU_TARGET_DIR:-$HOME/.cache/llm-emf-gpucheck}"
 cargo build --release --features wgpu --bin llm-emf --example quickstart
-cargo test --release --features wgpu --no-run --lib --test training --test encoders 2>&1 \
-  | tee /tmp/gpu-prepare-tests.log
+{ cargo test --release --features wgpu --no-run --lib --test training --test encoders 2>&1
+  cargo bench --features wgpu --no-run --bench encoders 2>&1; } | tee /tmp/gpu-prepare-tests.log
 exe() { # the test executable of a target, from cargo's "Executable" lines
   grep -E "Executable $1" /tmp/gpu-prepare-tests.log | sed -E 's/.*\((.*)\)/\1/' | tail -1
 }
@@ -21,6 +21,10 @@ pack "$CARGO_TARGET_DIR/release/examples/quickstart" quickstart
 pack "$(exe 'unittests src/lib.rs')" lib-tests
 pack "$(exe 'tests/training.rs')" training-tests
 pack "$(exe 'tests/encoders.rs')" encoders-tests
+pack "$(exe 'benches/encoders.rs')" encoders-bench
 tar czf .gpu/food-kitchen.tar.gz -C ../shared/data food-kitchen
+tar czf .gpu/art-office.tar.gz -C ../shared/data art-office   # titles for the encoder bench
+mkdir -p .gpu/weights/clip
+cp "$(scripts/fetch-weights.sh)/clip/bpe_simple_vocab_16e6.txt.gz" .gpu/weights/clip/
 cp configs/food-kitchen-llm-emf.json .gpu/fk-config.json
 du -sh .gpu .gpu/* .gpu/bin/*

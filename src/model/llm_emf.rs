@@ -1005,7 +1005,18 @@ mod tests {
         let before = [feats.values(Modality::Image), feats.values(Modality::Text)];
         let train_feats = feats.for_autodiff();
         let mut model = LlmEmf::new(&s.config, &s.data.dataset, &train_feats, &device).unwrap();
-        let id_before = model.item_id.as_ref().unwrap().weight.val().into_data();
+        // Owned copies: on a GPU backend the optimizer may update the table's buffer in place.
+        let id_values = |m: &LlmEmf| {
+            m.item_id
+                .as_ref()
+                .unwrap()
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let id_before = id_values(&model);
         let mut optim = AdamConfig::new().init();
         let batch = train_batch(&s, &device);
         let first = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
@@ -1019,8 +1030,13 @@ mod tests {
             last < first,
             "loss should fall on a fixed batch: {first} -> {last}"
         );
-        let id_after = model.item_id.as_ref().unwrap().weight.val().into_data();
-        assert_ne!(id_before, id_after, "the ID table is learnable");
+        let id_after = id_values(&model);
+        let moved = id_before
+            .iter()
+            .zip(&id_after)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(moved > 0, "the ID table is learnable");
         assert_eq!(
             before,
             [
