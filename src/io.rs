@@ -87,6 +87,19 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// A progress bar over `len` units named `unit`, with rate and ETA (drawn on stderr).
+pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "[{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,17 +130,4 @@ mod tests {
         let lines: Vec<_> = numbered_lines("a\r\nb\n").collect();
         assert_eq!(lines, vec![(1, "a"), (2, "b")]);
     }
-}
-
-/// A progress bar over `len` units named `unit`, with rate and ETA (drawn on stderr).
-pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "[{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
 }

@@ -139,7 +139,7 @@ impl BertConfig {
                 "BERT needs hidden_size > 0 and num_attention_heads > 0".into(),
             ));
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::Config(format!(
                 "BERT hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

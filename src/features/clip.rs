@@ -252,7 +252,7 @@ pub struct Clip {
 }
 
 fn check_heads(what: &str, width: usize, heads: usize) -> Result<()> {
-    if width == 0 || heads == 0 || width % heads != 0 {
+    if width == 0 || heads == 0 || !width.is_multiple_of(heads) {
         return Err(Error::Config(format!(
             "CLIP {what} width {width} must be a positive multiple of its {heads} heads"
         )));
@@ -301,7 +301,7 @@ impl ClipConfig {
         check_heads("vision", v.hidden_size, v.num_attention_heads)?;
         Activation::parse(&t.hidden_act)?;
         Activation::parse(&v.hidden_act)?;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(Error::Config(format!(
                 "CLIP image_size {} is not a multiple of patch_size {}",
                 v.image_size, v.patch_size

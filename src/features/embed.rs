@@ -221,6 +221,19 @@ pub struct EmbedJob {
     pub progress: bool,
 }
 
+/// What [`EmbedJob::run`] produced.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// The finished matrix.
+    pub matrix: FeatureMatrix,
+    /// Rows an earlier, interrupted run had finished.
+    pub resumed_rows: usize,
+    /// Rows left at zero because their input could not be read (item id, reason).
+    pub failed: Vec<(ItemId, String)>,
+    /// Seconds spent encoding in this run.
+    pub seconds: f64,
+}
+
 /// What a batch produced: its rows, and the rows left at zero because their input failed.
 pub struct Batch {
     /// `[range.len(), dim]` row-major.
@@ -239,12 +252,8 @@ impl EmbedJob {
         sidecar(&self.out, ".partial.json")
     }
 
-    /// Runs the job: `encode(range)` produces the rows of `range`. Returns the matrix and how
-    /// many rows an earlier run had finished.
-    pub fn run(
-        &self,
-        mut encode: impl FnMut(Range<usize>) -> Result<Batch>,
-    ) -> Result<(FeatureMatrix, usize, Vec<(ItemId, String)>, f64)> {
+    /// Runs the job: `encode(range)` produces the rows of `range`.
+    pub fn run(&self, mut encode: impl FnMut(Range<usize>) -> Result<Batch>) -> Result<JobOutcome> {
         if self.dim == 0 || self.batch_size == 0 {
             return Err(Error::Config(
                 "embedding needs dim > 0 and batch size > 0".into(),
@@ -326,28 +335,28 @@ impl EmbedJob {
         matrix.save_npy(&self.out)?;
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(&meta_path);
-        Ok((matrix, resumed, meta.failed, seconds))
+        Ok(JobOutcome {
+            matrix,
+            resumed_rows: resumed,
+            failed: meta.failed,
+            seconds,
+        })
     }
 }
 
-fn report(
-    matrix: &FeatureMatrix,
-    without_input: usize,
-    resumed: usize,
-    failed: Vec<(ItemId, String)>,
-    seconds: f64,
-) -> EmbedReport {
-    let rows = matrix.rows();
-    EmbedReport {
+fn report(outcome: JobOutcome, without_input: usize) -> (FeatureMatrix, EmbedReport) {
+    let rows = outcome.matrix.rows();
+    let report = EmbedReport {
         rows,
-        dim: matrix.dim(),
-        embedded: rows - without_input - failed.len(),
+        dim: outcome.matrix.dim(),
+        embedded: rows - without_input - outcome.failed.len(),
         without_input,
-        failed,
-        resumed_rows: resumed,
-        seconds,
-        rows_per_second: (rows - resumed) as f64 / seconds.max(1e-9),
-    }
+        failed: outcome.failed,
+        resumed_rows: outcome.resumed_rows,
+        seconds: outcome.seconds,
+        rows_per_second: (rows - outcome.resumed_rows) as f64 / outcome.seconds.max(1e-9),
+    };
+    (outcome.matrix, report)
 }
 
 /// Embeds one text per row (`None`: a zero row) with `encoder` into `job.out`. Within each of
@@ -361,7 +370,7 @@ pub fn embed_texts(
 ) -> Result<(FeatureMatrix, EmbedReport)> {
     let dim = encoder.dim();
     let encoder_batch = encoder_batch.max(1);
-    let (matrix, resumed, failed, seconds) = job.run(|range| {
+    let outcome = job.run(|range| {
         let mut data = vec![0.0f32; range.len() * dim];
         let mut present: Vec<(usize, &str)> = range
             .clone()
@@ -382,10 +391,7 @@ pub fn embed_texts(
         })
     })?;
     let without = texts.iter().filter(|t| t.is_none()).count();
-    Ok((
-        matrix.clone(),
-        report(&matrix, without, resumed, failed, seconds),
-    ))
+    Ok(report(outcome, without))
 }
 
 /// Embeds one image per row (`None`: a zero row; an unreadable file: a zero row, reported)
@@ -397,7 +403,7 @@ pub fn embed_images(
 ) -> Result<(FeatureMatrix, EmbedReport)> {
     let dim = clip.dim();
     let pre = clip.preprocess();
-    let (matrix, resumed, failed, seconds) = job.run(|range| {
+    let outcome = job.run(|range| {
         let mut data = vec![0.0f32; range.len() * dim];
         let mut failed = Vec::new();
         let mut pixels = Vec::new();
@@ -421,10 +427,7 @@ pub fn embed_images(
         Ok(Batch { data, failed })
     })?;
     let without = images.iter().filter(|p| p.is_none()).count();
-    Ok((
-        matrix.clone(),
-        report(&matrix, without, resumed, failed, seconds),
-    ))
+    Ok(report(outcome, without))
 }
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ use image::{DynamicImage, RgbImage};
 
 use crate::error::{Error, Result};
 
+// The digits are OpenAI's published values, kept as written (f32 rounds them).
 /// CLIP's per-channel mean (RGB).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's per-channel standard deviation (RGB).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Image preprocessing settings.

@@ -14,7 +14,7 @@ pub mod tokenize;
 
 pub use bert::{BertConfig, SentenceEncoder};
 pub use clip::{ClipConfig, ClipEmbedder};
-pub use embed::{EmbedJob, EmbedReport, TextEmbed, TextSource};
+pub use embed::{EmbedJob, EmbedReport, JobOutcome, TextEmbed, TextSource};
 pub use hashing::{EmbedSummary, HashingTextEncoder};
 pub use image::ImagePreprocess;
 pub use matrix::FeatureMatrix;
