@@ -375,3 +375,35 @@ impl SentenceEncoder {
             .map_err(|e| Error::InvalidInput(format!("reading embeddings: {e:?}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_and_folders_with_problems_are_named() {
+        let config: BertConfig = serde_json::from_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 3, "intermediate_size": 16, "max_position_embeddings": 4}"#,
+        )
+        .unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("num_attention_heads 3")
+        );
+        let config = BertConfig {
+            num_attention_heads: 2,
+            hidden_act: "relu".into(),
+            ..config
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("relu"));
+        let dir = tempfile::tempdir().unwrap();
+        let err = SentenceEncoder::load(dir.path(), &crate::test_device())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json"), "{err}");
+    }
+}

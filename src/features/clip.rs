@@ -294,6 +294,24 @@ fn encoder(
 }
 
 impl ClipConfig {
+    /// Reads a Hugging Face `config.json`. Older exports keep a tower's settings in
+    /// `text_config_dict` / `vision_config_dict` with `text_config: null`; both spellings load.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut value: serde_json::Value = read_config(path)?;
+        for tower in ["text_config", "vision_config"] {
+            let dict = format!("{tower}_dict");
+            if value.get(tower).is_none_or(serde_json::Value::is_null)
+                && let Some(d) = value.get(&dict).filter(|d| d.is_object()).cloned()
+            {
+                value[tower] = d;
+            }
+            if value.get(tower).is_some_and(serde_json::Value::is_null) {
+                value.as_object_mut().map(|o| o.remove(tower));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| Error::json(path, e))
+    }
+
     /// Checks the sizes.
     pub fn validate(&self) -> Result<()> {
         let (t, v) = (&self.text_config, &self.vision_config);
@@ -478,7 +496,7 @@ impl ClipEmbedder {
     /// (`tokenizer.json`, else OpenAI's `bpe_simple_vocab_16e6.txt.gz`) and, when present,
     /// `preprocessor_config.json` (else CLIP's 224-pixel preprocessing).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config: ClipConfig = read_config(&dir.join("config.json"))?;
+        let config = ClipConfig::from_file(&dir.join("config.json"))?;
         config.validate()?;
         let ctx = config.text_config.max_position_embeddings;
         let tokenizer = if dir.join("tokenizer.json").is_file() {
@@ -599,4 +617,54 @@ fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
         .map_err(|e| Error::InvalidInput(format!("reading embeddings: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_with_impossible_sizes_are_rejected() {
+        let mut c = ClipConfig::default();
+        c.text_config.num_attention_heads = 7;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("text width 512")
+        );
+        let mut c = ClipConfig::default();
+        c.vision_config.patch_size = 30;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("patch_size 30")
+        );
+        let mut c = ClipConfig::default();
+        c.vision_config.hidden_act = "relu".into();
+        assert!(c.validate().unwrap_err().to_string().contains("relu"));
+        // Hugging Face configs carry many other keys; missing ones take ViT-B/32's values.
+        let c: ClipConfig = serde_json::from_str(
+            r#"{"projection_dim": 512, "logit_scale_init_value": 2.6592,
+                "text_config": {"hidden_size": 512, "bos_token_id": 0}, "vision_config": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(c, ClipConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"projection_dim": 256, "text_config": null, "vision_config": null,
+                "text_config_dict": {"hidden_size": 256, "num_attention_heads": 4},
+                "vision_config_dict": null}"#,
+        )
+        .unwrap();
+        let c = ClipConfig::from_file(&path).unwrap();
+        assert_eq!((c.projection_dim, c.text_config.hidden_size), (256, 256));
+        assert_eq!(c.vision_config, ClipVisionConfig::default());
+        std::fs::write(&path, r#"{"text_config": {"hidden_size": "wide"}}"#).unwrap();
+        let err = ClipConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+    }
 }
