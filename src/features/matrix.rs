@@ -1,8 +1,8 @@
 //! A dense `[rows, dim]` float32 feature matrix and its file formats.
 //!
-//! - `.npy`: NumPy format 1.0-3.0, little-endian `<f4` or `<f8` (converted to f32), C or Fortran
+//! - `.npy`: NumPy format 1.0-3.0, little-endian `<f4`, `<f8` or `<f2` (converted to f32), C or Fortran
 //!   order.
-//! - `.safetensors`: the single tensor of the file, or the one named `embeddings`; F32 or F64.
+//! - `.safetensors`: the single tensor of the file, or the one named `embeddings`; F32, F64 or F16.
 
 use std::path::Path;
 
@@ -165,9 +165,12 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Parsed, String> {
         "<f8" => decode(body, count(rows, dim)?, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
+        "<f2" => decode(body, count(rows, dim)?, 2, |b| {
+            f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+        })?,
         other => {
             return Err(format!(
-                "unsupported dtype {other:?}: expected little-endian float32 ('<f4') or float64"
+                "unsupported dtype {other:?}: expected little-endian float32 ('<f4'), float64 or float16"
             ));
         }
     };
@@ -252,13 +255,38 @@ fn parse_safetensors(bytes: &[u8]) -> std::result::Result<Parsed, String> {
         Dtype::F64 => decode(data, count(rows, dim)?, 8, |b| {
             f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
         })?,
+        Dtype::F16 => decode(data, count(rows, dim)?, 2, |b| {
+            f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+        })?,
         other => {
             return Err(format!(
-                "tensor {name:?} has dtype {other:?}: expected F32 or F64"
+                "tensor {name:?} has dtype {other:?}: expected F32, F64 or F16"
             ));
         }
     };
     Ok((rows, dim, values))
+}
+
+/// IEEE 754 half precision to single precision (exact: every f16 is an f32).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exp = u32::from((bits >> 10) & 0x1f);
+    let frac = u32::from(bits & 0x3ff);
+    let out = match (exp, frac) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: normalise the fraction.
+            let (mut e, mut m) = (127 - 15 + 1, frac);
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((m & 0x3ff) << 13)
+        }
+        (0x1f, _) => sign | (0xff << 23) | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(out)
 }
 
 #[cfg(test)]
@@ -275,6 +303,25 @@ mod tests {
         let header_end = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!(header_end % 64, 0);
         assert_eq!(FeatureMatrix::load(&path, Some(3)).unwrap(), m);
+    }
+
+    #[test]
+    fn npy_f2_is_widened() {
+        let header = "{'descr': '<f2', 'fortran_order': False, 'shape': (1, 3), }\n";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        // 0.5, -2.0, and the smallest subnormal 2^-24.
+        for bits in [0x3800u16, 0xc000, 0x0001] {
+            bytes.extend_from_slice(&bits.to_le_bytes());
+        }
+        let (_, _, v) = parse_npy(&bytes).unwrap();
+        assert_eq!(v, vec![0.5, -2.0, 2.0f32.powi(-24)]);
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        assert!(f16_to_f32(0x7e00).is_nan());
     }
 
     #[test]
