@@ -2,7 +2,7 @@
 """Prints markdown tables from llm-emf run folders, so that docs/results.md quotes measured
 numbers only: test metrics (results.json) and throughput (log.jsonl, results.json).
 
-usage: scripts/results_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+usage: scripts/results_table.py [--machine NAME] LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 """
 import json
 import sys
@@ -18,6 +18,9 @@ def load(run):
 
 
 def main(args):
+    machine = "release build, this machine"
+    if args and args[0] == "--machine":
+        machine, args = f"release build, {args[1]}", args[2:]
     runs = []
     for arg in args:
         label, _, path = arg.partition("=")
@@ -35,7 +38,7 @@ def main(args):
                 f"| {100*m['hr1']:.2f} | {100*m['hr5']:.2f} | {100*m['hr10']:.2f} | {m['n']} "
                 f"| {res['best_epoch']} / {res['epochs']} |"
             )
-    print("\nThroughput (release build, this machine):\n")
+    print(f"\nThroughput ({machine}):\n")
     print("| model | parameters | training sequences/s (mean over epochs) | seconds per epoch (mean) | evaluation examples/s (test) |")
     print("| --- | --- | --- | --- | --- |")
     for label, res, _, log in runs:
