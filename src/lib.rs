@@ -35,7 +35,9 @@
 //! - [`train`]: the experiment configuration and the training loop;
 //! - [`eval`]: metrics and the evaluator;
 //! - [`recommend`]: loading a trained run, evaluating it, recommending;
-//! - [`features`]: frozen feature matrices;
+//! - [`features`]: frozen feature matrices and the encoders that make them (CLIP's image and
+//!   text towers, all-MiniLM-L6-v2, a hashing encoder), with `embed` running them over a dataset;
+//! - [`enrich`]: LLM enrichment of item titles through an OpenAI-compatible endpoint;
 //! - [`backend`]: choosing a device by name.
 //!
 //! # Crate features

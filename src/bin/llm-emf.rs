@@ -302,12 +302,31 @@ fn embed(a: EmbedArgs) -> Result<()> {
             t.enriched
         );
     }
+    // FNV-1a over every item's text and image path.
+    let images_list = match &a.images {
+        Some(dir) => Some(item_images(dir, &dataset)?),
+        None => None,
+    };
+    let mut inputs_hash = 0xcbf2_9ce4_8422_2325u64;
+    let texts_iter = texts
+        .iter()
+        .flat_map(|t| t.texts.iter().map(|x| x.as_deref()));
+    let images_iter = images_list
+        .iter()
+        .flatten()
+        .map(|p| p.as_deref().and_then(|p| p.to_str()));
+    for part in texts_iter.chain(images_iter) {
+        for b in part.unwrap_or("\u{0}").bytes().chain([0xff]) {
+            inputs_hash = (inputs_hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
     let job = |out: &PathBuf, dim: usize, what: &str| EmbedJob {
         out: out.clone(),
         rows: n,
         dim,
+        // Partial rows are resumed only by the same job on the same inputs.
         job: format!(
-            "{what}|{}|{}|{}|{}|{}",
+            "{what}|{}|{}|{}|{}|{}|{:016x}",
             a.text_encoder,
             a.weights
                 .as_deref()
@@ -315,7 +334,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
                 .unwrap_or_default(),
             a.text_source,
             a.with_attributes,
-            dataset.name()
+            dataset.name(),
+            inputs_hash
         ),
         // Resume granularity: several encoder batches, sorted by length inside.
         batch_size: a.batch_size * 8,
@@ -378,9 +398,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
                 )?;
                 print_report("text", out, &report);
             }
-            if let (Some(dir), Some(out)) = (&a.images, &a.image_out) {
-                let files = item_images(dir, &dataset)?;
-                let (_, report) = embed_images(&job(out, clip.dim(), "image"), &files, &clip)?;
+            if let (Some(files), Some(out)) = (&images_list, &a.image_out) {
+                let (_, report) = embed_images(&job(out, clip.dim(), "image"), files, &clip)?;
                 print_report("images", out, &report);
             }
         }
