@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, SyntheticConfig, load_dataset};
 use llm_emf::enrich::{self, ChatClient, ClientConfig, EnrichOptions, PromptTemplate};
-use llm_emf::features::embed::{embed_images, embed_texts, item_images, item_texts};
+use llm_emf::features::embed::{ItemTexts, embed_images, embed_texts, item_images, item_texts};
 use llm_emf::features::{
-    ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextSource,
+    ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextEmbed, TextSource,
 };
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
@@ -349,6 +349,12 @@ fn embed(a: EmbedArgs) -> Result<()> {
             ))
         })
     };
+    let embed_text = |texts: &ItemTexts, out: &PathBuf, encoder: &dyn TextEmbed| -> Result<()> {
+        let job = job(out, encoder.dim(), "text");
+        let (_, report) = embed_texts(&job, &texts.texts, encoder, a.batch_size)?;
+        print_report("text", out, &report);
+        Ok(())
+    };
     match a.text_encoder.as_str() {
         "hashing" => {
             let (Some(texts), Some(out)) = (&texts, &a.out) else {
@@ -377,26 +383,13 @@ fn embed(a: EmbedArgs) -> Result<()> {
                 return Err(Error::Config("the MiniLM encoder embeds text only".into()));
             };
             let device = backend::device(&a.device)?;
-            let encoder = SentenceEncoder::load(&weights()?, &device)?;
-            let (_, report) = embed_texts(
-                &job(out, encoder.dim(), "text"),
-                &texts.texts,
-                &encoder,
-                a.batch_size,
-            )?;
-            print_report("text", out, &report);
+            embed_text(texts, out, &SentenceEncoder::load(&weights()?, &device)?)?;
         }
         "clip" => {
             let device = backend::device(&a.device)?;
             let clip = ClipEmbedder::load(&weights()?, &device)?;
             if let (Some(texts), Some(out)) = (&texts, &a.out) {
-                let (_, report) = embed_texts(
-                    &job(out, clip.dim(), "text"),
-                    &texts.texts,
-                    &clip,
-                    a.batch_size,
-                )?;
-                print_report("text", out, &report);
+                embed_text(texts, out, &clip)?;
             }
             if let (Some(files), Some(out)) = (&images_list, &a.image_out) {
                 let (_, report) = embed_images(&job(out, clip.dim(), "image"), files, &clip)?;

@@ -13,7 +13,9 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::nn::{MASKED, attention, ids_tensor, load_hf_safetensors, positions, read_config};
+use super::nn::{
+    MASKED, attention, check_vocab, ids_tensor, load_hf_safetensors, positions, read_config, to_vec,
+};
 use super::tokenize::TextTokenizer;
 use crate::error::{Error, Result};
 
@@ -347,12 +349,10 @@ impl SentenceEncoder {
             return Ok(Vec::new());
         }
         let batch = self.tokenizer.encode_batch(texts)?;
-        let vocab = self.model.embeddings.word_embeddings.weight.dims()[0];
-        if let Some(bad) = batch.ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::InvalidInput(format!(
-                "the tokenizer produced id {bad}, outside the model's vocabulary of {vocab}"
-            )));
-        }
+        check_vocab(
+            &batch.ids,
+            self.model.embeddings.word_embeddings.weight.dims()[0],
+        )?;
         let (rows, len) = (batch.rows(), batch.len);
         let mut mask = vec![0.0f32; rows * len];
         for (r, &n) in batch.lengths.iter().enumerate() {
@@ -370,9 +370,7 @@ impl SentenceEncoder {
                 .clamp_min(1e-12);
             out = out / norm;
         }
-        out.into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("reading embeddings: {e:?}")))
+        to_vec(out)
     }
 }
 

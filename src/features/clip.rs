@@ -16,7 +16,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::image::ImagePreprocess;
-use super::nn::{attention, causal_bias, ids_tensor, load_hf_safetensors, positions, read_config};
+use super::nn::{
+    attention, causal_bias, check_vocab, ids_tensor, load_hf_safetensors, positions, read_config,
+    to_vec,
+};
 use super::tokenize::TextTokenizer;
 use crate::error::{Error, Result};
 
@@ -568,12 +571,7 @@ impl ClipEmbedder {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let vocab = self.config.text_config.vocab_size;
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::InvalidInput(format!(
-                "token id {bad} is outside the text tower's vocabulary of {vocab}"
-            )));
-        }
+        check_vocab(ids, self.config.text_config.vocab_size)?;
         if len > self.config.text_config.max_position_embeddings
             || lengths.iter().any(|&l| l == 0 || l > len)
         {
@@ -611,12 +609,6 @@ impl ClipEmbedder {
         let t = Tensor::<4>::from_data(TensorData::new(pixels, [n, c, side, side]), &self.device);
         to_vec(self.model.image_features(t))
     }
-}
-
-fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("reading embeddings: {e:?}")))
 }
 
 #[cfg(test)]

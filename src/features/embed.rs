@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::bert::SentenceEncoder;
 use super::clip::ClipEmbedder;
 use super::matrix::FeatureMatrix;
-use crate::data::{Dataset, ItemId};
+use crate::data::{Dataset, Item, ItemId};
 use crate::error::{Error, Result};
 
 /// A frozen text encoder.
@@ -102,6 +102,20 @@ pub fn read_enriched(path: &Path, num_items: usize) -> Result<HashMap<ItemId, St
     Ok(out)
 }
 
+/// The text of one item: its title (and attributes when `with_attributes`), then `extra` (an
+/// enriched text); `None` when there is nothing.
+pub fn item_text(item: &Item, with_attributes: bool, extra: Option<&str>) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    if let Some(t) = item.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        parts.push(t);
+    }
+    if with_attributes && let Some(a) = item.attributes.as_deref() {
+        parts.push(a);
+    }
+    parts.extend(extra);
+    (!parts.is_empty()).then(|| parts.join(". "))
+}
+
 /// The text of every item: its title (and attributes when `with_attributes`), then its enriched
 /// text when the source has one.
 pub fn item_texts(
@@ -118,17 +132,11 @@ pub fn item_texts(
         .iter()
         .enumerate()
         .map(|(id, item)| {
-            let mut parts: Vec<&str> = Vec::new();
-            if let Some(t) = item.title.as_deref().filter(|t| !t.trim().is_empty()) {
-                parts.push(t);
-            }
-            if with_attributes && let Some(a) = item.attributes.as_deref() {
-                parts.push(a);
-            }
-            if let Some(e) = enriched.get(&(id as ItemId)) {
-                parts.push(e);
-            }
-            (!parts.is_empty()).then(|| parts.join(". "))
+            item_text(
+                item,
+                with_attributes,
+                enriched.get(&(id as ItemId)).map(String::as_str),
+            )
         })
         .collect();
     Ok(ItemTexts {

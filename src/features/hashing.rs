@@ -164,17 +164,8 @@ impl HashingTextEncoder {
             .iter()
             .enumerate()
             .map(|(id, item)| {
-                let mut parts: Vec<&str> = Vec::new();
-                if let Some(t) = &item.title {
-                    parts.push(t);
-                }
-                if with_attributes && let Some(a) = &item.attributes {
-                    parts.push(a);
-                }
-                if let Some(extra) = texts.and_then(|m| m.get(&(id as u32))) {
-                    parts.push(extra);
-                }
-                (!parts.is_empty()).then(|| parts.join(" "))
+                let extra = texts.and_then(|m| m.get(&(id as u32))).map(String::as_str);
+                super::embed::item_text(item, with_attributes, extra)
             })
             .collect();
         let refs: Vec<Option<&str>> = joined.iter().map(|t| t.as_deref()).collect();

@@ -116,6 +116,23 @@ pub(crate) fn load_hf_safetensors<M: Module + ModuleSnapshot>(
     Ok((module, result.unused))
 }
 
+/// A `[rows, width]` tensor's values, row-major.
+pub(crate) fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidInput(format!("reading embeddings: {e:?}")))
+}
+
+/// Checks that every token id fits an embedding table of `vocab` rows.
+pub(crate) fn check_vocab(ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(bad) => Err(Error::InvalidInput(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Reads a JSON file into `T`.
 pub(crate) fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = crate::io::read_text(path)?;
