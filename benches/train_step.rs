@@ -16,6 +16,7 @@ use llm_emf::data::{DomainId, Split, SyntheticConfig};
 use llm_emf::model::{ItemFeatures, LlmEmf, ModelConfig};
 
 fn bench(c: &mut Criterion) {
+    backend::tune_allocator();
     let device = backend::from_env().expect("device");
     let data = SyntheticConfig {
         users: 1000,

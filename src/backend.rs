@@ -5,13 +5,13 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 
-/// The default CPU device: `ndarray` when that feature is on, else `flex`.
+/// The default CPU device: `flex` when that feature is on (the default), else `ndarray`.
 #[allow(deprecated, unreachable_code)]
 pub fn cpu() -> Result<Device> {
-    #[cfg(feature = "ndarray")]
-    return Ok(Device::ndarray());
     #[cfg(feature = "flex")]
     return Ok(Device::flex());
+    #[cfg(feature = "ndarray")]
+    return Ok(Device::ndarray());
     Err(Error::Config(
         "no CPU backend compiled in: build with `--features ndarray` or `--features flex`".into(),
     ))
@@ -51,6 +51,24 @@ pub fn device(name: &str) -> Result<Device> {
         other => Err(Error::Config(format!(
             "unknown device {other:?}: expected cpu, ndarray, flex, wgpu or cuda"
         ))),
+    }
+}
+
+/// Tunes the system allocator for training on the CPU: freed memory stays in the process for
+/// the next step instead of going back to the kernel. With glibc's defaults, the large
+/// activations of a step are fresh pages that fault in and are zeroed every step (30% of the
+/// CPU time of a Food-Kitchen epoch, docs/performance.md). Call it once at the start of a
+/// program that trains or serves; it changes nothing but the allocator's thresholds (on glibc
+/// Linux; elsewhere it does nothing). The `llm-emf` binary, the examples and the benches call it.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; the values are in their valid ranges.
+    unsafe {
+        // Blocks up to 1 GiB come from the heap (not from a fresh mapping each), up to 2 GiB
+        // of free heap top is kept instead of trimmed, and the heap grows 256 MiB at a time.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
     }
 }
 

@@ -56,6 +56,7 @@ pub mod features;
 mod io;
 pub mod model;
 pub mod recommend;
+pub mod report;
 pub mod train;
 
 pub use error::{Error, Result};

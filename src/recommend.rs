@@ -11,7 +11,7 @@ use crate::data::{Candidates, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
 use crate::model::{ItemFeatures, LlmEmf};
-use crate::train::trainer::load_module;
+use crate::train::checkpoint::load_module;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
 /// One recommended item.
@@ -67,7 +67,7 @@ impl TrainedRun {
             model_path,
         )?
         .valid();
-        let batcher = SequenceBatcher::new(&data.dataset, config.model.max_len);
+        let batcher = config.model.batcher(&data.dataset);
         Ok(Self {
             config,
             data,
@@ -122,44 +122,258 @@ impl TrainedRun {
     }
 
     /// The `k` best items of `domain` after `history` (global ids, oldest first), excluding the
-    /// items of the history.
+    /// items of the history. For many requests, build a [`Recommender`] once instead.
     pub fn recommend(
         &self,
         history: &[ItemId],
         domain: DomainId,
         k: usize,
     ) -> Result<Vec<Recommendation>> {
-        let dataset = &self.data.dataset;
-        if k == 0 {
-            return Err(Error::InvalidInput("k must be at least 1".into()));
+        Recommender::new(
+            self.model.clone(),
+            self.features.clone(),
+            self.data.dataset.clone(),
+            &self.config.model,
+            &self.device,
+        )
+        .recommend(history, domain, k, Exclude::History)
+    }
+
+    /// Turns the run into a [`Recommender`] (keeping its model, features and dataset).
+    pub fn into_recommender(self) -> Recommender {
+        Recommender::new(
+            self.model,
+            self.features,
+            self.data.dataset,
+            &self.config.model,
+            &self.device,
+        )
+    }
+}
+
+/// What to leave out of a recommendation list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclude {
+    /// Leave out the items of the history (the usual choice: recommend something new).
+    #[default]
+    History,
+    /// Rank every item, seen or not.
+    Nothing,
+}
+
+/// One request to a [`Recommender`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Global item ids, oldest first. Only the last `max_len` items of each sub-sequence are
+    /// read; an empty history is allowed (the merged encoder's "no history" preference).
+    pub history: Vec<ItemId>,
+    /// The domain to recommend from.
+    pub domain: DomainId,
+    /// How many items; a `k` above the number of eligible items returns them all.
+    pub k: usize,
+    /// What to leave out.
+    #[serde(default)]
+    pub exclude: Exclude,
+    /// Rank only these items of `domain` (global ids), when given.
+    #[serde(default)]
+    pub candidates: Option<Vec<ItemId>>,
+}
+
+impl Request {
+    /// A request for the top `k` of `domain` after `history`, excluding the history.
+    pub fn new(history: Vec<ItemId>, domain: DomainId, k: usize) -> Self {
+        Self {
+            history,
+            domain,
+            k,
+            exclude: Exclude::History,
+            candidates: None,
         }
-        for &item in history {
-            dataset.item(item)?;
+    }
+}
+
+/// A trained model ready to serve: built once from a run folder, it keeps the model, the
+/// frozen features and the normalised output tables of both domains (computed once), and
+/// answers single or batched requests. It is `Send + Sync`: share it across a server's threads
+/// behind an `Arc`.
+pub struct Recommender {
+    model: LlmEmf,
+    features: ItemFeatures,
+    heads: [[Option<burn::tensor::Tensor<2>>; 3]; 2],
+    batcher: SequenceBatcher,
+    dataset: crate::data::Dataset,
+    device: Device,
+}
+
+impl std::fmt::Debug for Recommender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recommender")
+            .field("dataset", &self.dataset.name())
+            .field("items", &self.dataset.num_items())
+            .field("max_len", &self.batcher.max_len())
+            .finish()
+    }
+}
+
+impl Recommender {
+    /// Loads the run folder written by [`crate::train::train`] (config, data, best model).
+    pub fn load(run_dir: &Path, device: &Device) -> Result<Self> {
+        Ok(TrainedRun::load(run_dir, device)?.into_recommender())
+    }
+
+    /// Builds a recommender from a model in validation mode and its data.
+    pub fn new(
+        model: LlmEmf,
+        features: ItemFeatures,
+        dataset: crate::data::Dataset,
+        config: &crate::model::ModelConfig,
+        device: &Device,
+    ) -> Self {
+        let heads = DomainId::BOTH.map(|d| model.heads(d, &features));
+        let batcher = config.batcher(&dataset);
+        Self {
+            model,
+            features,
+            heads,
+            batcher,
+            dataset,
+            device: device.clone(),
         }
-        let plan = self.batcher.plan_histories(&[history]);
-        let inputs = plan.inputs.clone().map(|p| p.to_tensors(&self.device));
-        let scores = self.model.score(&plan, &inputs, &self.features, domain);
-        let scores: Vec<f32> = scores
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("reading scores back: {e:?}")))?;
-        let dom = dataset.domain(domain);
-        let mut ranked: Vec<(ItemId, f32)> = scores
+    }
+
+    /// The dataset (catalogue, titles, domains).
+    pub fn dataset(&self) -> &crate::data::Dataset {
+        &self.dataset
+    }
+
+    /// The `k` best items of `domain` after `history` (global ids, oldest first). Errors: an
+    /// unknown item id (named), `k = 0`.
+    pub fn recommend(
+        &self,
+        history: &[ItemId],
+        domain: DomainId,
+        k: usize,
+        exclude: Exclude,
+    ) -> Result<Vec<Recommendation>> {
+        let request = Request {
+            history: history.to_vec(),
+            domain,
+            k,
+            exclude,
+            candidates: None,
+        };
+        let mut out = self.recommend_batch(std::slice::from_ref(&request))?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Answers several requests with one forward pass per domain. Every request is checked
+    /// before any is scored; an error names the request (by index) and the problem.
+    pub fn recommend_batch(&self, requests: &[Request]) -> Result<Vec<Vec<Recommendation>>> {
+        for (i, r) in requests.iter().enumerate() {
+            self.check(r)
+                .map_err(|e| Error::InvalidInput(format!("request {i}: {e}")))?;
+        }
+        let mut out: Vec<Vec<Recommendation>> = vec![Vec::new(); requests.len()];
+        for d in DomainId::BOTH {
+            let idx: Vec<usize> = (0..requests.len())
+                .filter(|&i| requests[i].domain == d)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let histories: Vec<&[ItemId]> = idx
+                .iter()
+                .map(|&i| requests[i].history.as_slice())
+                .collect();
+            let plan = self.batcher.plan_histories(&histories);
+            let inputs = plan.inputs.clone().map(|p| p.to_tensors(&self.device));
+            let scores = self.model.score_with_heads(
+                &plan,
+                &inputs,
+                &self.features,
+                d,
+                &self.heads[d.index()],
+            );
+            let n = scores.dims()[1];
+            let scores: Vec<f32> = scores
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::InvalidInput(format!("reading scores back: {e:?}")))?;
+            for (row, &i) in scores.chunks(n).zip(&idx) {
+                out[i] = self.top_k(row, &requests[i]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self, r: &Request) -> std::result::Result<(), String> {
+        if r.k == 0 {
+            return Err("k must be at least 1".into());
+        }
+        let n = self.dataset.num_items();
+        if let Some(&bad) = r.history.iter().find(|&&i| i as usize >= n) {
+            return Err(format!(
+                "history item {bad} is outside the catalogue of {n} items"
+            ));
+        }
+        if let Some(c) = &r.candidates {
+            let dom = self.dataset.domain(r.domain);
+            if let Some(&bad) = c.iter().find(|&&i| !dom.contains(i)) {
+                return Err(format!(
+                    "candidate {bad} is not an item of domain {}",
+                    dom.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The best `k` eligible items of one row of scores (local ids of the request's domain).
+    fn top_k(&self, row: &[f32], r: &Request) -> Vec<Recommendation> {
+        let dom = self.dataset.domain(r.domain);
+        let excluded = |item: ItemId| r.exclude == Exclude::History && r.history.contains(&item);
+        let mut eligible: Vec<(ItemId, f32)> = match &r.candidates {
+            Some(c) => {
+                let mut c: Vec<(ItemId, f32)> = c
+                    .iter()
+                    .filter(|&&item| !excluded(item))
+                    .map(|&item| (item, row[(item - dom.start) as usize]))
+                    .collect();
+                c.sort_unstable_by_key(|&(item, _)| item);
+                c.dedup_by_key(|e| e.0);
+                c
+            }
+            None => {
+                let mut all: Vec<(ItemId, f32)> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (dom.start + i as ItemId, s))
+                    .collect();
+                if r.exclude == Exclude::History {
+                    for &item in r.history.iter().filter(|&&i| dom.contains(i)) {
+                        all[(item - dom.start) as usize].1 = f32::NAN;
+                    }
+                }
+                all
+            }
+        };
+        eligible.retain(|&(_, s)| !s.is_nan());
+        let better = |a: &(ItemId, f32), b: &(ItemId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let k = r.k.min(eligible.len());
+        if k < eligible.len() {
+            eligible.select_nth_unstable_by(k, better);
+            eligible.truncate(k);
+        }
+        eligible.sort_unstable_by(better);
+        eligible
             .into_iter()
-            .enumerate()
-            .map(|(i, s)| (dom.start + i as ItemId, s))
-            .filter(|(item, s)| !history.contains(item) && !s.is_nan())
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(ranked
-            .into_iter()
-            .take(k)
             .map(|(item, s)| Recommendation {
                 item,
-                title: dataset.items()[item as usize].title.clone(),
+                title: self.dataset.items()[item as usize].title.clone(),
                 score: (s as f64).exp(),
             })
-            .collect())
+            .collect()
     }
 }

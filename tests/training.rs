@@ -43,6 +43,7 @@ fn quiet() -> TrainOptions {
     TrainOptions {
         progress: false,
         verbose: false,
+        profile: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `llm-emf` command-line tool.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +13,9 @@ use llm_emf::features::{
     ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextEmbed, TextSource,
 };
 use llm_emf::recommend::TrainedRun;
-use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
+use llm_emf::report::{Group, markdown_table, write_report};
+use llm_emf::train::experiment::{run_experiment, summary_markdown};
+use llm_emf::train::{Batching, DataSource, ExperimentConfig, Preset, TrainOptions, train};
 use llm_emf::{Error, Result, backend};
 use serde_json::json;
 
@@ -22,6 +25,91 @@ use serde_json::json;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What defines a training run, shared by `train` and `experiment`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Dataset directory, or `synthetic` for the built-in generator.
+    #[arg(long)]
+    data: Option<String>,
+    /// Image feature file (`[items, dim]` float32, .npy or .safetensors).
+    #[arg(long)]
+    features_img: Option<PathBuf>,
+    /// Text feature file (`[items, dim]` float32, .npy or .safetensors).
+    #[arg(long)]
+    features_tex: Option<PathBuf>,
+    /// Experiment config (JSON), read on top of the preset; the flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Preset: `recommended` (the library's best setting, the default) or `paper` (the paper's
+    /// model and recipe). Overrides the config file's own.
+    #[arg(long)]
+    preset: Option<Preset>,
+    /// Maximum number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed of training (initialisation, shuffling, dropout, sampling).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device: cpu, wgpu or cuda (the backend must be compiled in).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batching of an epoch: `sorted` (length-sorted pools, the default) or `random`.
+    #[arg(long)]
+    batching: Option<BatchingArg>,
+    /// Parts of each batch trained at the same time on their own threads (default 2; use 1
+    /// on one core).
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+impl RunArgs {
+    /// The configuration, its data and its device.
+    fn resolve(
+        &self,
+    ) -> Result<(
+        ExperimentConfig,
+        llm_emf::train::LoadedData,
+        burn::tensor::Device,
+    )> {
+        let mut cfg = match &self.config {
+            Some(p) => ExperimentConfig::load_with(p, self.preset)?,
+            None => ExperimentConfig::preset(self.preset.unwrap_or_default()),
+        };
+        if let Some(d) = &self.data {
+            cfg.data = data_source(d);
+        } else if self.config.is_none() {
+            return Err(Error::Config(
+                "give --data DIR (or --data synthetic) or --config FILE".into(),
+            ));
+        }
+        if self.features_img.is_some() {
+            cfg.features.image = self.features_img.clone();
+        }
+        if self.features_tex.is_some() {
+            cfg.features.text = self.features_tex.clone();
+        }
+        if let Some(e) = self.epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(s) = self.seed {
+            cfg.train.seed = s;
+        }
+        if let Some(n) = self.shards {
+            cfg.train.parallel_shards = n;
+        }
+        if let Some(b) = self.batching {
+            cfg.train.batching = match b {
+                BatchingArg::Random => Batching::Random,
+                BatchingArg::Sorted => Batching::default(),
+            };
+        }
+        cfg.validate()?;
+        let device = backend::device(&self.device)?;
+        let data = cfg.load_data()?;
+        Ok((cfg, data, device))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -37,33 +125,40 @@ enum Command {
     },
     /// Train LLM-EMF and write a run folder.
     Train {
-        /// Dataset directory, or `synthetic` for the built-in generator.
-        #[arg(long)]
-        data: Option<String>,
-        /// Image feature file (`[items, dim]` float32, .npy or .safetensors).
-        #[arg(long)]
-        features_img: Option<PathBuf>,
-        /// Text feature file (`[items, dim]` float32, .npy or .safetensors).
-        #[arg(long)]
-        features_tex: Option<PathBuf>,
-        /// Experiment config (JSON); the flags override it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Maximum number of epochs.
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// Seed of training (initialisation, shuffling, dropout, sampling).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Device: cpu, wgpu or cuda (the backend must be compiled in).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        run: RunArgs,
         /// Run folder to write (or to resume).
         #[arg(long)]
         out: PathBuf,
-        /// No progress bar.
+        /// Time the phases of every training step and write them to log.jsonl.
+        #[arg(long)]
+        profile: bool,
+        /// Print nothing while training (no progress bar, no per-epoch line).
         #[arg(long)]
         quiet: bool,
+    },
+    /// Train one configuration with several seeds (resumable) and summarise them.
+    Experiment {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Seeds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        seeds: Vec<u64>,
+        /// Experiment folder (one run folder per seed, summary.json, summary.md).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print nothing while training.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Tables and charts (SVG) of one or more runs or experiments.
+    Report {
+        /// Run folders or experiment folders, each optionally as LABEL=PATH.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// Where to write report.md and the charts.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
     },
     /// Evaluate the best model of a run folder.
     Evaluate {
@@ -444,45 +539,17 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train {
-            data,
-            features_img,
-            features_tex,
-            config,
-            epochs,
-            seed,
-            device,
+            run,
             out,
+            profile,
             quiet,
         } => {
-            let mut cfg = match &config {
-                Some(p) => ExperimentConfig::load(p)?,
-                None => ExperimentConfig::default(),
-            };
-            if let Some(d) = &data {
-                cfg.data = data_source(d);
-            } else if config.is_none() {
-                return Err(Error::Config(
-                    "give --data DIR (or --data synthetic) or --config FILE".into(),
-                ));
-            }
-            if features_img.is_some() {
-                cfg.features.image = features_img;
-            }
-            if features_tex.is_some() {
-                cfg.features.text = features_tex;
-            }
-            if let Some(e) = epochs {
-                cfg.train.epochs = e;
-            }
-            if let Some(s) = seed {
-                cfg.train.seed = s;
-            }
-            cfg.validate()?;
-            let device = backend::device(&device)?;
-            let data = cfg.load_data()?;
+            let (cfg, data, device) = run.resolve()?;
+            // The bar on a terminal; otherwise (logs of CI or a server) one line per epoch.
             let options = TrainOptions {
-                progress: !quiet,
-                verbose: true,
+                progress: !quiet && std::io::stderr().is_terminal(),
+                verbose: !quiet,
+                profile,
             };
             let report = train(&cfg, &data, &out, &device, &options)?;
             println!(
@@ -494,6 +561,33 @@ fn run(cli: Cli) -> Result<()> {
             );
             print!("{}", report.test);
             println!("run folder: {}", out.display());
+        }
+        Command::Experiment {
+            run,
+            seeds,
+            out,
+            quiet,
+        } => {
+            let (cfg, data, device) = run.resolve()?;
+            let options = TrainOptions {
+                progress: !quiet && std::io::stderr().is_terminal(),
+                verbose: !quiet,
+                profile: false,
+            };
+            let summary = run_experiment(&cfg, &data, &seeds, &out, &device, &options)?;
+            print!("{}", summary_markdown(&cfg, &summary));
+            println!("experiment folder: {}", out.display());
+        }
+        Command::Report { runs, out } => {
+            let groups = runs
+                .iter()
+                .map(|r| Group::load(r))
+                .collect::<Result<Vec<_>>>()?;
+            let written = write_report(&groups, &out)?;
+            print!("{}", markdown_table(&groups));
+            for p in written {
+                println!("wrote {}", p.display());
+            }
         }
         Command::Evaluate {
             run,
@@ -631,7 +725,17 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `--batching` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BatchingArg {
+    /// Length-sorted pools of 16 batches.
+    Sorted,
+    /// Batches of a shuffled epoch.
+    Random,
+}
+
 fn main() -> ExitCode {
+    backend::tune_allocator();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

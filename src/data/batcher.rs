@@ -10,7 +10,9 @@
 //! attention, never used as a target). Positions count from 0 at the first real item of the row,
 //! so padding never changes a real item's position.
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::model::attention::AttentionBias;
 
 use super::dataset::{Dataset, Domain, DomainId, Example, ItemId, Sequence};
 
@@ -60,6 +62,16 @@ impl PaddedPlan {
         }
     }
 
+    /// Renumbers positions from the most recent item (0) backwards.
+    pub fn count_positions_from_end(&mut self) {
+        for (b, &n) in self.lengths.iter().enumerate() {
+            let start = b * self.len + (self.len - n);
+            for j in 0..n {
+                self.positions[start + j] = (n - 1 - j) as i64;
+            }
+        }
+    }
+
     /// Flat index (`b * len + t`) of the last column of row `b`.
     pub fn last(&self, b: usize) -> usize {
         b * self.len + self.len - 1
@@ -71,7 +83,7 @@ impl PaddedPlan {
         SubSequenceBatch {
             items: Tensor::from_data(TensorData::new(self.items.clone(), shape), device),
             positions: Tensor::from_data(TensorData::new(self.positions.clone(), shape), device),
-            pad_mask: Tensor::from_data(TensorData::new(self.pad.clone(), shape), device),
+            bias: AttentionBias::causal(&self.pad, self.batch, self.len, device),
         }
     }
 }
@@ -83,8 +95,8 @@ pub struct SubSequenceBatch {
     pub items: Tensor<2, Int>,
     /// `[B, L]` positions.
     pub positions: Tensor<2, Int>,
-    /// `[B, L]` padding mask (`true` = padding).
-    pub pad_mask: Tensor<2, Bool>,
+    /// `[B, 1, L, L]` additive attention bias: causal, padding masked out as a key.
+    pub bias: AttentionBias,
 }
 
 /// Next-item targets of one domain inside one sub-sequence batch.
@@ -179,7 +191,102 @@ pub struct TrainPlan {
     pub inputs: [PaddedPlan; 3],
     /// `targets[sub-sequence][domain]`.
     pub targets: [[TargetPlan; 2]; 3],
+    /// Per target domain, every transition of the merged sequence lined up across the
+    /// sub-sequences (cross-domain targets only): what a mixture objective trains.
+    pub mixture: Option<[MixturePlan; 2]>,
 }
+
+/// The transitions whose next item is in one domain, each with the row of every sub-sequence
+/// batch that predicts it (the sub-sequence's last item at or before the transition).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MixturePlan {
+    /// The next item of each transition, as an index inside the domain.
+    pub local: Vec<i64>,
+    /// Per sub-sequence (X, Y, merged), the flat row predicting each transition (0 where the
+    /// sub-sequence has none: it is empty so far, or truncated away).
+    pub rows: [Vec<i64>; 3],
+    /// Per sub-sequence, whether it has a row for each transition.
+    pub present: [Vec<bool>; 3],
+}
+
+/// Target counts of a whole batch, for normalising the loss of a part of it: a batch split into
+/// shards computes, in each shard, sums divided by the whole batch's counts, so that the
+/// shards' losses (and gradients) add up to the whole batch's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetCounts {
+    /// Targets per sub-sequence and domain (`cells[s][d]`).
+    pub cells: [[usize; 2]; 3],
+    /// Lined-up transitions per target domain (mixture objective).
+    pub mixture: [usize; 2],
+}
+
+impl TargetCounts {
+    /// The counts of the plans together.
+    pub fn of(plans: &[TrainPlan]) -> Self {
+        let mut c = Self::default();
+        for p in plans {
+            for (cells, targets) in c.cells.iter_mut().zip(&p.targets) {
+                for (n, t) in cells.iter_mut().zip(targets) {
+                    *n += t.len();
+                }
+            }
+            if let Some(m) = &p.mixture {
+                for (count, plan) in c.mixture.iter_mut().zip(m) {
+                    *count += plan.local.len();
+                }
+            }
+        }
+        c
+    }
+
+    /// Whether there is nothing to predict.
+    pub fn is_empty(&self) -> bool {
+        self.cells.iter().flatten().all(|&n| n == 0) && self.mixture.iter().all(|&n| n == 0)
+    }
+}
+
+/// A [`MixturePlan`] on a device.
+#[derive(Debug, Clone)]
+pub struct MixtureTargets {
+    /// `[P]` target indices inside the domain.
+    pub local: Tensor<1, Int>,
+    /// Per sub-sequence, `[P]` flat rows.
+    pub rows: [Tensor<1, Int>; 3],
+    /// Per sub-sequence, `[P, 1]`: 0 where present, a large negative log-weight where not.
+    pub absent: [Tensor<2>; 3],
+    /// Whether each sub-sequence has any row at all.
+    pub any: [bool; 3],
+    /// `P`.
+    pub len: usize,
+}
+
+impl MixturePlan {
+    /// Moves the plan to `device`; `None` without transitions.
+    pub fn to_tensors(&self, device: &Device) -> Option<MixtureTargets> {
+        let n = self.local.len();
+        if n == 0 {
+            return None;
+        }
+        let ints =
+            |v: &Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [n]), device);
+        Some(MixtureTargets {
+            local: ints(&self.local),
+            rows: std::array::from_fn(|s| ints(&self.rows[s])),
+            absent: std::array::from_fn(|s| {
+                let v: Vec<f32> = self.present[s]
+                    .iter()
+                    .map(|&p| if p { 0.0 } else { ABSENT })
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(v, [n, 1]), device)
+            }),
+            any: std::array::from_fn(|s| self.present[s].iter().any(|&p| p)),
+            len: n,
+        })
+    }
+}
+
+/// Log-weight of a sub-sequence that has no row for a transition: `exp` of it is 0 in `f32`.
+pub const ABSENT: f32 = -1.0e30;
 
 /// A training batch on a device.
 #[derive(Debug, Clone)]
@@ -188,6 +295,8 @@ pub struct TrainBatch {
     pub inputs: [SubSequenceBatch; 3],
     /// `targets[sub-sequence][domain]`, `None` when the batch has no such target.
     pub targets: [[Option<Targets>; 2]; 3],
+    /// Per target domain, the lined-up transitions (cross-domain targets only).
+    pub mixture: Option<[Option<MixtureTargets>; 2]>,
     /// Number of sequences.
     pub sequences: usize,
 }
@@ -212,6 +321,8 @@ pub struct SequenceBatcher {
     domains: [Domain; 2],
     max_len: usize,
     cross_domain_targets: bool,
+    positions_from_end: bool,
+    mixture_subs: [bool; 3],
 }
 
 impl SequenceBatcher {
@@ -221,7 +332,24 @@ impl SequenceBatcher {
             domains: dataset.domains().clone(),
             max_len: max_len.max(1),
             cross_domain_targets: false,
+            positions_from_end: false,
+            mixture_subs: [true; 3],
         }
+    }
+
+    /// The sub-sequences (X, Y, merged) a model reads: a transition enters the mixture plan
+    /// only when one of them predicts it. Default: all three.
+    pub fn with_sub_sequences(mut self, used: [bool; 3]) -> Self {
+        self.mixture_subs = used;
+        self
+    }
+
+    /// With `true`, positions count back from the most recent item (0 = the last item), so the
+    /// most recent items share position embeddings whatever the length. Default `false`
+    /// (positions count from the first item, as in the paper's SASRec-style encoders).
+    pub fn with_positions_from_end(mut self, on: bool) -> Self {
+        self.positions_from_end = on;
+        self
     }
 
     /// With `true`, S^X and S^Y also get the other domain's next items as targets: every item
@@ -235,6 +363,15 @@ impl SequenceBatcher {
     /// The maximum sub-sequence length.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Pads `rows` with this batcher's length and position numbering.
+    fn padded(&self, rows: &[&[ItemId]]) -> PaddedPlan {
+        let mut plan = PaddedPlan::new(rows, self.max_len);
+        if self.positions_from_end {
+            plan.count_positions_from_end();
+        }
+        plan
     }
 
     fn domain_of(&self, item: ItemId) -> usize {
@@ -263,7 +400,7 @@ impl SequenceBatcher {
                 .iter()
                 .map(|sub| &sub[s][..sub[s].len().saturating_sub(1)])
                 .collect();
-            let plan = PaddedPlan::new(&rows, self.max_len);
+            let plan = self.padded(&rows);
             for (b, sub) in subs.iter().enumerate() {
                 let n = plan.lengths[b];
                 let next = &sub[s][sub[s].len() - n..];
@@ -277,53 +414,83 @@ impl SequenceBatcher {
             inputs.push(plan);
         }
         let inputs: [PaddedPlan; 3] = inputs.try_into().expect("three sub-sequences");
-        TrainPlan { inputs, targets }
+        TrainPlan {
+            inputs,
+            targets,
+            mixture: None,
+        }
     }
 
     /// [`Self::plan_train`] with cross-domain targets for S^X and S^Y.
     fn plan_train_cross(&self, sequences: &[&Sequence]) -> TrainPlan {
         let mut inputs = Vec::with_capacity(3);
         let mut targets: [[TargetPlan; 2]; 3] = Default::default();
+        // row_of[s][b][t]: the flat row of sub-sequence s predicting transition t of sequence b.
+        let mut row_of: [Vec<Vec<Option<i64>>>; 3] = Default::default();
         for (s, targets_s) in targets.iter_mut().enumerate() {
             // Per sequence: the sub-sequence's items among all but the last merged item, and for
             // each merged transition t -> t+1 the index (in that list) of its last item <= t.
             let mut rows_items: Vec<Vec<ItemId>> = Vec::with_capacity(sequences.len());
-            let mut links: Vec<Vec<(usize, ItemId)>> = Vec::with_capacity(sequences.len());
+            let mut links: Vec<Vec<Option<usize>>> = Vec::with_capacity(sequences.len());
             for seq in sequences {
                 let n = seq.items.len();
                 let mut items = Vec::new();
-                let mut link = Vec::new();
+                let mut link = Vec::with_capacity(n.saturating_sub(1));
                 for t in 0..n.saturating_sub(1) {
                     let item = seq.items[t];
                     if s == 2 || self.domain_of(item) == s {
                         items.push(item);
                     }
-                    if let Some(last) = items.len().checked_sub(1) {
-                        link.push((last, seq.items[t + 1]));
-                    }
+                    link.push(items.len().checked_sub(1));
                 }
                 rows_items.push(items);
                 links.push(link);
             }
             let rows: Vec<&[ItemId]> = rows_items.iter().map(Vec::as_slice).collect();
-            let plan = PaddedPlan::new(&rows, self.max_len);
+            let plan = self.padded(&rows);
             for (b, link) in links.iter().enumerate() {
                 let (total, kept) = (rows_items[b].len(), plan.lengths[b]);
-                for &(idx, next) in link {
+                let mut row_b = Vec::with_capacity(link.len());
+                for (t, idx) in link.iter().enumerate() {
                     // Items truncated away have no row.
-                    let Some(j) = (idx + kept).checked_sub(total) else {
-                        continue;
-                    };
-                    let d = self.domain_of(next);
-                    let row = b * plan.len + (plan.len - kept) + j;
-                    targets_s[d].rows.push(row as i64);
-                    targets_s[d].local.push(self.domains[d].local(next) as i64);
+                    let row = idx
+                        .and_then(|idx| (idx + kept).checked_sub(total))
+                        .map(|j| (b * plan.len + (plan.len - kept) + j) as i64);
+                    row_b.push(row);
+                    if let Some(row) = row {
+                        let next = sequences[b].items[t + 1];
+                        let d = self.domain_of(next);
+                        targets_s[d].rows.push(row);
+                        targets_s[d].local.push(self.domains[d].local(next) as i64);
+                    }
                 }
+                row_of[s].push(row_b);
             }
             inputs.push(plan);
         }
         let inputs: [PaddedPlan; 3] = inputs.try_into().expect("three sub-sequences");
-        TrainPlan { inputs, targets }
+        let mut mixture: [MixturePlan; 2] = Default::default();
+        for (b, seq) in sequences.iter().enumerate() {
+            for (t, &next) in seq.items.iter().enumerate().skip(1) {
+                let rows = [0, 1, 2].map(|s| row_of[s][b][t - 1]);
+                let predicted = rows.iter().zip(self.mixture_subs);
+                if !predicted.clone().any(|(r, used)| used && r.is_some()) {
+                    continue;
+                }
+                let d = self.domain_of(next);
+                let m = &mut mixture[d];
+                m.local.push(self.domains[d].local(next) as i64);
+                for ((row, present), r) in m.rows.iter_mut().zip(&mut m.present).zip(rows) {
+                    row.push(r.unwrap_or(0));
+                    present.push(r.is_some());
+                }
+            }
+        }
+        TrainPlan {
+            inputs,
+            targets,
+            mixture: Some(mixture),
+        }
     }
 
     /// Plans an evaluation batch from the examples' histories (targets stay with the caller).
@@ -341,11 +508,7 @@ impl SequenceBatcher {
         let xs: Vec<&[ItemId]> = split.iter().map(|s| s[0].as_slice()).collect();
         let ys: Vec<&[ItemId]> = split.iter().map(|s| s[1].as_slice()).collect();
         EvalPlan {
-            inputs: [
-                PaddedPlan::new(&xs, self.max_len),
-                PaddedPlan::new(&ys, self.max_len),
-                PaddedPlan::new(histories, self.max_len),
-            ],
+            inputs: [self.padded(&xs), self.padded(&ys), self.padded(histories)],
         }
     }
 }
@@ -359,6 +522,10 @@ impl TrainPlan {
                 .targets
                 .clone()
                 .map(|per_domain| per_domain.map(|t| t.to_tensors(device))),
+            mixture: self
+                .mixture
+                .as_ref()
+                .map(|m| [m[0].to_tensors(device), m[1].to_tensors(device)]),
             sequences: self.inputs[0].batch,
         }
     }
@@ -402,6 +569,52 @@ mod tests {
         assert_eq!(p.pad, vec![false, false, false, true, true, false]);
         assert_eq!(p.lengths, vec![3, 1]);
         assert_eq!(p.last(1), 5);
+    }
+
+    #[test]
+    fn positions_can_count_from_the_end() {
+        let mut p = PaddedPlan::new(&[&[5, 6, 7], &[9]], 10);
+        p.count_positions_from_end();
+        assert_eq!(p.positions, vec![2, 1, 0, 0, 0, 0]);
+        assert_eq!(p.items, vec![5, 6, 7, 0, 0, 9]);
+    }
+
+    #[test]
+    fn mixture_plan_lines_up_every_transition() {
+        let d = dataset();
+        let batcher = SequenceBatcher::new(&d, 10).with_cross_domain_targets(true);
+        // Merged: 0(X) 4(Y) 5(Y) 1(X) 2(X).
+        let seq = Sequence {
+            user: 0,
+            items: vec![0, 4, 5, 1, 2],
+        };
+        let plan = batcher.plan_train(&[&seq]);
+        let [mx, my] = plan.mixture.clone().unwrap();
+        // X targets: 5->1 (t = 2) and 1->2 (t = 3), local ids 1 and 2.
+        assert_eq!(mx.local, vec![1, 2]);
+        assert_eq!(mx.rows[0], vec![0, 1]); // S^X rows: item 0 (row 0), item 1 (row 1)
+        assert_eq!(mx.rows[1], vec![1, 1]); // S^Y: item 5 (row 1) both times
+        assert_eq!(mx.rows[2], vec![2, 3]); // merged: positions 2 and 3
+        assert_eq!(mx.present, [vec![true; 2], vec![true; 2], vec![true; 2]]);
+        // Y targets: 0->4 (t = 0, S^Y still empty) and 4->5 (t = 1).
+        assert_eq!(my.local, vec![0, 1]);
+        assert_eq!(my.present[1], vec![false, true]);
+        assert_eq!(my.rows[1], vec![0, 0]);
+        assert_eq!(my.rows[0], vec![0, 0]);
+        assert_eq!(my.rows[2], vec![0, 1]);
+        // Without the merged sequence, a transition nobody predicts is left out.
+        let only_y = SequenceBatcher::new(&d, 10)
+            .with_cross_domain_targets(true)
+            .with_sub_sequences([false, true, false]);
+        let [_, my] = only_y.plan_train(&[&seq]).mixture.unwrap();
+        assert_eq!(my.local, vec![1]);
+        // The plain (non-cross) plan has no mixture.
+        assert!(
+            SequenceBatcher::new(&d, 10)
+                .plan_train(&[&seq])
+                .mixture
+                .is_none()
+        );
     }
 
     #[test]

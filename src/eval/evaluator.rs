@@ -93,22 +93,37 @@ pub fn evaluate(
         let indices: Vec<usize> = (0..examples.len())
             .filter(|&i| dom.contains(examples[i].target))
             .collect();
-        let mut ranks = Vec::with_capacity(indices.len());
-        for chunk in indices.chunks(batch_size.max(1)) {
-            let batch: Vec<_> = chunk.iter().map(|&i| &examples[i]).collect();
+        // The output tables depend on the model only: normalised once per domain.
+        let heads = model.heads(d, features);
+        // Histories of similar lengths share a batch (less padding); ranks are put back in
+        // example order, so the metrics do not depend on the batching.
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&k| examples[indices[k]].history.len());
+        let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+        let rank_chunk = |chunk: &[usize]| -> Result<Vec<usize>> {
+            let batch: Vec<_> = chunk.iter().map(|&k| &examples[indices[k]]).collect();
             let plan = batcher.plan_eval(&batch);
             let inputs = plan.inputs.clone().map(|p| p.to_tensors(device));
-            let scores = model.score(&plan, &inputs, features, d);
+            let scores = model.score_with_heads(&plan, &inputs, features, d, &heads);
             let targets: Vec<i64> = batch.iter().map(|e| dom.local(e.target) as i64).collect();
             match protocol {
-                Protocol::Full => ranks.extend(full_ranks(scores, &targets, device)?),
+                Protocol::Full => full_ranks(scores, &targets, device),
                 Protocol::C2dsr | Protocol::Abxi => {
                     let lists: Vec<&[u32]> = chunk
                         .iter()
-                        .map(|&i| candidates.negatives[i].as_slice())
+                        .map(|&k| candidates.negatives[indices[k]].as_slice())
                         .collect();
-                    ranks.extend(sampled_ranks(scores, &targets, &lists, dom.start, device)?);
+                    sampled_ranks(scores, &targets, &lists, dom.start, device)
                 }
+            }
+        };
+        // Batches are independent: as many run at once as the thread pool has threads (the
+        // CPU backends use about one core per operation at these sizes).
+        let per_chunk = parallel_map(&chunks, rayon::current_num_threads(), |c| rank_chunk(c));
+        let mut ranks = vec![0usize; indices.len()];
+        for (chunk, chunk_ranks) in chunks.iter().zip(per_chunk) {
+            for (&k, r) in chunk.iter().zip(chunk_ranks?) {
+                ranks[k] = r;
             }
         }
         domains.insert(dom.name.clone(), DomainMetrics::from_ranks(&ranks));
@@ -121,6 +136,40 @@ pub fn evaluate(
         domains,
         examples_per_second: examples.len() as f64 / seconds.max(1e-9),
     })
+}
+
+/// `f` over `items` on up to `workers` threads (scoped), results in item order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = workers.clamp(1, items.len().max(1));
+    if workers == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn host_floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

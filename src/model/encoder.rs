@@ -1,17 +1,16 @@
 //! The sequence encoder of Eq. 2 (`H = Attention(F)`): learned positional embeddings, then `N`
-//! pre-LN blocks of causal multi-head self-attention and feed-forward with residuals and dropout,
-//! then a final layer norm.
+//! pre-LN blocks of causal multi-head self-attention and feed-forward with residuals and dropout
+//! ([`AttentionBlock`]), then a final layer norm.
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
 };
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
+
+use super::attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
+use super::dropout::dropout;
 
 /// Configuration of a [`SequenceEncoder`].
 #[derive(Config, Debug)]
@@ -32,6 +31,9 @@ pub struct SequenceEncoderConfig {
     /// Dropout on the input, the attention weights and the residual branches. Default 0.3.
     #[config(default = 0.3)]
     pub dropout: f64,
+    /// Activation of the feed-forward layers. Default ReLU.
+    #[config(default = "FfActivation::Relu")]
+    pub activation: FfActivation,
 }
 
 /// A causal self-attention encoder over one sub-sequence and one modality.
@@ -42,7 +44,7 @@ pub struct SequenceEncoder {
     /// Dropout on the input.
     pub dropout: Dropout,
     /// The attention blocks (pre-LN).
-    pub blocks: TransformerEncoder,
+    pub blocks: Vec<AttentionBlock>,
     /// Final layer norm (pre-LN blocks leave their output unnormalised).
     pub norm: LayerNorm,
 }
@@ -50,6 +52,11 @@ pub struct SequenceEncoder {
 impl SequenceEncoderConfig {
     /// Builds the encoder on `device`.
     pub fn init(&self, device: &Device) -> SequenceEncoder {
+        let block = AttentionBlockConfig::new(self.d_model)
+            .with_heads(self.heads)
+            .with_d_ff(Some(self.d_model * self.ff_factor.max(1)))
+            .with_dropout(self.dropout)
+            .with_activation(self.activation);
         SequenceEncoder {
             position: EmbeddingConfig::new(self.max_len, self.d_model)
                 .with_initializer(Initializer::Normal {
@@ -58,15 +65,9 @@ impl SequenceEncoderConfig {
                 })
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            blocks: TransformerEncoderConfig::new(
-                self.d_model,
-                self.d_model * self.ff_factor.max(1),
-                self.heads,
-                self.layers,
-            )
-            .with_dropout(self.dropout)
-            .with_norm_first(true)
-            .init(device),
+            blocks: (0..self.layers.max(1))
+                .map(|_| block.init(device))
+                .collect(),
             norm: LayerNormConfig::new(self.d_model).init(device),
         }
     }
@@ -79,24 +80,40 @@ impl SequenceEncoder {
     /// # Shapes
     /// - `items`: `[batch, len, d_model]` item vectors
     /// - `positions`: `[batch, len]` positions (0 at the first real item)
-    /// - `pad_mask`: `[batch, len]`, `true` at padding
+    /// - `bias`: `[batch, 1, len, len]`, from the padding mask ([`AttentionBias::causal`])
     /// - output: `[batch, len, d_model]`
     pub fn forward(
         &self,
         items: Tensor<3>,
         positions: Tensor<2, Int>,
-        pad_mask: Tensor<2, Bool>,
+        bias: &AttentionBias,
     ) -> Tensor<3> {
-        let [batch, len, _] = items.dims();
-        let device = items.device();
-        let x = self
-            .dropout
-            .forward(items + self.position.forward(positions));
-        let causal = generate_autoregressive_mask(batch, len, &device);
-        let input = TransformerEncoderInput::new(x)
-            .mask_pad(pad_mask)
-            .mask_attn(causal);
-        self.norm.forward(self.blocks.forward(input))
+        let mut x = dropout(&self.dropout, items + self.position.forward(positions));
+        for block in &self.blocks {
+            x = block.forward(x, bias);
+        }
+        self.norm.forward(x)
+    }
+
+    /// The output at the last position only (the last block runs its query, output projection
+    /// and feed-forward layer for that position alone): what scoring reads.
+    ///
+    /// # Shapes
+    /// - as [`Self::forward`]; output `[batch, d_model]`
+    pub fn forward_last(
+        &self,
+        items: Tensor<3>,
+        positions: Tensor<2, Int>,
+        bias: &AttentionBias,
+    ) -> Tensor<2> {
+        let [batch, _, d] = items.dims();
+        let mut x = dropout(&self.dropout, items + self.position.forward(positions));
+        let n = self.blocks.len();
+        for block in &self.blocks[..n - 1] {
+            x = block.forward(x, bias);
+        }
+        let last = self.blocks[n - 1].forward_last(x, bias);
+        self.norm.forward(last).reshape([batch, d])
     }
 }
 
@@ -104,7 +121,13 @@ impl SequenceEncoder {
 mod tests {
     use super::*;
     use crate::test_device;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::{Bool, Distribution, TensorData};
+
+    fn bias_of(pad: &Tensor<2, Bool>) -> AttentionBias {
+        let [b, l] = pad.dims();
+        let v = pad.to_data().try_to_vec::<bool>().unwrap();
+        AttentionBias::causal(&v, b, l, &pad.device())
+    }
 
     #[test]
     fn padding_does_not_change_real_positions_and_attention_is_causal() {
@@ -113,7 +136,7 @@ mod tests {
         let x = Tensor::<3>::random([1, 3, 8], Distribution::Normal(0.0, 1.0), &device);
         let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2], [1, 3]), &device);
         let no_pad = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 3], [1, 3]), &device);
-        let plain = enc.forward(x.clone(), pos, no_pad);
+        let plain = enc.forward(x.clone(), pos, &bias_of(&no_pad));
 
         // The same three items behind two padding slots filled with garbage.
         let garbage = Tensor::<3>::random([1, 2, 8], Distribution::Normal(5.0, 3.0), &device);
@@ -124,7 +147,9 @@ mod tests {
             TensorData::new(vec![true, true, false, false, false], [1, 5]),
             &device,
         );
-        let padded = enc.forward(padded_x, pos, pad).slice([0..1, 2..5, 0..8]);
+        let padded = enc
+            .forward(padded_x, pos, &bias_of(&pad))
+            .slice([0..1, 2..5, 0..8]);
         plain
             .to_data()
             .assert_approx_eq::<f32>(&padded.to_data(), burn::tensor::Tolerance::absolute(1e-4));
@@ -138,7 +163,7 @@ mod tests {
         let changed = Tensor::<3>::from_data(TensorData::new(values, [1, 3, 8]), &device);
         let pos = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2], [1, 3]), &device);
         let no_pad = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 3], [1, 3]), &device);
-        let out = enc.forward(changed, pos, no_pad);
+        let out = enc.forward(changed, pos, &bias_of(&no_pad));
         out.clone()
             .slice([0..1, 0..2, 0..8])
             .to_data()
@@ -161,7 +186,7 @@ mod tests {
         let pos = Tensor::<2, Int>::zeros([2, 3], &device);
         let pad = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; 6], [2, 3]), &device);
         let out = enc
-            .forward(x, pos, pad)
+            .forward(x, pos, &bias_of(&pad))
             .to_data()
             .try_to_vec::<f32>()
             .unwrap();

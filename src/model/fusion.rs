@@ -1,10 +1,145 @@
-//! Log-space mixtures: `log(sum_i w_i * exp(t_i))` without underflow.
+//! The tri-modal fusion head (Eq. 8) and log-space mixtures: `log(sum_i w_i * exp(t_i))`
+//! without underflow.
 //!
 //! The paper mixes probabilities (Eq. 8: `a P_id + b P_img + (1 - a - b) P_tex`; Eq. 11:
 //! `P^D + l1 P^other + l2 P^{X+Y}`). Over tens of thousands of items those probabilities are
 //! tiny, so every mixture here works on log-probabilities with the max trick.
 
-use burn::tensor::Tensor;
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Configuration of a [`ModalityFusion`] head.
+#[derive(Config, Debug)]
+pub struct ModalityFusionConfig {
+    /// alpha: weight of the ID modality. Default 0.5.
+    #[config(default = 0.5)]
+    pub alpha: f64,
+    /// beta: weight of the image modality; text gets `1 - alpha - beta`. Default 0.25.
+    #[config(default = 0.25)]
+    pub beta: f64,
+    /// Learn the weights (a softmax over the modalities in use, started at alpha/beta).
+    /// Default false (the paper's fixed weights).
+    #[config(default = false)]
+    pub learnable: bool,
+}
+
+/// The fusion head of Eq. 8: mixes the per-modality next-item distributions `P_id`, `P_img`,
+/// `P_tex` with weights alpha, beta and `1 - alpha - beta`, renormalised over the modalities in
+/// use, fixed or learned.
+#[derive(Module, Debug)]
+pub struct ModalityFusion {
+    /// Learned log-weights (id, image, text), `[3]`; `None` for fixed weights.
+    pub logits: Option<Param<Tensor<1>>>,
+    /// The fixed (or initial) weights, renormalised over `used`.
+    pub fixed: [f64; 3],
+    /// Which modalities are in use (id, image, text).
+    pub used: [bool; 3],
+}
+
+impl ModalityFusionConfig {
+    /// Builds the head for the modalities in `used` (id, image, text).
+    pub fn init(&self, used: [bool; 3], device: &Device) -> ModalityFusion {
+        let fixed = renormalise(
+            [
+                self.alpha,
+                self.beta,
+                (1.0 - self.alpha - self.beta).max(0.0),
+            ],
+            used,
+        );
+        let logits = self.learnable.then(|| {
+            // A modality with weight 0 starts at a small weight, so that it can be learned.
+            let v: Vec<f32> = fixed.iter().map(|&w| w.max(1e-3).ln() as f32).collect();
+            Param::from_tensor(Tensor::from_data(TensorData::new(v, [3]), device))
+        });
+        ModalityFusion {
+            logits,
+            fixed,
+            used,
+        }
+    }
+}
+
+impl ModalityFusion {
+    /// The current weights (id, image, text); 0 for unused modalities.
+    pub fn weights(&self) -> [f64; 3] {
+        match &self.logits {
+            None => self.fixed,
+            Some(p) => {
+                let v = p
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
+                let z: f64 = (0..3)
+                    .filter(|&i| self.used[i])
+                    .map(|i| (v.get(i).copied().unwrap_or(0.0) as f64).exp())
+                    .sum();
+                std::array::from_fn(|i| {
+                    if self.used[i] {
+                        (v.get(i).copied().unwrap_or(0.0) as f64).exp() / z
+                    } else {
+                        0.0
+                    }
+                })
+            }
+        }
+    }
+
+    /// Fuses per-modality log-probabilities: `log sum_m w_m exp(log_p_m)`.
+    ///
+    /// # Shapes
+    /// - `terms`: `(modality index, [n, m])` for the modalities in use; output `[n, m]`
+    pub fn fuse(&self, terms: Vec<(usize, Tensor<2>)>) -> Tensor<2> {
+        match &self.logits {
+            None => log_mix(terms.into_iter().map(|(i, t)| (self.fixed[i], t)).collect()),
+            Some(p) => {
+                if terms.len() == 1 {
+                    return terms.into_iter().next().expect("one term").1;
+                }
+                let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
+                let device = terms[0].1.device();
+                let picked = p.val().select(
+                    0,
+                    Tensor::from_data(
+                        TensorData::new(idx.iter().map(|&i| i as i64).collect(), [idx.len()]),
+                        &device,
+                    ),
+                );
+                let log_w = log_softmax(picked, 0);
+                log_mix_weighted(
+                    terms
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, (_, t))| (log_w.clone().narrow(0, k, 1).reshape([1, 1]), t))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// `log(sum_i exp(log_w_i + t_i))` with log-weights given as `[1, 1]` tensors (learned).
+///
+/// # Shapes
+/// - each log-weight `[1, 1]`, each term `[n, m]`; output `[n, m]`
+pub fn log_mix_weighted(terms: Vec<(Tensor<2>, Tensor<2>)>) -> Tensor<2> {
+    assert!(
+        !terms.is_empty(),
+        "log_mix_weighted needs at least one term"
+    );
+    let weighted: Vec<Tensor<2>> = terms.into_iter().map(|(w, t)| t + w).collect();
+    if weighted.len() == 1 {
+        return weighted.into_iter().next().expect("one term");
+    }
+    let stacked: Tensor<3> = Tensor::stack(weighted, 0);
+    let max = stacked.clone().max_dim(0).detach();
+    let summed = (stacked - max.clone()).exp().sum_dim(0).log();
+    (summed + max).squeeze_dim(0)
+}
 
 /// `log(sum_i w_i * exp(t_i))` for same-shaped `terms`, with positive weights.
 ///
@@ -81,6 +216,25 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(vec![1000.0f32, 1000.0], [1, 2]), &device);
         let v: f32 = log_sum_exp(x).into_scalar();
         assert!((v - (1000.0 + 2f32.ln())).abs() < 1e-3);
+    }
+
+    #[test]
+    fn fusion_head_fixed_and_learned_agree_at_start() {
+        let device = test_device();
+        let a = Tensor::<2>::from_data(TensorData::new(vec![-1.0f32, -2.0], [1, 2]), &device);
+        let b = Tensor::<2>::from_data(TensorData::new(vec![-3.0f32, -0.5], [1, 2]), &device);
+        let used = [true, false, true];
+        let fixed = ModalityFusionConfig::new().init(used, &device);
+        let learned = ModalityFusionConfig::new()
+            .with_learnable(true)
+            .init(used, &device);
+        assert_eq!(fixed.weights(), [2.0 / 3.0, 0.0, 1.0 / 3.0]);
+        let w = learned.weights();
+        assert!((w[0] - 2.0 / 3.0).abs() < 1e-6 && w[1] == 0.0, "{w:?}");
+        let f = fixed.fuse(vec![(0, a.clone()), (2, b.clone())]);
+        let l = learned.fuse(vec![(0, a), (2, b)]);
+        f.into_data()
+            .assert_approx_eq::<f32>(&l.into_data(), Tolerance::absolute(1e-5));
     }
 
     #[test]

@@ -11,9 +11,11 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::attention::FfActivation;
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
-use super::fusion::{log_mix, log_sum_exp, renormalise};
-use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch, TrainBatch};
+use super::fusion::{ModalityFusion, ModalityFusionConfig, log_sum_exp};
+use super::loss::{DomainLoss, DomainLossConfig};
+use crate::data::batcher::{EvalPlan, SequenceBatcher, SubSequence, SubSequenceBatch};
 use crate::data::{Dataset, DomainId};
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
@@ -99,6 +101,8 @@ pub struct ModelConfig {
     pub heads: usize,
     /// Feed-forward width as a multiple of the model width. Default 1.
     pub ff_factor: usize,
+    /// Activation of the feed-forward layers: `relu` (SASRec's, the default) or `gelu`.
+    pub ff_activation: FfActivation,
     /// Dropout. Default 0.3.
     pub dropout: f64,
     /// Longest sub-sequence fed to an encoder (older items are dropped). Default 50.
@@ -126,6 +130,29 @@ pub struct ModelConfig {
     /// of Eq. 10 as the other sub-sequence's loss on the target domain's items. Default false:
     /// S^X predicts only X items and S^Y only Y items.
     pub cross_domain_targets: bool,
+    /// The training objective over the sub-sequences: `separate` (Eq. 10, the paper's) or
+    /// `mixture` (the Eq. 11 score of the target, trained directly; needs
+    /// `cross_domain_targets`). Default `separate`.
+    pub objective: DomainObjective,
+    /// Learn the sub-sequence weights of Eq. 11 (per target domain, started at the lambdas);
+    /// needs the mixture objective. Default false.
+    pub learned_domain_weights: bool,
+    /// Learn the modality weights of Eq. 8 (started at alpha/beta). Default false.
+    pub learned_modality_weights: bool,
+    /// Count positions back from the most recent item. Default false.
+    pub positions_from_end: bool,
+}
+
+/// How the sub-sequences' predictions enter the training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainObjective {
+    /// Eq. 10: `L^D + lambda1 L^other + lambda2 L^{X+Y}`, each a separate mean NLL.
+    #[default]
+    Separate,
+    /// `-log(w_own P^own + w_other P^other + w_merged P^{X+Y})` of every target: the score
+    /// that ranks (Eq. 11) is the one trained.
+    Mixture,
 }
 
 impl Default for ModelConfig {
@@ -135,6 +162,7 @@ impl Default for ModelConfig {
             layers: 2,
             heads: 2,
             ff_factor: 1,
+            ff_activation: FfActivation::Relu,
             dropout: 0.3,
             max_len: 50,
             alpha: 0.5,
@@ -146,11 +174,30 @@ impl Default for ModelConfig {
             single_domain_sequences: true,
             merged_sequence: true,
             cross_domain_targets: false,
+            objective: DomainObjective::Separate,
+            learned_domain_weights: false,
+            learned_modality_weights: false,
+            positions_from_end: false,
         }
     }
 }
 
 impl ModelConfig {
+    /// The recommended preset's model (docs/model.md, "Beyond the paper"): the paper's
+    /// encoders and heads, every sub-sequence trained on both domains' next items, the Eq. 11
+    /// score trained directly with learned sub-sequence and modality weights, positions counted
+    /// from the most recent item.
+    pub fn recommended() -> Self {
+        Self {
+            cross_domain_targets: true,
+            objective: DomainObjective::Mixture,
+            learned_domain_weights: true,
+            learned_modality_weights: true,
+            positions_from_end: true,
+            ..Self::default()
+        }
+    }
+
     /// The SASRec-like baseline: ID embeddings only, merged sequence only.
     pub fn id_only_single_sequence(mut self) -> Self {
         self.modalities = ModalitySwitches {
@@ -161,6 +208,19 @@ impl ModelConfig {
         self.single_domain_sequences = false;
         self.merged_sequence = true;
         self
+    }
+
+    /// The batcher that feeds this model: its longest sub-sequence, targets, position numbering
+    /// and sub-sequences.
+    pub fn batcher(&self, dataset: &Dataset) -> SequenceBatcher {
+        SequenceBatcher::new(dataset, self.max_len)
+            .with_cross_domain_targets(self.cross_domain_targets)
+            .with_positions_from_end(self.positions_from_end)
+            .with_sub_sequences([
+                self.single_domain_sequences,
+                self.single_domain_sequences,
+                self.merged_sequence,
+            ])
     }
 
     /// Checks the values that no type can.
@@ -192,6 +252,18 @@ impl ModelConfig {
         }
         if !(self.modalities.id || self.modalities.image || self.modalities.text) {
             return bad("at least one modality must be on".into());
+        }
+        if self.objective == DomainObjective::Mixture && !self.cross_domain_targets {
+            return bad(
+                "the mixture objective needs cross_domain_targets: every sub-sequence must predict the target's domain"
+                    .into(),
+            );
+        }
+        if self.learned_domain_weights && self.objective != DomainObjective::Mixture {
+            return bad(
+                "learned_domain_weights needs the mixture objective (under Eq. 10's separate losses, learned weights would shrink the largest loss instead of fitting the score)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -258,7 +330,7 @@ impl ItemFeatures {
         ]
     }
 
-    fn table(&self, m: Modality) -> Option<&Tensor<2>> {
+    pub(super) fn table(&self, m: Modality) -> Option<&Tensor<2>> {
         match m {
             Modality::Id => None,
             Modality::Image => self.image.as_ref(),
@@ -325,14 +397,10 @@ pub struct LlmEmf {
     pub n_x: usize,
     /// Items of domain Y.
     pub n_y: usize,
-    /// Fusion weight of the ID modality.
-    pub alpha: f64,
-    /// Fusion weight of the image modality.
-    pub beta: f64,
-    /// Weight of the other domain's sub-sequence.
-    pub lambda1: f64,
-    /// Weight of the merged sequence.
-    pub lambda2: f64,
+    /// The modality fusion head (Eq. 8).
+    pub fusion: ModalityFusion,
+    /// The sub-sequence weights of the loss and score (Eq. 10-11).
+    pub domain_loss: DomainLoss,
     /// Whether S^X and S^Y are trained on both domains' items (`ModelConfig::cross_domain_targets`).
     pub cross_domain_targets: bool,
 }
@@ -388,6 +456,7 @@ impl LlmEmf {
                     .with_layers(config.layers)
                     .with_heads(config.heads)
                     .with_ff_factor(config.ff_factor)
+                    .with_activation(config.ff_activation)
                     .with_dropout(config.dropout)
                     .init(device)
             })
@@ -421,15 +490,29 @@ impl LlmEmf {
             fixed_scale: scale,
             n_x,
             n_y,
-            alpha: config.alpha,
-            beta: config.beta,
-            lambda1: config.lambda1,
-            lambda2: config.lambda2,
+            fusion: ModalityFusionConfig::new()
+                .with_alpha(config.alpha)
+                .with_beta(config.beta)
+                .with_learnable(config.learned_modality_weights)
+                .init(dims.map(|d| d.is_some()), device),
+            domain_loss: DomainLossConfig::new()
+                .with_lambda1(config.lambda1)
+                .with_lambda2(config.lambda2)
+                .with_learnable(config.learned_domain_weights)
+                .with_mixture(config.objective == DomainObjective::Mixture)
+                .init(
+                    [
+                        config.single_domain_sequences,
+                        config.single_domain_sequences,
+                        config.merged_sequence,
+                    ],
+                    device,
+                ),
             cross_domain_targets: config.cross_domain_targets,
         })
     }
 
-    fn encoder(&self, s: SubSequence, m: Modality) -> Option<&SequenceEncoder> {
+    pub(super) fn encoder(&self, s: SubSequence, m: Modality) -> Option<&SequenceEncoder> {
         use {Modality as M, SubSequence as S};
         match (s, m) {
             (S::X, M::Id) => self.x_id.as_ref(),
@@ -464,24 +547,28 @@ impl LlmEmf {
             .collect()
     }
 
-    /// Fusion weights (alpha, beta, 1 - alpha - beta), renormalised over the modalities used.
+    /// Fusion weights (alpha, beta, 1 - alpha - beta), renormalised over the modalities used
+    /// (their current values when learned).
     pub fn modality_weights(&self) -> [f64; 3] {
-        let used = self.modalities();
-        renormalise(
-            [
-                self.alpha,
-                self.beta,
-                (1.0 - self.alpha - self.beta).max(0.0),
-            ],
-            Modality::ALL.map(|m| used.contains(&m)),
-        )
+        self.fusion.weights()
+    }
+
+    /// The sub-sequence weights (X, Y, merged) of the score of target domain `d` (Eq. 11):
+    /// `(1, lambda1, lambda2)` by role, or their learned values.
+    pub fn domain_weights(&self, d: DomainId) -> [f64; 3] {
+        self.domain_loss.weights(d)
     }
 
     /// Item vectors fed to the encoders.
     ///
     /// # Shapes
     /// - `items`: `[batch, len]`; output `[batch, len, width]`
-    fn embed(&self, m: Modality, items: Tensor<2, Int>, features: &ItemFeatures) -> Tensor<3> {
+    pub(super) fn embed(
+        &self,
+        m: Modality,
+        items: Tensor<2, Int>,
+        features: &ItemFeatures,
+    ) -> Tensor<3> {
         let [batch, len] = items.dims();
         match m {
             Modality::Id => {
@@ -511,7 +598,7 @@ impl LlmEmf {
     ///
     /// # Shapes
     /// - output `[batch, len, width]`
-    fn encode(
+    pub(super) fn encode(
         &self,
         s: SubSequence,
         m: Modality,
@@ -520,14 +607,14 @@ impl LlmEmf {
     ) -> Option<Tensor<3>> {
         let encoder = self.encoder(s, m)?;
         let x = self.embed(m, input.items.clone(), features);
-        Some(encoder.forward(x, input.positions.clone(), input.pad_mask.clone()))
+        Some(encoder.forward(x, input.positions.clone(), &input.bias))
     }
 
     /// The L2-normalised output table of a modality restricted to one domain.
     ///
     /// # Shapes
     /// - output `[n_D, width]`
-    fn head(&self, m: Modality, d: DomainId, features: &ItemFeatures) -> Tensor<2> {
+    pub(super) fn head(&self, m: Modality, d: DomainId, features: &ItemFeatures) -> Tensor<2> {
         let (start, len) = match d {
             DomainId::X => (0, self.n_x),
             DomainId::Y => (self.n_x, self.n_y),
@@ -549,8 +636,46 @@ impl LlmEmf {
         }
     }
 
+    /// Rows `ids` (indices inside domain `d`) of a modality's output table, L2-normalised.
+    ///
+    /// # Shapes
+    /// - `ids`: `[n]`; output `[n, width]`
+    pub(super) fn head_rows(
+        &self,
+        m: Modality,
+        d: DomainId,
+        ids: Tensor<1, Int>,
+        features: &ItemFeatures,
+    ) -> Tensor<2> {
+        let start = match d {
+            DomainId::X => 0,
+            DomainId::Y => self.n_x,
+        };
+        let ids = if start == 0 {
+            ids
+        } else {
+            ids.add_scalar(start as i64)
+        };
+        match m {
+            Modality::Id => l2_normalise(
+                self.item_id
+                    .as_ref()
+                    .expect("ID modality without ID table")
+                    .weight
+                    .val()
+                    .select(0, ids),
+            ),
+            // Feature rows are normalised when uploaded.
+            _ => features
+                .table(m)
+                .expect("feature modality without features")
+                .clone()
+                .select(0, ids),
+        }
+    }
+
     /// Multiplies cosines by the modality's logit scale `1 / tau`.
-    fn scale(&self, m: Modality, cosines: Tensor<2>) -> Tensor<2> {
+    pub(super) fn scale(&self, m: Modality, cosines: Tensor<2>) -> Tensor<2> {
         match &self.log_scale {
             Some(p) => {
                 let s = p
@@ -585,165 +710,6 @@ impl LlmEmf {
         }
     }
 
-    /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain
-    /// or, with `negatives`, a sampled softmax with log-Q correction.
-    ///
-    /// # Shapes
-    /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain; output `[P, 1]`
-    fn target_log_prob(
-        &self,
-        m: Modality,
-        h: Tensor<2>,
-        d: DomainId,
-        targets: Tensor<1, Int>,
-        features: &ItemFeatures,
-        negatives: Option<&DomainNegatives>,
-    ) -> Tensor<2> {
-        let h = l2_normalise(h);
-        let table = self.head(m, d, features);
-        let positive = self.scale(
-            m,
-            (h.clone() * table.clone().select(0, targets.clone())).sum_dim(1),
-        );
-        match negatives {
-            None => {
-                let logits = self.scale(m, h.matmul(table.transpose()));
-                positive - log_sum_exp(logits)
-            }
-            Some(neg) => {
-                let [k] = neg.ids.dims();
-                let neg_logits = self
-                    .scale(m, h.matmul(table.select(0, neg.ids.clone()).transpose()))
-                    - neg.log_q.clone().select(0, neg.ids.clone()).reshape([1, k]);
-                // A sampled negative equal to the target is an accidental hit: drop it.
-                let [p] = targets.dims();
-                let hits = targets
-                    .clone()
-                    .reshape([p, 1])
-                    .equal(neg.ids.clone().reshape([1, k]));
-                let neg_logits = neg_logits.mask_fill(hits, -1.0e9);
-                let positive = positive - neg.log_q.clone().select(0, targets).reshape([p, 1]);
-                let all = Tensor::cat(vec![positive.clone(), neg_logits], 1);
-                positive - log_sum_exp(all)
-            }
-        }
-    }
-
-    /// The training loss (Eq. 9-10): next-item negative log-likelihood of the fused probability
-    /// (Eq. 8) at every position of every sub-sequence, averaged, combined per target domain D as
-    /// `L^D + lambda1 L^other + lambda2 L^{X+Y}` and summed over `target_domains`.
-    ///
-    /// Without cross-domain targets, `L^D` is S^D's loss on D's items, `L^other` the other
-    /// sub-sequence's loss on its own domain's items and `L^{X+Y}` the merged sequence's loss on
-    /// all its items. With them (see [`ModelConfig::cross_domain_targets`]), every term is the
-    /// loss on D's items: S^D's, the other sub-sequence's and the merged sequence's. With
-    /// `negatives` (one entry per domain) the softmax is sampled.
-    ///
-    /// # Shapes
-    /// - output `[1]`
-    pub fn loss(
-        &self,
-        batch: &TrainBatch,
-        features: &ItemFeatures,
-        target_domains: &[DomainId],
-        negatives: Option<&[DomainNegatives; 2]>,
-    ) -> Tensor<1> {
-        let weights = self.modality_weights();
-        // Sum of -log P and number of targets, per (sub-sequence, target domain).
-        let mut sums: [[Option<(Tensor<1>, usize)>; 2]; 3] = Default::default();
-        for s in self.sub_sequences() {
-            let targets = &batch.targets[s.index()];
-            if targets.iter().all(Option::is_none) {
-                continue;
-            }
-            let input = &batch.inputs[s.index()];
-            let [b, l] = input.items.dims();
-            let encoded: Vec<(Modality, Tensor<2>)> = Modality::ALL
-                .into_iter()
-                .filter_map(|m| {
-                    let h = self.encode(s, m, input, features)?;
-                    let width = h.dims()[2];
-                    Some((m, h.reshape([b * l, width])))
-                })
-                .collect();
-            for d in DomainId::BOTH {
-                let Some(t) = &targets[d.index()] else {
-                    continue;
-                };
-                let terms = encoded
-                    .iter()
-                    .map(|(m, h)| {
-                        let rows = h.clone().select(0, t.rows.clone());
-                        let lp = self.target_log_prob(
-                            *m,
-                            rows,
-                            d,
-                            t.local.clone(),
-                            features,
-                            negatives.map(|n| &n[d.index()]),
-                        );
-                        (weights[m.index()], lp)
-                    })
-                    .collect();
-                let nll = log_mix(terms).sum().neg().reshape([1]);
-                sums[s.index()][d.index()] = Some((nll, t.local_ids.len()));
-            }
-        }
-        // Mean loss over the given (sub-sequence, domain) cells that have targets.
-        let mean = |cells: &[(SubSequence, DomainId)]| -> Option<Tensor<1>> {
-            let (mut total, mut count) = (None::<Tensor<1>>, 0usize);
-            for (s, d) in cells {
-                if let Some((sum, n)) = &sums[s.index()][d.index()] {
-                    total = Some(match total {
-                        Some(t) => t + sum.clone(),
-                        None => sum.clone(),
-                    });
-                    count += n;
-                }
-            }
-            total.map(|t| t.div_scalar(count as f64))
-        };
-        let mut parts: Vec<Tensor<1>> = Vec::new();
-        for &d in target_domains {
-            let own = SubSequence::of_domain(d);
-            let other = SubSequence::of_domain(d.other());
-            let terms = if self.cross_domain_targets {
-                [
-                    (1.0, mean(&[(own, d)])),
-                    (self.lambda1, mean(&[(other, d)])),
-                    (self.lambda2, mean(&[(SubSequence::Merged, d)])),
-                ]
-            } else {
-                [
-                    (1.0, mean(&[(own, d)])),
-                    (self.lambda1, mean(&[(other, d.other())])),
-                    (
-                        self.lambda2,
-                        mean(&[
-                            (SubSequence::Merged, DomainId::X),
-                            (SubSequence::Merged, DomainId::Y),
-                        ]),
-                    ),
-                ]
-            };
-            parts.extend(
-                terms
-                    .into_iter()
-                    .filter_map(|(w, l)| l.map(|l| l.mul_scalar(w))),
-            );
-        }
-        parts
-            .into_iter()
-            .reduce(|a, b| a + b)
-            // No target at all in this batch: a constant zero, with nothing to differentiate.
-            .unwrap_or_else(|| self.zero_loss(batch))
-    }
-
-    fn zero_loss(&self, batch: &TrainBatch) -> Tensor<1> {
-        let device = batch.inputs[0].items.device();
-        Tensor::zeros([1], &device)
-    }
-
     /// Log of the cross-domain score of every item of `domain` (Eq. 11): the fused
     /// probabilities (Eq. 8) of the target domain's sub-sequence, of the other domain's
     /// sub-sequence (weight lambda1) and of the merged sequence (weight lambda2), each from its
@@ -759,51 +725,86 @@ impl LlmEmf {
         features: &ItemFeatures,
         domain: DomainId,
     ) -> Tensor<2> {
-        let weights = self.modality_weights();
+        let heads = self.heads(domain, features);
+        self.score_with_heads(plan, inputs, features, domain, &heads)
+    }
+
+    /// The L2-normalised output tables of `domain`, one per modality (`None` for modalities
+    /// the model does not use): what [`Self::score_with_heads`] reads. They depend on the
+    /// model only, so a server computes them once.
+    ///
+    /// # Shapes
+    /// - each: `[n_domain, width]`
+    pub fn heads(&self, domain: DomainId, features: &ItemFeatures) -> [Option<Tensor<2>>; 3] {
+        let used = self.modalities();
+        Modality::ALL.map(|m| used.contains(&m).then(|| self.head(m, domain, features)))
+    }
+
+    /// [`Self::score`] with the output tables given (from [`Self::heads`] for this domain).
+    ///
+    /// # Shapes
+    /// - output `[batch, n_domain]`
+    pub fn score_with_heads(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+        heads: &[Option<Tensor<2>>; 3],
+    ) -> Tensor<2> {
         let device = inputs[0].items.device();
-        let mut terms = Vec::new();
-        for s in self.sub_sequences() {
-            let input = &inputs[s.index()];
-            let [b, l] = input.items.dims();
-            let per_modality: Vec<(f64, Tensor<2>)> = Modality::ALL
-                .into_iter()
-                .filter_map(|m| {
-                    let h = self.encode(s, m, input, features)?;
-                    let width = h.dims()[2];
-                    let last = h.narrow(1, l - 1, 1).reshape([b, width]);
-                    let logits = self.scale(
-                        m,
-                        l2_normalise(last).matmul(self.head(m, domain, features).transpose()),
-                    );
-                    let log_p = logits.clone() - log_sum_exp(logits);
-                    Some((weights[m.index()], log_p))
+        // Sub-sequences with a zero weight in the score are not computed.
+        let weights = self.domain_loss.weights(domain);
+        let subs: Vec<SubSequence> = self
+            .sub_sequences()
+            .into_iter()
+            .filter(|s| weights[s.index()] > 0.0)
+            .collect();
+        // Per modality, the last hidden state of every kept sub-sequence, stacked, so that the
+        // output table is read once for all of them.
+        let mut per_sub: Vec<Vec<(usize, Tensor<2>)>> = vec![Vec::new(); subs.len()];
+        for m in Modality::ALL {
+            let Some(head) = heads[m.index()].as_ref() else {
+                continue;
+            };
+            let lasts: Vec<Tensor<2>> = subs
+                .iter()
+                .filter_map(|&s| {
+                    let encoder = self.encoder(s, m)?;
+                    let input = &inputs[s.index()];
+                    let x = self.embed(m, input.items.clone(), features);
+                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
                 })
                 .collect();
-            let log_p = log_mix(per_modality);
-            let weight = if s == SubSequence::Merged {
-                self.lambda2
-            } else if s == SubSequence::of_domain(domain) {
-                1.0
-            } else {
-                self.lambda1
-            };
-            let log_p = if s == SubSequence::Merged {
-                log_p
-            } else {
-                let mask: Vec<f32> = (0..b)
-                    .map(|i| if plan.non_empty(s, i) { 0.0 } else { MASKED })
-                    .collect();
-                log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), &device)
-            };
-            terms.push((weight, log_p));
+            if lasts.len() != subs.len() {
+                continue;
+            }
+            let b = lasts[0].dims()[0];
+            let stacked = Tensor::cat(lasts, 0);
+            let logits = self.scale(m, l2_normalise(stacked).matmul(head.clone().transpose()));
+            let log_p = logits.clone() - log_sum_exp(logits);
+            for (k, slot) in per_sub.iter_mut().enumerate() {
+                slot.push((m.index(), log_p.clone().narrow(0, k * b, b)));
+            }
         }
-        // A zero weight drops its sub-sequence, unless it is the only one the model reads.
-        if terms.iter().any(|(w, _)| *w > 0.0) {
-            terms.retain(|(w, _)| *w > 0.0);
-        } else {
-            terms.iter_mut().for_each(|(w, _)| *w = 1.0);
-        }
-        log_mix(terms)
+        let terms = subs
+            .into_iter()
+            .zip(per_sub)
+            .map(|(s, per_modality)| {
+                let b = inputs[s.index()].items.dims()[0];
+                let log_p = self.fusion.fuse(per_modality);
+                let log_p = if s == SubSequence::Merged {
+                    log_p
+                } else {
+                    let mask: Vec<f32> = (0..b)
+                        .map(|i| if plan.non_empty(s, i) { 0.0 } else { MASKED })
+                        .collect();
+                    log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), &device)
+                };
+                (s, log_p)
+            })
+            .collect();
+        self.domain_loss.mix(domain, terms)
     }
 }
 
@@ -820,7 +821,7 @@ pub fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
 mod tests {
     use super::*;
     use crate::data::SyntheticConfig;
-    use crate::data::batcher::SequenceBatcher;
+    use crate::data::batcher::{SequenceBatcher, TrainBatch};
     use crate::test_device;
     use burn::optim::{AdamConfig, GradientsParams};
 

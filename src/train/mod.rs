@@ -1,10 +1,22 @@
-//! Training: the typed experiment configuration and the training loop.
+//! Training: the typed experiment configuration and the training engine.
 
+pub mod batching;
+pub mod checkpoint;
 pub mod config;
+mod epoch;
+pub mod experiment;
+pub mod log;
+mod sampler;
+pub mod step;
+mod stopping;
 pub mod trainer;
 
+pub use batching::Batching;
+pub use checkpoint::{RunPaths, TrainState};
 pub use config::{
-    DataSource, EvalConfig, ExperimentConfig, FeatureSources, LoadedData, Objective, Sampler,
-    TargetDomains, TrainConfig,
+    DataSource, EvalConfig, ExperimentConfig, FeatureSources, LoadedData, Objective, Optimizer,
+    Plateau, Preset, Sampler, TargetDomains, TrainConfig,
 };
-pub use trainer::{EpochLog, RunPaths, TrainOptions, TrainReport, TrainState, train};
+pub use log::EpochLog;
+pub use step::StepProfile;
+pub use trainer::{TrainOptions, TrainReport, train};

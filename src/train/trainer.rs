@@ -1,33 +1,30 @@
-//! The training loop: Adam with L2, early stopping on validation MRR, best-model and resumable
-//! checkpoints, a progress bar and one JSON line per epoch.
-//!
-//! Run folder layout:
-//! - `config.json`: the [`ExperimentConfig`] of the run;
-//! - `model.bpk`: the best model so far (by mean validation MRR over the two domains);
-//! - `checkpoint/`: the model and optimizer after the last completed epoch, and `state.json`;
-//! - `log.jsonl`: one line per epoch (loss, validation metrics, seconds, throughput);
-//! - `results.json`: the test metrics of the best model, written when training ends.
+//! The training loop: Adam, early stopping on validation MRR, best-model and resumable
+//! checkpoints, a progress bar and one JSON line per epoch. Each part has its own file:
+//! [`super::batching`] (the order of an epoch), [`super::sampler`] (negatives),
+//! [`super::step`] (one step, with its profile), [`super::epoch`] (one pass),
+//! [`super::stopping`] (validation and early stopping), [`super::checkpoint`] (the run folder and
+//! resumption), [`super::log`] (the epoch record); this file puts them in order.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::config::{ExperimentConfig, LoadedData, Objective, Sampler};
-use crate::data::batcher::SequenceBatcher;
-use crate::data::{Candidates, Dataset, DomainId, Sequence, Split};
+use super::checkpoint::{RunPaths, load_module, open_run, resume, save_checkpoint, save_module};
+use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer};
+use super::epoch::{EpochPlan, run_epoch};
+use super::log::EpochLog;
+use super::sampler::NegativeSampler;
+use super::step::StepContext;
+use super::stopping::{plateau_step, record_validation, should_stop};
+use crate::data::{Candidates, DomainId, Sequence, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
-use crate::io::{append_line, read_json, write_json};
-use crate::model::{DomainNegatives, ItemFeatures, LlmEmf};
+use crate::io::append_line;
+use crate::model::{ItemFeatures, LlmEmf};
 
 /// Options that do not change results.
 #[derive(Debug, Clone)]
@@ -36,6 +33,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Print one summary line per epoch to stderr.
     pub verbose: bool,
+    /// Time the phases of every training step (synchronising the device after each) and write
+    /// them to `log.jsonl`. Slows training a little.
+    pub profile: bool,
 }
 
 impl Default for TrainOptions {
@@ -43,42 +43,9 @@ impl Default for TrainOptions {
         Self {
             progress: true,
             verbose: true,
+            profile: false,
         }
     }
-}
-
-/// Progress saved after every epoch, so an interrupted run resumes from there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Epochs completed.
-    pub epochs_done: usize,
-    /// Epoch (1-based) of the best validation MRR so far.
-    pub best_epoch: usize,
-    /// Best mean validation MRR so far.
-    pub best_valid_mrr: f64,
-    /// Consecutive evaluated epochs without improvement.
-    pub epochs_without_improvement: usize,
-    /// Whether training has ended (early stop or last epoch).
-    pub finished: bool,
-}
-
-/// One line of `log.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochLog {
-    /// Epoch, 1-based.
-    pub epoch: usize,
-    /// Mean training loss.
-    pub loss: f64,
-    /// Seconds spent training (without validation).
-    pub train_seconds: f64,
-    /// Training sequences per second.
-    pub train_sequences_per_second: f64,
-    /// Validation metrics, when evaluated this epoch.
-    pub valid: Option<Evaluation>,
-    /// Whether this epoch's model is the best so far.
-    pub best: bool,
-    /// Temperatures of the id, image and text heads.
-    pub temperatures: [f64; 3],
 }
 
 /// What a finished training run reports.
@@ -98,140 +65,6 @@ pub struct TrainReport {
     pub train_sequences_per_second: f64,
     /// Number of trainable parameters.
     pub parameters: usize,
-}
-
-/// Paths inside a run folder.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    root: PathBuf,
-}
-
-impl RunPaths {
-    /// The run folder `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    /// The folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-    /// `config.json`.
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.json")
-    }
-    /// The best model.
-    pub fn best_model(&self) -> PathBuf {
-        self.root.join("model.bpk")
-    }
-    /// The per-epoch log.
-    pub fn log(&self) -> PathBuf {
-        self.root.join("log.jsonl")
-    }
-    /// Final test results.
-    pub fn results(&self) -> PathBuf {
-        self.root.join("results.json")
-    }
-    fn checkpoint_dir(&self) -> PathBuf {
-        self.root.join("checkpoint")
-    }
-    fn state(&self) -> PathBuf {
-        self.checkpoint_dir().join("state.json")
-    }
-    fn checkpoint_model(&self, epoch: usize) -> PathBuf {
-        self.checkpoint_dir().join(format!("model-{epoch}.bpk"))
-    }
-    fn checkpoint_optim(&self, epoch: usize) -> PathBuf {
-        self.checkpoint_dir().join(format!("optim-{epoch}.bpk"))
-    }
-}
-
-/// Saves a module atomically (temporary file, then rename).
-pub(crate) fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("bpk.tmp");
-    module
-        .clone()
-        .save_file(&tmp)
-        .map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Loads a module saved by [`save_module`] into `module`'s structure.
-pub(crate) fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
-    if !path.is_file() {
-        return Err(Error::checkpoint(path, "no such checkpoint file"));
-    }
-    module
-        .try_load_file(path)
-        .map_err(|e| Error::checkpoint(path, format!("{e:?}")))
-}
-
-/// Per-domain negative sampler of the sampled softmax.
-struct NegativeSampler {
-    k: usize,
-    /// Cumulative distribution over each domain's items.
-    cdf: [Vec<f64>; 2],
-    /// `log(K * q(i))` per domain, on the training device.
-    log_q: [Tensor<1>; 2],
-}
-
-impl NegativeSampler {
-    fn new(dataset: &Dataset, k: usize, sampler: &Sampler, device: &Device) -> Self {
-        let counts = dataset.train_counts();
-        let build = |d: DomainId| {
-            let dom = dataset.domain(d);
-            let weights: Vec<f64> = dom
-                .items()
-                .map(|i| match sampler {
-                    Sampler::Uniform => 1.0,
-                    Sampler::Popularity { power } => (counts[i as usize] as f64 + 1.0).powf(*power),
-                })
-                .collect();
-            let total: f64 = weights.iter().sum();
-            let mut acc = 0.0;
-            let cdf: Vec<f64> = weights
-                .iter()
-                .map(|w| {
-                    acc += w / total;
-                    acc
-                })
-                .collect();
-            let log_q: Vec<f32> = weights
-                .iter()
-                .map(|w| ((k as f64) * w / total).ln() as f32)
-                .collect();
-            let n = log_q.len();
-            (cdf, Tensor::from_data(TensorData::new(log_q, [n]), device))
-        };
-        let (cx, qx) = build(DomainId::X);
-        let (cy, qy) = build(DomainId::Y);
-        Self {
-            k,
-            cdf: [cx, cy],
-            log_q: [qx, qy],
-        }
-    }
-
-    fn sample(&self, rng: &mut ChaCha8Rng, device: &Device) -> [DomainNegatives; 2] {
-        std::array::from_fn(|d| {
-            let cdf = &self.cdf[d];
-            let ids: Vec<i64> = (0..self.k)
-                .map(|_| {
-                    let u: f64 = rng.random();
-                    cdf.partition_point(|&c| c < u).min(cdf.len() - 1) as i64
-                })
-                .collect();
-            DomainNegatives {
-                ids: Tensor::<1, Int>::from_data(TensorData::new(ids, [self.k]), device),
-                log_q: self.log_q[d].clone(),
-            }
-        })
-    }
-}
-
-fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(epoch as u64 + 1);
-    rng
 }
 
 /// Trains LLM-EMF on `data` as `config` says, writing the run folder `run_dir`. Resumes from
@@ -256,38 +89,7 @@ pub fn train(
         ));
     }
     let paths = RunPaths::new(run_dir);
-    std::fs::create_dir_all(paths.checkpoint_dir())
-        .map_err(|e| Error::io(paths.checkpoint_dir(), e))?;
-
-    let mut state = if paths.state().is_file() {
-        let saved: ExperimentConfig = ExperimentConfig::load(&paths.config())?;
-        if &saved != config {
-            return Err(Error::Config(format!(
-                "{} holds a run with another configuration: resume it with its own config.json, or choose another output folder",
-                run_dir.display()
-            )));
-        }
-        let state: TrainState = read_json(&paths.state())?;
-        if state.finished {
-            return Err(Error::Config(format!(
-                "{} holds a finished run (best epoch {}): choose another output folder",
-                run_dir.display(),
-                state.best_epoch
-            )));
-        }
-        state
-    } else {
-        config.save(&paths.config())?;
-        // A fresh run starts a fresh log.
-        let _ = std::fs::remove_file(paths.log());
-        TrainState {
-            epochs_done: 0,
-            best_epoch: 0,
-            best_valid_mrr: -1.0,
-            epochs_without_improvement: 0,
-            finished: false,
-        }
-    };
+    let mut state = open_run(&paths, config)?;
 
     let tc = &config.train;
     let features = ItemFeatures::new(
@@ -301,24 +103,28 @@ pub fn train(
     ad_device.seed(tc.seed);
     let mut model = LlmEmf::new(&config.model, dataset, &features, &ad_device)?;
     let parameters = model.num_params();
-    let mut optim: ModuleOptimizer = AdamConfig::new()
-        .with_epsilon(tc.adam_epsilon as f32)
-        .with_weight_decay((tc.l2 > 0.0).then(|| WeightDecayConfig::new(tc.l2 as f32)))
-        .init();
+    let mut optim: ModuleOptimizer = match tc.optimizer {
+        Optimizer::Adam => AdamConfig::new()
+            .with_epsilon(tc.adam_epsilon as f32)
+            .with_weight_decay((tc.l2 > 0.0).then(|| WeightDecayConfig::new(tc.l2 as f32)))
+            .init(),
+        Optimizer::AdamW { weight_decay } => AdamWConfig::new()
+            .with_epsilon(tc.adam_epsilon as f32)
+            .with_weight_decay(weight_decay as f32)
+            .init(),
+    };
     if state.epochs_done > 0 {
-        let e = state.epochs_done;
-        model = load_module(model, &paths.checkpoint_model(e))?.train();
-        let optim_path = paths.checkpoint_optim(e);
-        optim = optim
-            .load(&optim_path)
-            .map_err(|err| Error::checkpoint(&optim_path, format!("{err:?}")))?;
+        (model, optim) = resume(&paths, &state, model, optim)?;
         if options.verbose {
-            eprintln!("resuming {} after epoch {e}", run_dir.display());
+            eprintln!(
+                "resuming {} after epoch {}",
+                run_dir.display(),
+                state.epochs_done
+            );
         }
     }
 
-    let batcher = SequenceBatcher::new(dataset, config.model.max_len)
-        .with_cross_domain_targets(config.model.cross_domain_targets);
+    let batcher = config.model.batcher(dataset);
     let ec = &config.eval;
     let valid_candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
@@ -341,59 +147,36 @@ pub fn train(
             device,
         )
     };
+    let ctx = StepContext {
+        batcher: &batcher,
+        features: &train_features,
+        base_features: &features,
+        sampler: sampler.as_ref(),
+        target_domains: &target_domains,
+        device: &ad_device,
+    };
     let mut throughput = Vec::new();
     let mut stopped_early = false;
 
     for epoch in state.epochs_done..tc.epochs {
-        let mut rng = epoch_rng(tc.seed, epoch);
         ad_device.seed(tc.seed.wrapping_add(1 + epoch as u64));
-        let mut order = sequences.clone();
-        order.shuffle(&mut rng);
-        let batches = order.len().div_ceil(tc.batch_size);
-        let bar = if options.progress {
-            let bar = ProgressBar::new(batches as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} batches, {per_sec}, eta {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{}/{}", epoch + 1, tc.epochs));
-            bar
-        } else {
-            ProgressBar::hidden()
+        let plan = EpochPlan {
+            epoch,
+            epochs: tc.epochs,
+            seed: tc.seed,
+            batch_size: tc.batch_size,
+            batching: tc.batching,
+            domain_x: dataset.domain(DomainId::X),
+            progress: options.progress,
+            profile: options.profile,
+            learning_rate: tc.learning_rate,
+            lr_scale: state.lr_scale,
+            warmup_epochs: tc.warmup_epochs,
+            shards: tc.parallel_shards,
         };
-        let start = Instant::now();
-        let (mut loss_sum, mut loss_count) = (0.0f64, 0usize);
-        for (b, chunk) in order.chunks(tc.batch_size).enumerate() {
-            let plan = batcher.plan_train(chunk);
-            if plan.targets.iter().flatten().all(|t| t.is_empty()) {
-                // Nothing to predict (cannot happen with sequences of two or more items).
-                bar.inc(1);
-                continue;
-            }
-            let batch = plan.to_tensors(&ad_device);
-            let negatives = sampler.as_ref().map(|s| s.sample(&mut rng, &ad_device));
-            let loss = model.loss(&batch, &train_features, &target_domains, negatives.as_ref());
-            let value: f32 = loss.clone().into_scalar();
-            if !value.is_finite() {
-                return Err(Error::InvalidInput(format!(
-                    "the training loss became {value} at epoch {}, batch {}: lower the learning rate",
-                    epoch + 1,
-                    b + 1
-                )));
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(tc.learning_rate, model, grads);
-            loss_sum += value as f64;
-            loss_count += 1;
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", loss_sum / loss_count as f64));
-        }
-        bar.finish_and_clear();
-        let train_seconds = start.elapsed().as_secs_f64();
-        let rate = order.len() as f64 / train_seconds.max(1e-9);
+        let (next, stats) = run_epoch(model, &mut optim, &sequences, &plan, &ctx)?;
+        model = next;
+        let rate = stats.sequences as f64 / stats.seconds.max(1e-9);
         throughput.push(rate);
         let epoch_no = epoch + 1;
 
@@ -402,15 +185,15 @@ pub fn train(
         let valid = if evaluate_now {
             let snapshot = model.valid();
             let v = evaluate_on(&snapshot, Split::Valid, &valid_candidates)?;
-            let mrr = v.mean_mrr();
-            if mrr > state.best_valid_mrr {
-                state.best_valid_mrr = mrr;
-                state.best_epoch = epoch_no;
-                state.epochs_without_improvement = 0;
+            best = record_validation(&mut state, epoch_no, v.mean_mrr());
+            if best {
                 save_module(&snapshot, &paths.best_model())?;
-                best = true;
-            } else {
-                state.epochs_without_improvement += 1;
+            }
+            if let Some(p) = &tc.plateau
+                && plateau_step(&mut state, best, p)
+                && options.verbose
+            {
+                eprintln!("validation stalled: learning rate x{}", state.lr_scale);
             }
             Some(v)
         } else {
@@ -418,50 +201,25 @@ pub fn train(
         };
         let log = EpochLog {
             epoch: epoch_no,
-            loss: loss_sum / loss_count.max(1) as f64,
-            train_seconds,
+            loss: stats.loss,
+            train_seconds: stats.seconds,
             train_sequences_per_second: rate,
-            valid: valid.clone(),
+            padding: Some(stats.padding),
+            profile: stats.profile,
+            valid,
             best,
             temperatures: model.temperatures(),
         };
         if options.verbose {
-            let v = valid
-                .as_ref()
-                .map(|v| {
-                    v.domains
-                        .iter()
-                        .map(|(n, m)| format!("{n} MRR {:.2}%", 100.0 * m.mrr))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_else(|| "not evaluated".into());
-            eprintln!(
-                "epoch {epoch_no}: loss {:.4}, {:.1}s ({rate:.0} seq/s), valid: {v}{}",
-                log.loss,
-                train_seconds,
-                if best { " (best)" } else { "" }
-            );
+            eprintln!("{}", log.summary());
         }
         let line = serde_json::to_string(&log).map_err(|e| Error::json(paths.log(), e))?;
         append_line(&paths.log(), &line)?;
 
-        stopped_early = state.epochs_without_improvement >= tc.patience;
+        stopped_early = should_stop(&state, tc.patience);
         state.epochs_done = epoch_no;
         state.finished = stopped_early || epoch_no == tc.epochs;
-        // Checkpoint files first, then the state that points at them, then drop older files.
-        save_module(&model, &paths.checkpoint_model(epoch_no))?;
-        let optim_path = paths.checkpoint_optim(epoch_no);
-        let tmp = optim_path.with_extension("bpk.tmp");
-        optim
-            .save(&tmp)
-            .map_err(|e| Error::checkpoint(&optim_path, format!("{e:?}")))?;
-        std::fs::rename(&tmp, &optim_path).map_err(|e| Error::io(&optim_path, e))?;
-        write_json(&paths.state(), &state)?;
-        if epoch_no > 1 {
-            let _ = std::fs::remove_file(paths.checkpoint_model(epoch_no - 1));
-            let _ = std::fs::remove_file(paths.checkpoint_optim(epoch_no - 1));
-        }
+        save_checkpoint(&paths, &state, &model, &optim)?;
         if stopped_early {
             if options.verbose {
                 eprintln!(
@@ -496,6 +254,6 @@ pub fn train(
         },
         parameters,
     };
-    write_json(&paths.results(), &report)?;
+    crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }

@@ -1,0 +1,497 @@
+//! Results one can see: a markdown table of test metrics (mean ± standard deviation over the
+//! runs of a group) and SVG charts of training loss, validation MRR per epoch and the test
+//! metrics per model and domain, for one or more run folders or groups of run folders.
+//!
+//! A *run* is a folder written by [`crate::train::train`] (`log.jsonl`, `results.json`). A
+//! *group* is a run, or a folder whose sub-folders are runs (the seeds of an experiment); its
+//! label is the folder's name unless given as `LABEL=PATH`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::io::{read_text, write_atomic};
+use crate::train::{EpochLog, RunPaths, TrainReport};
+
+/// One finished run: its per-epoch log and its results.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The run folder.
+    pub path: PathBuf,
+    /// `log.jsonl`, one entry per epoch.
+    pub log: Vec<EpochLog>,
+    /// `results.json`.
+    pub results: TrainReport,
+}
+
+/// Runs of one model (one run, or several seeds).
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The label shown in tables and legends.
+    pub label: String,
+    /// Its runs.
+    pub runs: Vec<RunRecord>,
+}
+
+impl RunRecord {
+    /// Reads a run folder; errors name the missing or malformed file (and line).
+    pub fn load(path: &Path) -> Result<Self> {
+        let paths = RunPaths::new(path);
+        let results: TrainReport = crate::io::read_json(&paths.results()).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{}: not a finished run ({e}); train it to the end first",
+                path.display()
+            ))
+        })?;
+        let text = read_text(&paths.log())?;
+        let mut log = Vec::new();
+        for (no, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            log.push(serde_json::from_str(line).map_err(|e| {
+                Error::InvalidInput(format!("{}:{}: {e}", paths.log().display(), no + 1))
+            })?);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            log,
+            results,
+        })
+    }
+}
+
+impl Group {
+    /// Reads `LABEL=PATH` or `PATH`: a run folder, or a folder of run folders (sorted by name).
+    pub fn load(spec: &str) -> Result<Self> {
+        let (label, path) = match spec.split_once('=') {
+            Some((l, p)) if !l.is_empty() => (Some(l.to_string()), PathBuf::from(p)),
+            _ => (None, PathBuf::from(spec)),
+        };
+        if !path.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{}: no such run or experiment folder",
+                path.display()
+            )));
+        }
+        let label = label.unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        });
+        let runs = if RunPaths::new(&path).results().is_file() {
+            vec![RunRecord::load(&path)?]
+        } else {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| RunPaths::new(p).results().is_file())
+                .collect();
+            dirs.sort();
+            dirs.iter()
+                .map(|p| RunRecord::load(p))
+                .collect::<Result<Vec<_>>>()?
+        };
+        if runs.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{}: holds no finished run (no results.json in it or in its sub-folders)",
+                path.display()
+            )));
+        }
+        Ok(Self { label, runs })
+    }
+
+    /// Mean and standard deviation (sample, 0 for one run) of a test metric in a domain.
+    pub fn test_stat(&self, domain: &str, metric: Metric) -> Option<(f64, f64)> {
+        let values: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.results.test.domains.get(domain).map(|m| metric.of(m)))
+            .collect();
+        mean_std(&values)
+    }
+
+    /// The domain names of the group's test results.
+    pub fn domains(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.results.test.domains.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// A ranking metric of [`crate::eval::metrics::DomainMetrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// MRR.
+    Mrr,
+    /// NDCG@5.
+    Ndcg5,
+    /// NDCG@10.
+    Ndcg10,
+    /// HR@1.
+    Hr1,
+    /// HR@5.
+    Hr5,
+    /// HR@10.
+    Hr10,
+}
+
+impl Metric {
+    /// Every metric, in table order.
+    pub const ALL: [Metric; 6] = [
+        Metric::Mrr,
+        Metric::Ndcg5,
+        Metric::Ndcg10,
+        Metric::Hr1,
+        Metric::Hr5,
+        Metric::Hr10,
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Mrr => "MRR",
+            Metric::Ndcg5 => "NDCG@5",
+            Metric::Ndcg10 => "NDCG@10",
+            Metric::Hr1 => "HR@1",
+            Metric::Hr5 => "HR@5",
+            Metric::Hr10 => "HR@10",
+        }
+    }
+
+    /// Its value in `m`.
+    pub fn of(self, m: &crate::eval::metrics::DomainMetrics) -> f64 {
+        match self {
+            Metric::Mrr => m.mrr,
+            Metric::Ndcg5 => m.ndcg5,
+            Metric::Ndcg10 => m.ndcg10,
+            Metric::Hr1 => m.hr1,
+            Metric::Hr5 => m.hr5,
+            Metric::Hr10 => m.hr10,
+        }
+    }
+}
+
+/// Mean and sample standard deviation; `None` for no values.
+pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Some((mean, var.sqrt()))
+}
+
+/// The markdown table of test metrics (in %), one row per group and domain.
+pub fn markdown_table(groups: &[Group]) -> String {
+    let mut out = String::new();
+    let first = groups.first().and_then(|g| g.runs.first());
+    if let Some(r) = first {
+        out.push_str(&format!(
+            "Test split, {} protocol, metrics in % (mean ± std over runs).\n\n",
+            r.results.test.protocol
+        ));
+    }
+    out.push_str("| model | domain | runs |");
+    for m in Metric::ALL {
+        out.push_str(&format!(" {} |", m.name()));
+    }
+    out.push_str("\n| --- | --- | --- |");
+    out.push_str(&" --- |".repeat(Metric::ALL.len()));
+    out.push('\n');
+    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
+    domains.sort();
+    domains.dedup();
+    for d in &domains {
+        for g in groups {
+            out.push_str(&format!("| {} | {d} | {} |", g.label, g.runs.len()));
+            for m in Metric::ALL {
+                let cell = match g.test_stat(d, m) {
+                    Some((mean, _)) if g.runs.len() == 1 => format!("{:.2}", 100.0 * mean),
+                    Some((mean, std)) => format!("{:.2} ± {:.2}", 100.0 * mean, 100.0 * std),
+                    None => "-".into(),
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Writes `report.md`, `loss.svg`, `valid_mrr.svg` and `test_metrics.svg` into `out_dir`;
+/// returns their paths.
+pub fn write_report(groups: &[Group], out_dir: &Path) -> Result<Vec<PathBuf>> {
+    if groups.is_empty() {
+        return Err(Error::InvalidInput("no run to report".into()));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, text: String| -> Result<()> {
+        let path = out_dir.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        written.push(path);
+        Ok(())
+    };
+    let md = format!(
+        "# Report\n\n{}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
+        markdown_table(groups)
+    );
+    put("report.md", md)?;
+    put("loss.svg", loss_chart(groups)?)?;
+    put("valid_mrr.svg", valid_chart(groups)?)?;
+    put("test_metrics.svg", bar_chart(groups)?)?;
+    Ok(written)
+}
+
+fn chart_error<E: std::fmt::Debug>(e: E) -> Error {
+    Error::InvalidInput(format!("drawing a chart: {e:?}"))
+}
+
+/// One line per run: `(label, points)`.
+type Lines = Vec<(String, Vec<(f64, f64)>)>;
+
+fn run_label(g: &Group, i: usize) -> String {
+    if g.runs.len() == 1 {
+        g.label.clone()
+    } else {
+        let name = g.runs[i]
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("{}", i + 1));
+        format!("{} / {name}", g.label)
+    }
+}
+
+fn color(i: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    PALETTE[i % PALETTE.len()]
+}
+
+fn loss_chart(groups: &[Group]) -> Result<String> {
+    let mut lines: Lines = Vec::new();
+    for g in groups {
+        for (i, r) in g.runs.iter().enumerate() {
+            let pts = r.log.iter().map(|l| (l.epoch as f64, l.loss)).collect();
+            lines.push((run_label(g, i), pts));
+        }
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (760, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_error)?;
+        draw_lines(&root, "Training loss per epoch", "loss", &lines)?;
+        root.present().map_err(chart_error)?;
+    }
+    Ok(svg)
+}
+
+fn valid_chart(groups: &[Group]) -> Result<String> {
+    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
+    domains.sort();
+    domains.dedup();
+    let mut svg = String::new();
+    {
+        let width = 520 * domains.len().max(1) as u32;
+        let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_error)?;
+        let panels = root.split_evenly((1, domains.len().max(1)));
+        for (panel, d) in panels.iter().zip(&domains) {
+            let mut lines: Lines = Vec::new();
+            for g in groups {
+                for (i, r) in g.runs.iter().enumerate() {
+                    let pts = r
+                        .log
+                        .iter()
+                        .filter_map(|l| {
+                            let v = l.valid.as_ref()?.domains.get(d)?;
+                            Some((l.epoch as f64, 100.0 * v.mrr))
+                        })
+                        .collect();
+                    lines.push((run_label(g, i), pts));
+                }
+            }
+            draw_lines(panel, &format!("Validation MRR, {d}"), "MRR (%)", &lines)?;
+        }
+        root.present().map_err(chart_error)?;
+    }
+    Ok(svg)
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    lines: &Lines,
+) -> Result<()> {
+    let all = lines.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in all {
+        if y.is_finite() {
+            x_max = x_max.max(x);
+            y_min = y_min.min(y);
+            y_max = y_max.max(y);
+        }
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    let pad = ((y_max - y_min) * 0.08).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(1f64..x_max.max(2.0), (y_min - pad)..(y_max + pad))
+        .map_err(chart_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(chart_error)?;
+    for (i, (label, pts)) in lines.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(chart_error)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
+            .map_err(chart_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(chart_error)?;
+    Ok(())
+}
+
+/// Grouped bars: one cluster per (domain, metric), one bar per group, with ± std whiskers.
+fn bar_chart(groups: &[Group]) -> Result<String> {
+    let metrics = [Metric::Mrr, Metric::Ndcg10, Metric::Hr10];
+    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
+    domains.sort();
+    domains.dedup();
+    let clusters: Vec<(String, Metric)> = domains
+        .iter()
+        .flat_map(|d| metrics.iter().map(move |&m| (d.clone(), m)))
+        .collect();
+    let mut values: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
+    let mut top = 1.0f64;
+    for (c, (d, m)) in clusters.iter().enumerate() {
+        for (g, group) in groups.iter().enumerate() {
+            if let Some((mean, std)) = group.test_stat(d, *m) {
+                values.insert((c, g), (100.0 * mean, 100.0 * std));
+                top = top.max(100.0 * (mean + std));
+            }
+        }
+    }
+    let mut svg = String::new();
+    {
+        let width = (140 * clusters.len().max(1) as u32).max(600);
+        let root = SVGBackend::with_string(&mut svg, (width, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(chart_error)?;
+        let n = clusters.len().max(1) as f64;
+        let low = -top * 0.09;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Test metrics by model and domain", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(10)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..n, low..top * 1.25)
+            .map_err(chart_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("%")
+            .y_label_formatter(&|v| {
+                if *v < 0.0 {
+                    String::new()
+                } else {
+                    format!("{v:.0}")
+                }
+            })
+            .draw()
+            .map_err(chart_error)?;
+        let slot = 0.8 / groups.len().max(1) as f64;
+        for (g, group) in groups.iter().enumerate() {
+            let c = color(g);
+            let bars: Vec<_> = values
+                .iter()
+                .filter(|((_, gg), _)| *gg == g)
+                .map(|(&(ci, _), &(mean, _))| {
+                    let x0 = ci as f64 + 0.1 + g as f64 * slot;
+                    Rectangle::new([(x0, 0.0), (x0 + slot * 0.92, mean)], c.filled())
+                })
+                .collect();
+            chart
+                .draw_series(bars)
+                .map_err(chart_error)?
+                .label(group.label.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+            let whiskers: Vec<_> = values
+                .iter()
+                .filter(|((_, gg), (_, std))| *gg == g && *std > 0.0)
+                .map(|(&(ci, _), &(mean, std))| {
+                    let x = ci as f64 + 0.1 + (g as f64 + 0.46) * slot;
+                    PathElement::new(
+                        vec![(x, mean - std), (x, mean + std)],
+                        BLACK.stroke_width(1),
+                    )
+                })
+                .collect();
+            chart.draw_series(whiskers).map_err(chart_error)?;
+        }
+        let labels: Vec<_> = clusters
+            .iter()
+            .enumerate()
+            .map(|(c, (d, m))| {
+                Text::new(
+                    format!("{d} {}", m.name()),
+                    (c as f64 + 0.12, low * 0.45),
+                    ("sans-serif", 13),
+                )
+            })
+            .collect();
+        chart.draw_series(labels).map_err(chart_error)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(chart_error)?;
+        root.present().map_err(chart_error)?;
+    }
+    Ok(svg)
+}

@@ -1,0 +1,196 @@
+//! The run folder: its paths, atomic module saves, and the resumable checkpoint (model,
+//! optimizer and [`TrainState`] after the last completed epoch).
+//!
+//! Run folder layout:
+//! - `config.json`: the [`ExperimentConfig`] of the run;
+//! - `model.bpk`: the best model so far (by mean validation MRR over the two domains);
+//! - `checkpoint/`: the model and optimizer after the last completed epoch, and `state.json`;
+//! - `log.jsonl`: one line per epoch (loss, validation metrics, seconds, throughput);
+//! - `results.json`: the test metrics of the best model, written when training ends.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use super::config::ExperimentConfig;
+use crate::error::{Error, Result};
+use crate::io::{read_json, write_json};
+use crate::model::LlmEmf;
+
+/// Progress saved after every epoch, so an interrupted run resumes from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Epoch (1-based) of the best validation MRR so far.
+    pub best_epoch: usize,
+    /// Best mean validation MRR so far.
+    pub best_valid_mrr: f64,
+    /// Consecutive evaluated epochs without improvement.
+    pub epochs_without_improvement: usize,
+    /// Whether training has ended (early stop or last epoch).
+    pub finished: bool,
+    /// Factor on the learning rate after plateau decays (1 without).
+    #[serde(default = "one")]
+    pub lr_scale: f64,
+    /// Evaluations without improvement since the last plateau decay.
+    #[serde(default)]
+    pub evaluations_since_decay: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl TrainState {
+    /// The state of a run that has not trained yet.
+    pub fn fresh() -> Self {
+        Self {
+            epochs_done: 0,
+            best_epoch: 0,
+            best_valid_mrr: -1.0,
+            epochs_without_improvement: 0,
+            finished: false,
+            lr_scale: 1.0,
+            evaluations_since_decay: 0,
+        }
+    }
+}
+
+/// Opens the run folder: a fresh run writes `config.json` (and starts a fresh log); a folder
+/// holding an unfinished run of the same configuration returns its saved state. Another
+/// configuration, or a finished run, is an error that says what to do.
+pub(super) fn open_run(paths: &RunPaths, config: &ExperimentConfig) -> Result<TrainState> {
+    let run_dir = paths.root();
+    std::fs::create_dir_all(paths.checkpoint_dir())
+        .map_err(|e| Error::io(paths.checkpoint_dir(), e))?;
+    if !paths.state().is_file() {
+        config.save(&paths.config())?;
+        let _ = std::fs::remove_file(paths.log());
+        return Ok(TrainState::fresh());
+    }
+    let saved: ExperimentConfig = ExperimentConfig::load(&paths.config())?;
+    if &saved != config {
+        return Err(Error::Config(format!(
+            "{} holds a run with another configuration: resume it with its own config.json, or choose another output folder",
+            run_dir.display()
+        )));
+    }
+    let state: TrainState = read_json(&paths.state())?;
+    if state.finished {
+        return Err(Error::Config(format!(
+            "{} holds a finished run (best epoch {}): choose another output folder",
+            run_dir.display(),
+            state.best_epoch
+        )));
+    }
+    Ok(state)
+}
+
+/// Restores the model and optimizer saved after epoch `state.epochs_done`.
+pub(super) fn resume(
+    paths: &RunPaths,
+    state: &TrainState,
+    model: LlmEmf,
+    optim: ModuleOptimizer,
+) -> Result<(LlmEmf, ModuleOptimizer)> {
+    let e = state.epochs_done;
+    let model = load_module(model, &paths.checkpoint_model(e))?.train();
+    let optim_path = paths.checkpoint_optim(e);
+    let optim = optim
+        .load(&optim_path)
+        .map_err(|err| Error::checkpoint(&optim_path, format!("{err:?}")))?;
+    Ok((model, optim))
+}
+
+/// Saves the checkpoint of a completed epoch: model and optimizer files first, then the state
+/// that points at them, then the previous epoch's files are dropped. A kill at any point leaves
+/// a state that points at complete files.
+pub(super) fn save_checkpoint(
+    paths: &RunPaths,
+    state: &TrainState,
+    model: &LlmEmf,
+    optim: &ModuleOptimizer,
+) -> Result<()> {
+    let epoch = state.epochs_done;
+    save_module(model, &paths.checkpoint_model(epoch))?;
+    let optim_path = paths.checkpoint_optim(epoch);
+    let tmp = optim_path.with_extension("bpk.tmp");
+    optim
+        .save(&tmp)
+        .map_err(|e| Error::checkpoint(&optim_path, format!("{e:?}")))?;
+    std::fs::rename(&tmp, &optim_path).map_err(|e| Error::io(&optim_path, e))?;
+    write_json(&paths.state(), state)?;
+    if epoch > 1 {
+        let _ = std::fs::remove_file(paths.checkpoint_model(epoch - 1));
+        let _ = std::fs::remove_file(paths.checkpoint_optim(epoch - 1));
+    }
+    Ok(())
+}
+
+/// Paths inside a run folder.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    root: PathBuf,
+}
+
+impl RunPaths {
+    /// The run folder `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// The best model.
+    pub fn best_model(&self) -> PathBuf {
+        self.root.join("model.bpk")
+    }
+    /// The per-epoch log.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log.jsonl")
+    }
+    /// Final test results.
+    pub fn results(&self) -> PathBuf {
+        self.root.join("results.json")
+    }
+    pub(super) fn checkpoint_dir(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+    pub(super) fn state(&self) -> PathBuf {
+        self.checkpoint_dir().join("state.json")
+    }
+    pub(super) fn checkpoint_model(&self, epoch: usize) -> PathBuf {
+        self.checkpoint_dir().join(format!("model-{epoch}.bpk"))
+    }
+    pub(super) fn checkpoint_optim(&self, epoch: usize) -> PathBuf {
+        self.checkpoint_dir().join(format!("optim-{epoch}.bpk"))
+    }
+}
+
+/// Saves a module atomically (temporary file, then rename).
+pub(crate) fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("bpk.tmp");
+    module
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Loads a module saved by [`save_module`] into `module`'s structure.
+pub(crate) fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+    if !path.is_file() {
+        return Err(Error::checkpoint(path, "no such checkpoint file"));
+    }
+    module
+        .try_load_file(path)
+        .map_err(|e| Error::checkpoint(path, format!("{e:?}")))
+}
