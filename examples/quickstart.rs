@@ -28,7 +28,7 @@ struct Args {
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         device: "cpu".into(),
-        epochs: 10,
+        epochs: 20,
         out: PathBuf::from("runs/quickstart"),
     };
     let mut it = std::env::args().skip(1);

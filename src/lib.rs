@@ -31,18 +31,22 @@
 //! # Modules
 //! - [`data`]: the dataset, its two readers (C2DSR, RecBole), the synthetic generator, batching
 //!   and evaluation candidates;
-//! - [`model`]: the encoders, the fusion and the LLM-EMF model;
-//! - [`train`]: the experiment configuration and the training loop;
+//! - [`model`]: the building blocks (attention block, sequence encoder, fusion head, domain
+//!   loss) and the LLM-EMF model;
+//! - [`train`]: the experiment configuration, presets, the training engine and multi-seed
+//!   experiments;
 //! - [`eval`]: metrics and the evaluator;
-//! - [`recommend`]: loading a trained run, evaluating it, recommending;
+//! - [`recommend`]: loading a trained run, evaluating it, recommending ([`recommend::Recommender`]
+//!   for services);
+//! - [`report`]: tables and SVG charts of runs and experiments;
 //! - [`features`]: frozen feature matrices and the encoders that make them (CLIP's image and
 //!   text towers, all-MiniLM-L6-v2, a hashing encoder), with `embed` running them over a dataset;
 //! - [`enrich`]: LLM enrichment of item titles through an OpenAI-compatible endpoint;
 //! - [`backend`]: choosing a device by name.
 //!
 //! # Crate features
-//! - `ndarray` (default): the CPU backend used by tests and CI;
-//! - `flex`: Burn's newer CPU backend (faster here);
+//! - `flex` (default): Burn's CPU backend, with SIMD and AVX-512 kernels (the fastest here);
+//! - `ndarray`: Burn's older CPU backend;
 //! - `wgpu`: GPUs through wgpu;
 //! - `cuda`: NVIDIA GPUs (needs network access at build time).
 #![deny(missing_docs)]

@@ -254,6 +254,8 @@ pub struct MixtureTargets {
     pub rows: [Tensor<1, Int>; 3],
     /// Per sub-sequence, `[P, 1]`: 0 where present, a large negative log-weight where not.
     pub absent: [Tensor<2>; 3],
+    /// Per sub-sequence, `[P, 1]`: 1 where present, 0 where not.
+    pub present: [Tensor<2>; 3],
     /// Whether each sub-sequence has any row at all.
     pub any: [bool; 3],
     /// `P`.
@@ -276,6 +278,13 @@ impl MixturePlan {
                 let v: Vec<f32> = self.present[s]
                     .iter()
                     .map(|&p| if p { 0.0 } else { ABSENT })
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(v, [n, 1]), device)
+            }),
+            present: std::array::from_fn(|s| {
+                let v: Vec<f32> = self.present[s]
+                    .iter()
+                    .map(|&p| f32::from(u8::from(p)))
                     .collect();
                 Tensor::<2>::from_data(TensorData::new(v, [n, 1]), device)
             }),

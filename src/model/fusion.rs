@@ -10,6 +10,11 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// Learned mixture weights are `softmax(LOGIT_SCALE * theta)`: the scale lets an optimizer that
+/// moves each parameter by about its learning rate per step (Adam) move a weight across its
+/// range in tens of steps, not thousands.
+pub const LOGIT_SCALE: f64 = 20.0;
+
 /// Configuration of a [`ModalityFusion`] head.
 #[derive(Config, Debug)]
 pub struct ModalityFusionConfig {
@@ -19,8 +24,8 @@ pub struct ModalityFusionConfig {
     /// beta: weight of the image modality; text gets `1 - alpha - beta`. Default 0.25.
     #[config(default = 0.25)]
     pub beta: f64,
-    /// Learn the weights (a softmax over the modalities in use, started at alpha/beta).
-    /// Default false (the paper's fixed weights).
+    /// Learn the weights (a softmax over the modalities in use, started at alpha/beta; see
+    /// [`LOGIT_SCALE`]). Default false (the paper's fixed weights).
     #[config(default = false)]
     pub learnable: bool,
 }
@@ -51,7 +56,10 @@ impl ModalityFusionConfig {
         );
         let logits = self.learnable.then(|| {
             // A modality with weight 0 starts at a small weight, so that it can be learned.
-            let v: Vec<f32> = fixed.iter().map(|&w| w.max(1e-3).ln() as f32).collect();
+            let v: Vec<f32> = fixed
+                .iter()
+                .map(|&w| (w.max(1e-3).ln() / LOGIT_SCALE) as f32)
+                .collect();
             Param::from_tensor(Tensor::from_data(TensorData::new(v, [3]), device))
         });
         ModalityFusion {
@@ -74,13 +82,14 @@ impl ModalityFusion {
                     .convert::<f32>()
                     .try_to_vec::<f32>()
                     .unwrap_or_default();
+                let logit = |i: usize| v.get(i).copied().unwrap_or(0.0) as f64 * LOGIT_SCALE;
                 let z: f64 = (0..3)
                     .filter(|&i| self.used[i])
-                    .map(|i| (v.get(i).copied().unwrap_or(0.0) as f64).exp())
+                    .map(|i| logit(i).exp())
                     .sum();
                 std::array::from_fn(|i| {
                     if self.used[i] {
-                        (v.get(i).copied().unwrap_or(0.0) as f64).exp() / z
+                        logit(i).exp() / z
                     } else {
                         0.0
                     }
@@ -102,7 +111,7 @@ impl ModalityFusion {
                 }
                 let idx: Vec<usize> = terms.iter().map(|(i, _)| *i).collect();
                 let device = terms[0].1.device();
-                let picked = p.val().select(
+                let picked = p.val().mul_scalar(LOGIT_SCALE).select(
                     0,
                     Tensor::from_data(
                         TensorData::new(idx.iter().map(|&i| i as i64).collect(), [idx.len()]),

@@ -139,6 +139,9 @@ pub struct ModelConfig {
     pub learned_domain_weights: bool,
     /// Learn the modality weights of Eq. 8 (started at alpha/beta). Default false.
     pub learned_modality_weights: bool,
+    /// Under the mixture objective, weight of the experts' own losses (each sub-sequence and
+    /// modality's NLL of the target, averaged), added to the mixture's. Default 0.
+    pub expert_loss: f64,
     /// Count positions back from the most recent item. Default false.
     pub positions_from_end: bool,
 }
@@ -177,6 +180,7 @@ impl Default for ModelConfig {
             objective: DomainObjective::Separate,
             learned_domain_weights: false,
             learned_modality_weights: false,
+            expert_loss: 0.0,
             positions_from_end: false,
         }
     }
@@ -193,6 +197,7 @@ impl ModelConfig {
             objective: DomainObjective::Mixture,
             learned_domain_weights: true,
             learned_modality_weights: true,
+            expert_loss: 1.0,
             positions_from_end: true,
             ..Self::default()
         }
@@ -238,6 +243,9 @@ impl ModelConfig {
                 "alpha ({}) and beta ({}) must be non-negative with alpha + beta <= 1",
                 self.alpha, self.beta
             ));
+        }
+        if !(self.expert_loss.is_finite() && self.expert_loss >= 0.0) {
+            return bad("expert_loss must be non-negative".into());
         }
         if self.lambda1 < 0.0 || self.lambda2 < 0.0 {
             return bad("lambda1 and lambda2 must be non-negative".into());
@@ -500,6 +508,7 @@ impl LlmEmf {
                 .with_lambda2(config.lambda2)
                 .with_learnable(config.learned_domain_weights)
                 .with_mixture(config.objective == DomainObjective::Mixture)
+                .with_expert_loss(config.expert_loss)
                 .init(
                     [
                         config.single_domain_sequences,
@@ -912,6 +921,91 @@ mod tests {
         let err =
             LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap_err();
         assert!(err.to_string().contains("heads"), "{err}");
+    }
+
+    #[test]
+    fn mixture_loss_at_uniform_scores_is_the_log_of_the_domain_size() {
+        // With a tiny logit scale every expert predicts the uniform distribution, so a mixture
+        // of them with weights summing to 1 gives -log P = log(n_domain) for every target.
+        let s = setup();
+        let device = test_device();
+        for (learned, expert_loss) in [(true, 0.0), (true, 0.5), (false, 0.0)] {
+            let config = ModelConfig {
+                temperature: TemperatureConfig {
+                    init: 1e6,
+                    learnable: false,
+                },
+                cross_domain_targets: true,
+                objective: DomainObjective::Mixture,
+                learned_domain_weights: learned,
+                learned_modality_weights: learned,
+                expert_loss,
+                ..s.config.clone()
+            };
+            let feats = features(&s, &device);
+            let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+            let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
+            let plan = config.batcher(&s.data.dataset).plan_train(&seqs);
+            let [mx, my] = plan.mixture.clone().unwrap();
+            let batch = plan.to_tensors(&device);
+            let loss = scalar(model.loss(&batch, &feats, &DomainId::BOTH, None)) as f64;
+            let (nx, ny) = (mx.local.len() as f64, my.local.len() as f64);
+            let mixture = (nx * 30f64.ln() + ny * 40f64.ln()) / (nx + ny);
+            // The mixture is renormalised over the sub-sequences present in each row, so it
+            // is exact whatever the weights; the experts' mean NLL counts present rows only.
+            let (low, high) = if expert_loss > 0.0 {
+                (mixture, 1.5 * mixture + 1e-3)
+            } else {
+                (mixture - 1e-3, mixture + 1e-3)
+            };
+            assert!(
+                (low..=high).contains(&loss),
+                "learned {learned}, expert {expert_loss}: {loss} not in [{low}, {high}]"
+            );
+        }
+    }
+
+    #[test]
+    fn shard_losses_add_up_to_the_whole_batch() {
+        // Each part of a batch normalised by the whole batch's counts: the parts' losses sum to
+        // the whole batch's loss, under both objectives.
+        let s = setup();
+        let device = test_device();
+        for objective in [DomainObjective::Separate, DomainObjective::Mixture] {
+            let config = ModelConfig {
+                cross_domain_targets: objective == DomainObjective::Mixture,
+                objective,
+                ..s.config.clone()
+            };
+            let feats = features(&s, &device);
+            let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+            let batcher = config.batcher(&s.data.dataset);
+            let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
+            let whole = batcher.plan_train(&seqs);
+            let parts = [
+                batcher.plan_train(&seqs[..7]),
+                batcher.plan_train(&seqs[7..]),
+            ];
+            let counts = crate::data::batcher::TargetCounts::of(&parts);
+            assert_eq!(
+                counts,
+                crate::data::batcher::TargetCounts::of(std::slice::from_ref(&whole))
+            );
+            let full =
+                scalar(model.loss(&whole.to_tensors(&device), &feats, &DomainId::BOTH, None));
+            let sum: f32 = parts
+                .iter()
+                .map(|p| {
+                    let b = p.to_tensors(&device);
+                    let h = model.encode_train(&b, &feats);
+                    scalar(model.loss_from(&h, &b, &feats, &DomainId::BOTH, None, Some(&counts)))
+                })
+                .sum();
+            assert!(
+                (full - sum).abs() < 1e-3 * full.abs().max(1.0),
+                "{objective:?}: {full} vs {sum}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::fusion::{log_mix, log_mix_weighted, log_sum_exp};
+use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, log_sum_exp};
 use super::llm_emf::{DomainNegatives, ItemFeatures, LlmEmf, Modality, l2_normalise};
 use crate::data::DomainId;
 use crate::data::batcher::{MixtureTargets, SubSequence, TargetCounts, TrainBatch};
@@ -27,8 +27,8 @@ pub struct DomainLossConfig {
     /// lambda2: weight of the merged sequence (Eq. 10-11). Default 0.1.
     #[config(default = 0.1)]
     pub lambda2: f64,
-    /// Learn the weights: per target domain, a softmax over (own, other, merged) started at
-    /// `(1, lambda1, lambda2)` normalised. Needs `mixture`. Default false.
+    /// Learn the weights: per target domain, a softmax over (own, other, merged), started
+    /// equal (see [`super::fusion::LOGIT_SCALE`]). Needs `mixture`. Default false.
     #[config(default = false)]
     pub learnable: bool,
     /// Train the Eq. 11 mixture `log(w_own P^own + w_other P^other + w_merged P^{X+Y})` of the
@@ -36,6 +36,11 @@ pub struct DomainLossConfig {
     /// separate losses. Needs cross-domain targets. Default false (the paper's Eq. 10).
     #[config(default = false)]
     pub mixture: bool,
+    /// Under the mixture objective, the weight of the experts' own losses: the mean over the
+    /// (sub-sequence, modality) experts of each one's negative log-likelihood of the target,
+    /// added to the mixture's. Default 0.
+    #[config(default = 0.0)]
+    pub expert_loss: f64,
 }
 
 /// The lambda-weighted domain loss (Eq. 10) and cross-domain score (Eq. 11): how the three
@@ -53,6 +58,8 @@ pub struct DomainLoss {
     pub lambda2: f64,
     /// Whether the training loss is the mixture of Eq. 11.
     pub mixture: bool,
+    /// Weight of the experts' own losses under the mixture objective.
+    pub expert_loss: f64,
     /// Sub-sequences in use (X, Y, merged).
     pub used: [bool; 3],
 }
@@ -71,16 +78,18 @@ fn role(d: DomainId, s: SubSequence) -> usize {
 impl DomainLossConfig {
     /// Builds the loss for the sub-sequences in `used` (X, Y, merged).
     pub fn init(&self, used: [bool; 3], device: &Device) -> DomainLoss {
-        let logits = self.learnable.then(|| {
-            let start = [1.0, self.lambda1, self.lambda2].map(|w: f64| w.max(1e-3).ln() as f32);
-            let v: Vec<f32> = [start, start].concat();
-            Param::from_tensor(Tensor::from_data(TensorData::new(v, [2, 3]), device))
-        });
+        // Learned weights start equal: the paper's lambdas are fixed-weight values, and under
+        // the mixture objective a sub-sequence learns in proportion to its weight, so a small
+        // start (0.1 / 1.4 for the merged sequence) would keep it small.
+        let logits = self
+            .learnable
+            .then(|| Param::from_tensor(Tensor::zeros([2, 3], device)));
         DomainLoss {
             logits,
             lambda1: self.lambda1,
             lambda2: self.lambda2,
             mixture: self.mixture,
+            expert_loss: self.expert_loss,
             used,
         }
     }
@@ -102,7 +111,9 @@ impl DomainLoss {
                     .convert::<f32>()
                     .try_to_vec::<f32>()
                     .unwrap_or_default();
-                std::array::from_fn(|r| (v.get(r).copied().unwrap_or(0.0) as f64).exp())
+                std::array::from_fn(|r| {
+                    (v.get(r).copied().unwrap_or(0.0) as f64 * LOGIT_SCALE).exp()
+                })
             }
         };
         let mut w: [f64; 3] = std::array::from_fn(|s| {
@@ -149,7 +160,11 @@ impl DomainLoss {
                     .collect();
                 let device = terms[0].1.device();
                 let n = roles.len();
-                let row = p.val().narrow(0, d.index(), 1).reshape([3]);
+                let row = p
+                    .val()
+                    .narrow(0, d.index(), 1)
+                    .reshape([3])
+                    .mul_scalar(LOGIT_SCALE);
                 let log_w = log_softmax(
                     row.select(
                         0,
@@ -446,6 +461,20 @@ impl LlmEmf {
                 (m.index(), lp)
             })
             .collect();
+        // Every expert (sub-sequence x modality) also learns from its own prediction, whatever
+        // its weight in the mixture: otherwise an expert that starts with a small share gets
+        // small gradients and stays behind.
+        let experts = if self.domain_loss.expert_loss > 0.0 {
+            let present = cat_2d(subs.iter().map(|s| mt.present[s.index()].clone()).collect());
+            let n = (subs.len() * per_modality.len()) as f64;
+            per_modality
+                .iter()
+                .map(|(_, lp)| (lp.clone() * present.clone()).sum().neg().reshape([1]))
+                .reduce(|a, b| a + b)
+                .map(|t| t.mul_scalar(self.domain_loss.expert_loss / n))
+        } else {
+            None
+        };
         let fused = self.fusion.fuse(per_modality);
         let terms = subs
             .iter()
@@ -457,7 +486,22 @@ impl LlmEmf {
                 )
             })
             .collect();
-        self.domain_loss.mix(d, terms).neg().sum().reshape([1])
+        // Where a sub-sequence is still empty the mixture is renormalised over the others, so
+        // that it stays a distribution: `log sum_s w_s P_s - log sum_s w_s`, s present.
+        let norm = self.domain_loss.mix(
+            d,
+            subs.iter()
+                .map(|&s| (s, mt.absent[s.index()].clone()))
+                .collect(),
+        );
+        let mixture = (self.domain_loss.mix(d, terms) - norm)
+            .neg()
+            .sum()
+            .reshape([1]);
+        match experts {
+            Some(e) => mixture + e,
+            None => mixture,
+        }
     }
 
     /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain

@@ -4,6 +4,42 @@
 //! [`ModalityFusion`] (the alpha/beta tri-modal fusion head, Eq. 8, fixed or learned) and
 //! [`DomainLoss`] (the lambda-weighted domain loss and cross-domain score, Eq. 10-11, fixed or
 //! learned); [`LlmEmf`] composes them.
+//!
+//! The blocks build other models too. A single-sequence recommender with two modalities (IDs
+//! and frozen text), each encoded by its own [`SequenceEncoder`] and fused by a learned
+//! [`ModalityFusion`] head:
+//!
+//! ```
+//! use burn::nn::{Embedding, EmbeddingConfig};
+//! use burn::tensor::activation::log_softmax;
+//! use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+//! use llm_emf::model::{AttentionBias, ModalityFusionConfig, SequenceEncoderConfig};
+//!
+//! let device = llm_emf::backend::cpu().unwrap();
+//! let (items, width, len) = (50, 16, 4);
+//! let ids: Embedding = EmbeddingConfig::new(items, width).init(&device);
+//! let text = Tensor::<2>::random([items, 8], Distribution::Normal(0.0, 1.0), &device);
+//! let id_encoder = SequenceEncoderConfig::new(width, len).init(&device);
+//! let text_encoder = SequenceEncoderConfig::new(8, len).init(&device);
+//! // Learned weights of (id, image, text); this model has no image modality.
+//! let fusion = ModalityFusionConfig::new().with_learnable(true).init([true, false, true], &device);
+//!
+//! // Two histories of four items (no padding), positions 0..4.
+//! let history = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6, 7, 8], [2, len]), &device);
+//! let positions = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 0, 1, 2, 3], [2, len]), &device);
+//! let bias = AttentionBias::causal(&[false; 8], 2, len, &device);
+//! let h_id = id_encoder.forward_last(ids.forward(history.clone()), positions.clone(), &bias);
+//! let h_text = text_encoder.forward_last(
+//!     text.clone().select(0, history.reshape([8])).reshape([2, len, 8]),
+//!     positions,
+//!     &bias,
+//! );
+//! // Next-item log-probabilities per modality, then fused (Eq. 8 with learned weights).
+//! let p_id = log_softmax(h_id.matmul(ids.weight.val().transpose()), 1);
+//! let p_text = log_softmax(h_text.matmul(text.transpose()), 1);
+//! let fused = fusion.fuse(vec![(0, p_id), (2, p_text)]);
+//! assert_eq!(fused.dims(), [2, items]);
+//! ```
 
 pub mod attention;
 pub mod dropout;

@@ -79,6 +79,10 @@ pub(super) fn open_run(paths: &RunPaths, config: &ExperimentConfig) -> Result<Tr
         )));
     }
     let state: TrainState = read_json(&paths.state())?;
+    // Finished, but killed before its results were written: the caller tests it again.
+    if state.finished && !paths.results().is_file() {
+        return Ok(state);
+    }
     if state.finished {
         return Err(Error::Config(format!(
             "{} holds a finished run (best epoch {}): choose another output folder",

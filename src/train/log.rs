@@ -28,6 +28,12 @@ pub struct EpochLog {
     pub best: bool,
     /// Temperatures of the id, image and text heads.
     pub temperatures: [f64; 3],
+    /// Modality weights (id, image, text) of Eq. 8, as used (learned or fixed).
+    #[serde(default)]
+    pub modality_weights: Option<[f64; 3]>,
+    /// Sub-sequence weights (X, Y, merged) of the Eq. 11 score, per target domain (X, Y).
+    #[serde(default)]
+    pub domain_weights: Option<[[f64; 3]; 2]>,
 }
 
 impl EpochLog {

@@ -158,7 +158,12 @@ pub fn train(
     let mut throughput = Vec::new();
     let mut stopped_early = false;
 
-    for epoch in state.epochs_done..tc.epochs {
+    let first = if state.finished {
+        tc.epochs
+    } else {
+        state.epochs_done
+    };
+    for epoch in first..tc.epochs {
         ad_device.seed(tc.seed.wrapping_add(1 + epoch as u64));
         let plan = EpochPlan {
             epoch,
@@ -209,6 +214,8 @@ pub fn train(
             valid,
             best,
             temperatures: model.temperatures(),
+            modality_weights: Some(model.modality_weights()),
+            domain_weights: Some(DomainId::BOTH.map(|d| model.domain_weights(d))),
         };
         if options.verbose {
             eprintln!("{}", log.summary());

@@ -1,0 +1,315 @@
+//! Using trained runs: the `Recommender` (errors, exclusions, candidates, batches, thread
+//! safety), presets read from files, the multi-seed experiment harness (resumption, summaries)
+//! and reports (markdown and SVG charts).
+
+use std::path::Path;
+
+use llm_emf::backend;
+use llm_emf::data::{DomainId, SyntheticConfig};
+use llm_emf::recommend::{Exclude, Recommender, Request};
+use llm_emf::report::{Group, write_report};
+use llm_emf::train::experiment::run_experiment;
+use llm_emf::train::{DataSource, ExperimentConfig, Objective, Preset, TrainOptions, train};
+
+/// Burn's weight initialisation draws from a process-wide generator: trainings whose results
+/// are compared take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn config(preset: Preset, epochs: usize) -> ExperimentConfig {
+    let mut cfg = ExperimentConfig::preset(preset);
+    cfg.data = DataSource::Synthetic(SyntheticConfig {
+        users: 120,
+        items_x: 40,
+        items_y: 50,
+        topics: 4,
+        feature_dim: 8,
+        ..Default::default()
+    });
+    cfg.model.id_dim = 16;
+    cfg.model.max_len = 10;
+    cfg.model.layers = 1;
+    cfg.train.epochs = epochs;
+    cfg.train.batch_size = 32;
+    cfg.eval.negatives = 20;
+    cfg
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        progress: false,
+        verbose: false,
+        profile: false,
+    }
+}
+
+fn trained(dir: &Path, preset: Preset) -> Recommender {
+    let device = backend::from_env().unwrap();
+    let cfg = config(preset, 1);
+    let data = cfg.load_data().unwrap();
+    train(&cfg, &data, dir, &device, &quiet()).unwrap();
+    Recommender::load(dir, &device).unwrap()
+}
+
+#[test]
+fn recommender_is_shareable_and_answers_single_and_batched_requests() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Recommender>();
+
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = trained(dir.path(), Preset::Recommended);
+    // Y is 40..90.
+    let history = [0, 45, 3, 60];
+    let top = rec
+        .recommend(&history, DomainId::Y, 5, Exclude::History)
+        .unwrap();
+    assert_eq!(top.len(), 5);
+    assert!(top.iter().all(|r| (40..90).contains(&r.item)));
+    assert!(top.iter().all(|r| r.item != 45 && r.item != 60));
+    assert!(top.windows(2).all(|w| w[0].score >= w[1].score));
+    // Not excluding the history may bring its items back; the full list has every item once.
+    let all = rec
+        .recommend(&history, DomainId::Y, 1000, Exclude::Nothing)
+        .unwrap();
+    assert_eq!(
+        all.len(),
+        50,
+        "k above the domain size returns the whole domain"
+    );
+    let excluded = rec
+        .recommend(&history, DomainId::Y, 1000, Exclude::History)
+        .unwrap();
+    assert_eq!(excluded.len(), 48);
+    // A batch answers each request as it would alone.
+    let requests = vec![
+        Request::new(history.to_vec(), DomainId::Y, 5),
+        Request::new(vec![], DomainId::X, 3),
+        Request {
+            candidates: Some(vec![41, 42, 42, 45]),
+            ..Request::new(history.to_vec(), DomainId::Y, 10)
+        },
+    ];
+    let batch = rec.recommend_batch(&requests).unwrap();
+    let single = rec
+        .recommend(&history, DomainId::Y, 5, Exclude::History)
+        .unwrap();
+    assert_eq!(
+        batch[0].iter().map(|r| r.item).collect::<Vec<_>>(),
+        single.iter().map(|r| r.item).collect::<Vec<_>>()
+    );
+    for (b, s) in batch[0].iter().zip(&single) {
+        assert!((b.score - s.score).abs() < 1e-5 * s.score.abs().max(1e-12));
+    }
+    assert_eq!(batch[1].len(), 3, "an empty history is answered");
+    let mut cands: Vec<u32> = batch[2].iter().map(|r| r.item).collect();
+    cands.sort_unstable();
+    assert_eq!(
+        cands,
+        vec![41, 42],
+        "candidates deduplicated, history excluded"
+    );
+    // A history longer than max_len (10) reads its last items.
+    let long: Vec<u32> = (0..30).collect();
+    assert_eq!(
+        rec.recommend(&long, DomainId::Y, 2, Exclude::History)
+            .unwrap()
+            .len(),
+        2
+    );
+    // Shared across threads.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                rec.recommend(&history, DomainId::X, 2, Exclude::History)
+                    .unwrap()
+            });
+        }
+    });
+}
+
+#[test]
+fn recommender_errors_name_the_problem() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = trained(dir.path(), Preset::Paper);
+    let err = |r: Request| rec.recommend_batch(&[r]).unwrap_err().to_string();
+    let e = err(Request::new(vec![1, 9999], DomainId::X, 3));
+    assert!(e.contains("request 0") && e.contains("9999"), "{e}");
+    let e = err(Request::new(vec![1], DomainId::X, 0));
+    assert!(e.contains("k must be at least 1"), "{e}");
+    let e = err(Request {
+        candidates: Some(vec![41]),
+        ..Request::new(vec![1], DomainId::X, 3)
+    });
+    assert!(e.contains("candidate 41") && e.contains("domain X"), "{e}");
+    // Nothing is scored when one request of a batch is bad.
+    let e = rec
+        .recommend_batch(&[
+            Request::new(vec![1], DomainId::X, 3),
+            Request::new(vec![1], DomainId::X, 0),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("request 1"), "{e}");
+    let e = Recommender::load(&dir.path().join("missing"), &backend::cpu().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing"), "{e}");
+}
+
+#[test]
+fn config_files_are_read_on_top_of_their_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    std::fs::write(&path, r#"{"model": {"id_dim": 24}}"#).unwrap();
+    let rec = ExperimentConfig::load(&path).unwrap();
+    assert_eq!(rec.preset, Preset::Recommended);
+    assert_eq!(rec.model.id_dim, 24);
+    assert!(rec.model.cross_domain_targets && rec.model.learned_domain_weights);
+    let paper = ExperimentConfig::load_with(&path, Some(Preset::Paper)).unwrap();
+    assert_eq!(paper.preset, Preset::Paper);
+    assert!(!paper.model.cross_domain_targets && !paper.model.learned_domain_weights);
+    assert_eq!(paper.model.id_dim, 24);
+    // A tagged value of another kind replaces the preset's whole (no stray fields).
+    std::fs::write(
+        &path,
+        r#"{"preset": "paper", "train": {"objective": {"kind": "sampled", "negatives": 7, "sampler": {"kind": "uniform"}}}}"#,
+    )
+    .unwrap();
+    let c = ExperimentConfig::load(&path).unwrap();
+    assert!(matches!(
+        c.train.objective,
+        Objective::Sampled { negatives: 7, .. }
+    ));
+    std::fs::write(&path, r#"{"train": {"objective": {"kind": "full"}}}"#).unwrap();
+    assert_eq!(
+        ExperimentConfig::load(&path).unwrap().train.objective,
+        Objective::Full
+    );
+    // Errors name the file and the key.
+    std::fs::write(&path, r#"{"preset": "best"}"#).unwrap();
+    let e = ExperimentConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("c.json") && e.contains("best"), "{e}");
+    std::fs::write(
+        &path,
+        r#"{"model": {"objective": "mixture", "cross_domain_targets": false}}"#,
+    )
+    .unwrap();
+    let e = ExperimentConfig::load(&path)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cross_domain_targets"), "{e}");
+    // A saved config.json reads back equal.
+    let saved = dir.path().join("saved.json");
+    paper.save(&saved).unwrap();
+    assert_eq!(ExperimentConfig::load(&saved).unwrap(), paper);
+}
+
+#[test]
+fn experiments_resume_skip_finished_seeds_and_summarise() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let cfg = config(Preset::Recommended, 2);
+    let data = cfg.load_data().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let first = run_experiment(&cfg, &data, &[1, 2], &out, &device, &quiet()).unwrap();
+    assert_eq!(first.seeds, vec![1, 2]);
+    let mrr = &first.splits["test"]["X"]["MRR"];
+    let values = &first.per_seed["test"]["X"]["MRR"];
+    assert_eq!(values.len(), 2);
+    assert!((mrr.mean - (values[0] + values[1]) / 2.0).abs() < 1e-12);
+    for f in [
+        "summary.json",
+        "summary.md",
+        "experiment.json",
+        "seed-1/results.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| test | X |") && md.contains("±"), "{md}");
+
+    // Interrupted: seed 2 lost its results (killed after its last checkpoint). Re-running
+    // leaves seed 1 alone and finishes seed 2 to the same numbers.
+    let seed1_log = std::fs::read_to_string(out.join("seed-1/log.jsonl")).unwrap();
+    std::fs::remove_file(out.join("seed-2/results.json")).unwrap();
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let again = run_experiment(&cfg, &data, &[1, 2], &out, &device, &quiet()).unwrap();
+    // Equal up to the last bit JSON keeps (seed 1's values come back from results.json).
+    for (split, domains) in &first.per_seed {
+        for (domain, metrics) in domains {
+            for (metric, values) in metrics {
+                let other = &again.per_seed[split][domain][metric];
+                for (a, b) in values.iter().zip(other) {
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "{split} {domain} {metric}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("seed-1/log.jsonl")).unwrap(),
+        seed1_log
+    );
+
+    // Another configuration in the same folder is refused with a way out.
+    let mut other = cfg.clone();
+    other.train.epochs = 3;
+    let e = run_experiment(&other, &data, &[1, 2], &out, &device, &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another configuration"), "{e}");
+    let e = run_experiment(&cfg, &data, &[], &out, &device, &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one seed"), "{e}");
+
+    // A report of the experiment (two seeds) and a single run.
+    let single = dir.path().join("single");
+    let mut one = config(Preset::Paper, 2);
+    one.train.seed = 5;
+    train(&one, &data, &single, &device, &quiet()).unwrap();
+    let groups = vec![
+        Group::load(&format!("recommended={}", out.display())).unwrap(),
+        Group::load(single.to_str().unwrap()).unwrap(),
+    ];
+    assert_eq!(groups[0].runs.len(), 2);
+    assert_eq!(groups[1].label, "single");
+    let report = dir.path().join("report");
+    let written = write_report(&groups, &report).unwrap();
+    assert_eq!(written.len(), 4);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("| recommended | X | 2 |") && md.contains("| single | Y | 1 |"),
+        "{md}"
+    );
+    for chart in ["loss.svg", "valid_mrr.svg", "test_metrics.svg"] {
+        let svg = std::fs::read_to_string(report.join(chart)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("recommended"),
+            "{chart}"
+        );
+    }
+    let bars = std::fs::read_to_string(report.join("test_metrics.svg")).unwrap();
+    assert!(bars.contains("X MRR") && bars.contains("Y HR@10"));
+    // Folders that are not runs are named in the error.
+    let e = Group::load(dir.path().join("nope").to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = Group::load(empty.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no finished run"), "{e}");
+}
