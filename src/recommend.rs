@@ -4,6 +4,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::Device;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batcher::SequenceBatcher;
@@ -288,21 +289,19 @@ impl Recommender {
                 .collect();
             let plan = self.batcher.plan_histories(&histories);
             let inputs = plan.inputs.clone().map(|p| p.to_tensors(&self.device));
-            let scores = self.model.score_with_heads(
-                &plan,
-                &inputs,
-                &self.features,
-                d,
-                &self.heads[d.index()],
-            );
-            let n = scores.dims()[1];
-            let scores: Vec<f32> = scores
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::InvalidInput(format!("reading scores back: {e:?}")))?;
-            for (row, &i) in scores.chunks(n).zip(&idx) {
-                out[i] = self.top_k(row, &requests[i]);
+            let parts =
+                self.model
+                    .score_parts(&plan, &inputs, &self.features, d, &self.heads[d.index()]);
+            let parts = HostParts::read(parts)?;
+            let n = self.dataset.domain(d).len as usize;
+            // Rows are independent: mixed and ranked in parallel on the host, one pass each.
+            let answers: Vec<Vec<Recommendation>> = idx
+                .par_iter()
+                .enumerate()
+                .map(|(row, &i)| self.top_k(&parts.mix_row(row, n), &requests[i]))
+                .collect();
+            for (&i, a) in idx.iter().zip(answers) {
+                out[i] = a;
             }
         }
         Ok(out)
@@ -330,7 +329,8 @@ impl Recommender {
         Ok(())
     }
 
-    /// The best `k` eligible items of one row of scores (local ids of the request's domain).
+    /// The best `k` eligible items of one row of Eq. 11 scores (local ids of the request's
+    /// domain).
     fn top_k(&self, row: &[f32], r: &Request) -> Vec<Recommendation> {
         let dom = self.dataset.domain(r.domain);
         let excluded = |item: ItemId| r.exclude == Exclude::History && r.history.contains(&item);
@@ -372,8 +372,67 @@ impl Recommender {
             .map(|(item, s)| Recommendation {
                 item,
                 title: self.dataset.items()[item as usize].title.clone(),
-                score: (s as f64).exp(),
+                score: s as f64,
             })
             .collect()
+    }
+}
+
+/// The score parts of one batch, read back to the host.
+struct HostParts {
+    /// Per sub-sequence: weight, presence per row, and per modality its weight and the
+    /// `[batch * n]` logits.
+    parts: Vec<(f64, Vec<bool>, Vec<(f64, Vec<f32>)>)>,
+}
+
+impl HostParts {
+    fn read(parts: Vec<crate::model::ScorePart>) -> Result<Self> {
+        let parts = parts
+            .into_iter()
+            .map(|p| {
+                let modalities = p
+                    .modalities
+                    .into_iter()
+                    .map(|(w, t)| {
+                        let v = t
+                            .into_data()
+                            .convert::<f32>()
+                            .try_into_vec::<f32>()
+                            .map_err(|e| {
+                                Error::InvalidInput(format!("reading scores back: {e:?}"))
+                            })?;
+                        Ok((w, v))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((p.weight, p.present, modalities))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { parts })
+    }
+
+    /// Eq. 11 for row `row`: `sum_s w_s sum_m a_m softmax(logits_{s,m})`, over the
+    /// sub-sequences present in the row, in one pass over each logits row.
+    fn mix_row(&self, row: usize, n: usize) -> Vec<f32> {
+        let mut score = vec![0.0f32; n];
+        let mut buf = vec![0.0f32; n];
+        for (w, present, modalities) in &self.parts {
+            if !present[row] {
+                continue;
+            }
+            for (a, logits) in modalities {
+                let l = &logits[row * n..(row + 1) * n];
+                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0f32;
+                for (b, &x) in buf.iter_mut().zip(l) {
+                    *b = (x - max).exp();
+                    z += *b;
+                }
+                let c = (*w * *a) as f32 / z;
+                for (s, &b) in score.iter_mut().zip(&buf) {
+                    *s += c * b;
+                }
+            }
+        }
+        score
     }
 }

@@ -370,6 +370,7 @@ fn draw_lines<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_desc)
         .light_line_style(WHITE.mix(0.0))
         .draw()

@@ -749,6 +749,80 @@ impl LlmEmf {
         Modality::ALL.map(|m| used.contains(&m).then(|| self.head(m, domain, features)))
     }
 
+    /// The pieces of the Eq. 11 score before any mixing, for callers that mix on the host (a
+    /// server's fused top-k): per sub-sequence with a positive weight, its weight, whether each
+    /// row has an item of it, and per modality the modality weight and the scaled cosine logits
+    /// of every item of `domain`.
+    ///
+    /// # Shapes
+    /// - each logits tensor `[batch, n_domain]`
+    pub fn score_parts(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+        heads: &[Option<Tensor<2>>; 3],
+    ) -> Vec<ScorePart> {
+        let weights = self.domain_loss.weights(domain);
+        let modality_weights = self.fusion.weights();
+        let subs: Vec<SubSequence> = self
+            .sub_sequences()
+            .into_iter()
+            .filter(|s| weights[s.index()] > 0.0)
+            .collect();
+        let mut parts: Vec<ScorePart> = subs
+            .iter()
+            .map(|&s| {
+                let b = inputs[s.index()].items.dims()[0];
+                ScorePart {
+                    sub_sequence: s,
+                    weight: weights[s.index()],
+                    present: (0..b)
+                        .map(|i| s == SubSequence::Merged || plan.non_empty(s, i))
+                        .collect(),
+                    modalities: Vec::new(),
+                }
+            })
+            .collect();
+        for m in Modality::ALL {
+            let Some(head) = heads[m.index()].as_ref() else {
+                continue;
+            };
+            let lasts: Vec<Tensor<2>> = subs
+                .iter()
+                .filter_map(|&s| {
+                    let encoder = self.encoder(s, m)?;
+                    let input = &inputs[s.index()];
+                    let x = self.embed(m, input.items.clone(), features);
+                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
+                })
+                .collect();
+            if lasts.len() != subs.len() || lasts.is_empty() {
+                continue;
+            }
+            let b = lasts[0].dims()[0];
+            let queries = l2_normalise(Tensor::cat(lasts, 0));
+            let rows = queries.dims()[0];
+            // For a few queries, `head [n, w] x queries^T` reads the large table once in its
+            // stored layout (no packed copy of it per call); for many, the result must come out
+            // row-major, so the queries are the left operand.
+            let logits = if rows <= 16 {
+                head.clone().matmul(queries.transpose()).transpose()
+            } else {
+                queries.matmul(head.clone().transpose())
+            };
+            let logits = self.scale(m, logits);
+            for (k, part) in parts.iter_mut().enumerate() {
+                part.modalities.push((
+                    modality_weights[m.index()],
+                    logits.clone().narrow(0, k * b, b),
+                ));
+            }
+        }
+        parts
+    }
+
     /// [`Self::score`] with the output tables given (from [`Self::heads`] for this domain).
     ///
     /// # Shapes
@@ -815,6 +889,19 @@ impl LlmEmf {
             .collect();
         self.domain_loss.mix(domain, terms)
     }
+}
+
+/// One sub-sequence's share of the Eq. 11 score ([`LlmEmf::score_parts`]).
+#[derive(Debug, Clone)]
+pub struct ScorePart {
+    /// The sub-sequence.
+    pub sub_sequence: SubSequence,
+    /// Its weight in the score (lambda or learned).
+    pub weight: f64,
+    /// Whether each row has an item of it (an empty sub-sequence contributes nothing).
+    pub present: Vec<bool>,
+    /// Per modality: its weight (alpha, beta, ...) and the scaled logits `[batch, n_domain]`.
+    pub modalities: Vec<(f64, Tensor<2>)>,
 }
 
 /// Row-wise L2 normalisation with a floor, so a zero row stays zero without a NaN gradient.

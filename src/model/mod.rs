@@ -53,6 +53,6 @@ pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};
 pub use llm_emf::{
     DomainNegatives, DomainObjective, ItemFeatures, LlmEmf, Modality, ModalitySwitches,
-    ModelConfig, TemperatureConfig,
+    ModelConfig, ScorePart, TemperatureConfig,
 };
 pub use loss::{DomainLoss, DomainLossConfig, TrainHidden};
