@@ -378,11 +378,13 @@ impl Recommender {
     }
 }
 
+/// One sub-sequence's share of the score on the host: its weight, whether each row has an
+/// item of it, and per modality its weight and the `[batch * n]` logits.
+type HostPart = (f64, Vec<bool>, Vec<(f64, Vec<f32>)>);
+
 /// The score parts of one batch, read back to the host.
 struct HostParts {
-    /// Per sub-sequence: weight, presence per row, and per modality its weight and the
-    /// `[batch * n]` logits.
-    parts: Vec<(f64, Vec<bool>, Vec<(f64, Vec<f32>)>)>,
+    parts: Vec<HostPart>,
 }
 
 impl HostParts {
