@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example movie_book -- --data ../shared/data/movie-book \
-//!     [--features-img img.npy] [--features-tex tex.npy] [--epochs N] [--device cpu|wgpu|cuda] \
+//!     [--features-img img.npy] [--features-tex tex.npy] [--preset paper|recommended] [--epochs N] [--device cpu|wgpu|cuda] \
 //!     [--out runs/movie-book]
 //! ```
 //!
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use llm_emf::data::{Format, detect_format, load_dataset};
 use llm_emf::eval::Evaluation;
-use llm_emf::train::{DataSource, ExperimentConfig, TrainOptions, train};
+use llm_emf::train::{DataSource, ExperimentConfig, Preset, TrainOptions, train};
 use llm_emf::{Error, Result, backend};
 
 /// Table 3 of the paper: LLM-EMF on Movie-Book (%): MRR, NDCG@5, NDCG@10 per domain.
@@ -33,11 +33,13 @@ struct Args {
     epochs: Option<usize>,
     device: String,
     out: PathBuf,
+    preset: Preset,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         data: PathBuf::from("../shared/data/movie-book"),
+        preset: Preset::Paper,
         image: None,
         text: None,
         epochs: None,
@@ -51,6 +53,13 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--data" => args.data = PathBuf::from(value()?),
             "--features-img" => args.image = Some(PathBuf::from(value()?)),
             "--features-tex" => args.text = Some(PathBuf::from(value()?)),
+            "--preset" => {
+                args.preset = match value()?.as_str() {
+                    "paper" => Preset::Paper,
+                    "recommended" => Preset::Recommended,
+                    other => return Err(format!("--preset {other:?}: use paper or recommended")),
+                }
+            }
             "--epochs" => {
                 args.epochs = Some(
                     value()?
@@ -61,7 +70,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--device" => args.device = value()?,
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => {
-                return Err("usage: movie_book --data DIR [--features-img F] [--features-tex F] [--epochs N] [--device cpu|wgpu|cuda] [--out DIR]".into());
+                return Err("usage: movie_book --data DIR [--features-img F] [--features-tex F] [--preset paper|recommended] [--epochs N] [--device cpu|wgpu|cuda] [--out DIR]".into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -136,7 +145,9 @@ fn run(args: &Args) -> Result<()> {
             path: args.data.clone(),
             max_history: llm_emf::data::recbole::DEFAULT_MAX_HISTORY,
         },
-        ..Default::default()
+        // The paper's setting by default (Table 3 is the paper's model); `--preset recommended`
+        // trains the library's.
+        ..ExperimentConfig::preset(args.preset)
     };
     cfg.features.image = args.image.clone();
     cfg.features.text = args.text.clone();
