@@ -211,6 +211,10 @@ impl LlmEmf {
     /// the loss on D's items: S^D's, the other sub-sequence's and the merged sequence's. With
     /// `negatives` (one entry per domain) the softmax is sampled.
     ///
+    /// # Panics
+    /// Under the mixture objective, if `batch` was planned without cross-domain targets: plan
+    /// batches with [`super::ModelConfig::batcher`], which matches the model's settings.
+    ///
     /// # Shapes
     /// - output `[1]`
     pub fn loss(
