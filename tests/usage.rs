@@ -105,6 +105,19 @@ fn recommender_is_shareable_and_answers_single_and_batched_requests() {
         assert!((b.score - s.score).abs() < 1e-5 * s.score.abs().max(1e-12));
     }
     assert_eq!(batch[1].len(), 3, "an empty history is answered");
+    // Few requests are scored on the host, many with the backend's matrix product: the same.
+    let many: Vec<Request> = (0..20)
+        .map(|_| Request::new(history.to_vec(), DomainId::Y, 5))
+        .collect();
+    for answer in rec.recommend_batch(&many).unwrap() {
+        assert_eq!(
+            answer.iter().map(|r| r.item).collect::<Vec<_>>(),
+            single.iter().map(|r| r.item).collect::<Vec<_>>()
+        );
+        for (a, b) in answer.iter().zip(&single) {
+            assert!((a.score - b.score).abs() < 1e-4 * b.score.abs().max(1e-9));
+        }
+    }
     let mut cands: Vec<u32> = batch[2].iter().map(|r| r.item).collect();
     cands.sort_unstable();
     assert_eq!(
