@@ -395,7 +395,7 @@ impl HostParts {
                 let modalities = p
                     .modalities
                     .into_iter()
-                    .map(|(w, t)| {
+                    .map(|(_, w, t)| {
                         let v = t
                             .into_data()
                             .convert::<f32>()

@@ -815,6 +815,7 @@ impl LlmEmf {
             let logits = self.scale(m, logits);
             for (k, part) in parts.iter_mut().enumerate() {
                 part.modalities.push((
+                    m,
                     modality_weights[m.index()],
                     logits.clone().narrow(0, k * b, b),
                 ));
@@ -836,55 +837,28 @@ impl LlmEmf {
         heads: &[Option<Tensor<2>>; 3],
     ) -> Tensor<2> {
         let device = inputs[0].items.device();
-        // Sub-sequences with a zero weight in the score are not computed.
-        let weights = self.domain_loss.weights(domain);
-        let subs: Vec<SubSequence> = self
-            .sub_sequences()
+        let terms = self
+            .score_parts(plan, inputs, features, domain, heads)
             .into_iter()
-            .filter(|s| weights[s.index()] > 0.0)
-            .collect();
-        // Per modality, the last hidden state of every kept sub-sequence, stacked, so that the
-        // output table is read once for all of them.
-        let mut per_sub: Vec<Vec<(usize, Tensor<2>)>> = vec![Vec::new(); subs.len()];
-        for m in Modality::ALL {
-            let Some(head) = heads[m.index()].as_ref() else {
-                continue;
-            };
-            let lasts: Vec<Tensor<2>> = subs
-                .iter()
-                .filter_map(|&s| {
-                    let encoder = self.encoder(s, m)?;
-                    let input = &inputs[s.index()];
-                    let x = self.embed(m, input.items.clone(), features);
-                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
-                })
-                .collect();
-            if lasts.len() != subs.len() {
-                continue;
-            }
-            let b = lasts[0].dims()[0];
-            let stacked = Tensor::cat(lasts, 0);
-            let logits = self.scale(m, l2_normalise(stacked).matmul(head.clone().transpose()));
-            let log_p = logits.clone() - log_sum_exp(logits);
-            for (k, slot) in per_sub.iter_mut().enumerate() {
-                slot.push((m.index(), log_p.clone().narrow(0, k * b, b)));
-            }
-        }
-        let terms = subs
-            .into_iter()
-            .zip(per_sub)
-            .map(|(s, per_modality)| {
-                let b = inputs[s.index()].items.dims()[0];
+            .map(|part| {
+                let per_modality = part
+                    .modalities
+                    .into_iter()
+                    .map(|(m, _, logits)| (m.index(), logits.clone() - log_sum_exp(logits)))
+                    .collect();
                 let log_p = self.fusion.fuse(per_modality);
-                let log_p = if s == SubSequence::Merged {
+                let log_p = if part.present.iter().all(|&p| p) {
                     log_p
                 } else {
-                    let mask: Vec<f32> = (0..b)
-                        .map(|i| if plan.non_empty(s, i) { 0.0 } else { MASKED })
+                    let b = part.present.len();
+                    let mask: Vec<f32> = part
+                        .present
+                        .iter()
+                        .map(|&p| if p { 0.0 } else { MASKED })
                         .collect();
                     log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), &device)
                 };
-                (s, log_p)
+                (part.sub_sequence, log_p)
             })
             .collect();
         self.domain_loss.mix(domain, terms)
@@ -900,8 +874,9 @@ pub struct ScorePart {
     pub weight: f64,
     /// Whether each row has an item of it (an empty sub-sequence contributes nothing).
     pub present: Vec<bool>,
-    /// Per modality: its weight (alpha, beta, ...) and the scaled logits `[batch, n_domain]`.
-    pub modalities: Vec<(f64, Tensor<2>)>,
+    /// Per modality: the modality, its weight (alpha, beta, ...) and the scaled logits
+    /// `[batch, n_domain]`.
+    pub modalities: Vec<(Modality, f64, Tensor<2>)>,
 }
 
 /// Row-wise L2 normalisation with a floor, so a zero row stays zero without a NaN gradient.

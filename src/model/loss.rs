@@ -353,27 +353,16 @@ impl LlmEmf {
                 continue;
             }
             let targets = cat_1d(cells.iter().map(|(_, t)| t.local.clone()).collect());
-            let terms: Vec<(usize, Tensor<2>)> = modalities
-                .iter()
-                .enumerate()
-                .map(|(k, &m)| {
-                    let h = cat_2d(
-                        cells
-                            .iter()
-                            .map(|(s, t)| hidden[s.index()][k].clone().select(0, t.rows.clone()))
-                            .collect(),
-                    );
-                    let lp = self.target_log_prob(
-                        m,
-                        h,
-                        d,
-                        targets.clone(),
-                        features,
-                        negatives.map(|n| &n[d.index()]),
-                    );
-                    (m.index(), lp)
-                })
-                .collect();
+            let rows: Vec<_> = cells.iter().map(|(s, t)| (*s, t.rows.clone())).collect();
+            let terms = self.stacked_log_probs(
+                hidden,
+                &rows,
+                &modalities,
+                d,
+                &targets,
+                features,
+                negatives,
+            );
             let nll = self.fusion.fuse(terms).neg();
             let mut offset = 0;
             for (s, t) in cells {
@@ -441,30 +430,12 @@ impl LlmEmf {
             .collect();
         // Every sub-sequence's rows stacked: one head computation per modality.
         let targets = cat_1d(vec![mt.local.clone(); subs.len()]);
-        let per_modality: Vec<(usize, Tensor<2>)> = modalities
+        let rows: Vec<_> = subs
             .iter()
-            .enumerate()
-            .map(|(k, &m)| {
-                let h = cat_2d(
-                    subs.iter()
-                        .map(|s| {
-                            hidden[s.index()][k]
-                                .clone()
-                                .select(0, mt.rows[s.index()].clone())
-                        })
-                        .collect(),
-                );
-                let lp = self.target_log_prob(
-                    m,
-                    h,
-                    d,
-                    targets.clone(),
-                    features,
-                    negatives.map(|n| &n[d.index()]),
-                );
-                (m.index(), lp)
-            })
+            .map(|s| (*s, mt.rows[s.index()].clone()))
             .collect();
+        let per_modality =
+            self.stacked_log_probs(hidden, &rows, modalities, d, &targets, features, negatives);
         // Every expert (sub-sequence x modality) also learns from its own prediction, whatever
         // its weight in the mixture: otherwise an expert that starts with a small share gets
         // small gradients and stays behind.
@@ -506,6 +477,44 @@ impl LlmEmf {
             Some(e) => mixture + e,
             None => mixture,
         }
+    }
+
+    /// Per modality, the log-probability of `targets` from the given rows of several
+    /// sub-sequences, stacked in the order of `rows` (one head computation per modality).
+    ///
+    /// # Shapes
+    /// - each `rows` entry: `[P_s]` flat rows; `targets`: `[sum P_s]`; output `[sum P_s, 1]` each
+    #[allow(clippy::too_many_arguments)]
+    fn stacked_log_probs(
+        &self,
+        hidden: &[Vec<Tensor<2>>; 3],
+        rows: &[(SubSequence, Tensor<1, Int>)],
+        modalities: &[Modality],
+        d: DomainId,
+        targets: &Tensor<1, Int>,
+        features: &ItemFeatures,
+        negatives: Option<&[DomainNegatives; 2]>,
+    ) -> Vec<(usize, Tensor<2>)> {
+        modalities
+            .iter()
+            .enumerate()
+            .map(|(k, &m)| {
+                let h = cat_2d(
+                    rows.iter()
+                        .map(|(s, r)| hidden[s.index()][k].clone().select(0, r.clone()))
+                        .collect(),
+                );
+                let lp = self.target_log_prob(
+                    m,
+                    h,
+                    d,
+                    targets.clone(),
+                    features,
+                    negatives.map(|n| &n[d.index()]),
+                );
+                (m.index(), lp)
+            })
+            .collect()
     }
 
     /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain
