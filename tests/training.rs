@@ -1,14 +1,16 @@
 //! End-to-end training on a tiny synthetic dataset: reproducibility, resuming an interrupted run,
 //! the run folder, evaluation protocols, recommendation and the error paths around them.
 
+mod common;
+
 use std::path::Path;
 
+use common::{quiet, tiny_config};
+
 use llm_emf::backend;
-use llm_emf::data::{DomainId, Protocol, Split, SyntheticConfig};
+use llm_emf::data::{DomainId, Protocol, Split};
 use llm_emf::recommend::TrainedRun;
-use llm_emf::train::{
-    DataSource, ExperimentConfig, Objective, Sampler, TrainOptions, TrainState, train,
-};
+use llm_emf::train::{DataSource, ExperimentConfig, Objective, Preset, Sampler, TrainState, train};
 
 /// Burn's random generator is process-wide: trainings that must reproduce each other cannot run
 /// beside another one in the same process, so the tests of this file take turns.
@@ -19,32 +21,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn config(epochs: usize) -> ExperimentConfig {
-    let mut cfg = ExperimentConfig {
-        data: DataSource::Synthetic(SyntheticConfig {
-            users: 120,
-            items_x: 40,
-            items_y: 50,
-            topics: 4,
-            feature_dim: 8,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    cfg.model.id_dim = 16;
-    cfg.model.max_len = 10;
-    cfg.model.layers = 1;
-    cfg.train.epochs = epochs;
-    cfg.train.batch_size = 32;
-    cfg.eval.negatives = 20;
-    cfg
-}
-
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        progress: false,
-        verbose: false,
-        profile: false,
-    }
+    tiny_config(Preset::Recommended, epochs)
 }
 
 fn log_lines(run: &Path) -> Vec<serde_json::Value> {

@@ -2,14 +2,18 @@
 //! safety), presets read from files, the multi-seed experiment harness (resumption, summaries)
 //! and reports (markdown and SVG charts).
 
+mod common;
+
 use std::path::Path;
 
+use common::{quiet, tiny_config};
+
 use llm_emf::backend;
-use llm_emf::data::{DomainId, SyntheticConfig};
+use llm_emf::data::DomainId;
 use llm_emf::recommend::{Exclude, Recommender, Request};
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{DataSource, ExperimentConfig, Objective, Preset, TrainOptions, train};
+use llm_emf::train::{ExperimentConfig, Objective, Preset, train};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -19,36 +23,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn config(preset: Preset, epochs: usize) -> ExperimentConfig {
-    let mut cfg = ExperimentConfig::preset(preset);
-    cfg.data = DataSource::Synthetic(SyntheticConfig {
-        users: 120,
-        items_x: 40,
-        items_y: 50,
-        topics: 4,
-        feature_dim: 8,
-        ..Default::default()
-    });
-    cfg.model.id_dim = 16;
-    cfg.model.max_len = 10;
-    cfg.model.layers = 1;
-    cfg.train.epochs = epochs;
-    cfg.train.batch_size = 32;
-    cfg.eval.negatives = 20;
-    cfg
-}
-
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        progress: false,
-        verbose: false,
-        profile: false,
-    }
-}
-
 fn trained(dir: &Path, preset: Preset) -> Recommender {
     let device = backend::from_env().unwrap();
-    let cfg = config(preset, 1);
+    let cfg = tiny_config(preset, 1);
     let data = cfg.load_data().unwrap();
     train(&cfg, &data, dir, &device, &quiet()).unwrap();
     Recommender::load(dir, &device).unwrap()
@@ -228,7 +205,7 @@ fn config_files_are_read_on_top_of_their_preset() {
 fn experiments_resume_skip_finished_seeds_and_summarise() {
     let _turn = serial();
     let device = backend::from_env().unwrap();
-    let cfg = config(Preset::Recommended, 2);
+    let cfg = tiny_config(Preset::Recommended, 2);
     let data = cfg.load_data().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exp");
@@ -288,7 +265,7 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
 
     // A report of the experiment (two seeds) and a single run.
     let single = dir.path().join("single");
-    let mut one = config(Preset::Paper, 2);
+    let mut one = tiny_config(Preset::Paper, 2);
     one.train.seed = 5;
     train(&one, &data, &single, &device, &quiet()).unwrap();
     let groups = vec![

@@ -112,6 +112,16 @@ impl RunArgs {
     }
 }
 
+/// The progress bar on a terminal; otherwise (logs of CI or a server) one line per epoch;
+/// nothing with `--quiet`.
+fn train_options(quiet: bool, profile: bool) -> TrainOptions {
+    TrainOptions {
+        progress: !quiet && std::io::stderr().is_terminal(),
+        verbose: !quiet,
+        profile,
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print per-domain counts of a dataset directory (C2DSR or RecBole format).
@@ -545,12 +555,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let (cfg, data, device) = run.resolve()?;
-            // The bar on a terminal; otherwise (logs of CI or a server) one line per epoch.
-            let options = TrainOptions {
-                progress: !quiet && std::io::stderr().is_terminal(),
-                verbose: !quiet,
-                profile,
-            };
+            let options = train_options(quiet, profile);
             let report = train(&cfg, &data, &out, &device, &options)?;
             println!(
                 "best epoch {} of {} ({} parameters, {:.0} training sequences/s)",
@@ -569,11 +574,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let (cfg, data, device) = run.resolve()?;
-            let options = TrainOptions {
-                progress: !quiet && std::io::stderr().is_terminal(),
-                verbose: !quiet,
-                profile: false,
-            };
+            let options = train_options(quiet, false);
             let summary = run_experiment(&cfg, &data, &seeds, &out, &device, &options)?;
             print!("{}", summary_markdown(&cfg, &summary));
             println!("experiment folder: {}", out.display());
