@@ -56,6 +56,7 @@ pub mod data;
 pub mod enrich;
 pub mod error;
 pub mod eval;
+mod fastmath;
 pub mod features;
 mod io;
 pub mod model;

@@ -423,16 +423,7 @@ impl HostParts {
             }
             for (a, logits) in modalities {
                 let l = &logits[row * n..(row + 1) * n];
-                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut z = 0.0f32;
-                for (b, &x) in buf.iter_mut().zip(l) {
-                    *b = (x - max).exp();
-                    z += *b;
-                }
-                let c = (*w * *a) as f32 / z;
-                for (s, &b) in score.iter_mut().zip(&buf) {
-                    *s += c * b;
-                }
+                crate::fastmath::add_softmax(l, (*w * *a) as f32, &mut buf, &mut score);
             }
         }
         score

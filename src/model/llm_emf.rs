@@ -7,7 +7,7 @@
 //! open.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,7 @@ use super::attention::FfActivation;
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig, log_sum_exp};
 use super::loss::{DomainLoss, DomainLossConfig};
+use super::query::{DomainQuery, DomainQueryConfig};
 use crate::data::batcher::{EvalPlan, SequenceBatcher, SubSequence, SubSequenceBatch};
 use crate::data::{Dataset, DomainId};
 use crate::error::{Error, Result};
@@ -144,6 +145,16 @@ pub struct ModelConfig {
     pub expert_loss: f64,
     /// Count positions back from the most recent item. Default false.
     pub positions_from_end: bool,
+    /// Give every encoder a query per target domain ([`super::DomainQuery`]: `h + h W_D +
+    /// b_D`, started at the identity) before its cosine head. Default false (the paper
+    /// compares the encoder's output itself).
+    pub domain_queries: bool,
+    /// Map the frozen image and text features to the ID width `id_dim` with a learned linear
+    /// map (no bias), used for both the encoders' inputs and the output tables, so that their
+    /// encoders run at `id_dim` instead of the features' own width (384 for MiniLM, 512 for
+    /// CLIP). The features themselves stay frozen. Default false (the paper: encoders at the
+    /// features' width, cosine against the frozen vectors).
+    pub project_features: bool,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -182,6 +193,8 @@ impl Default for ModelConfig {
             learned_modality_weights: false,
             expert_loss: 0.0,
             positions_from_end: false,
+            domain_queries: false,
+            project_features: false,
         }
     }
 }
@@ -397,6 +410,16 @@ pub struct LlmEmf {
     pub merged_image: Option<SequenceEncoder>,
     /// Text encoder of S^{X+Y}.
     pub merged_text: Option<SequenceEncoder>,
+    /// Learned map of the frozen image features to `id_dim` (`ModelConfig::project_features`).
+    pub image_projection: Option<Linear>,
+    /// Learned map of the frozen text features to `id_dim`.
+    pub text_projection: Option<Linear>,
+    /// Per-target-domain queries of the ID encoders' outputs (`ModelConfig::domain_queries`).
+    pub id_query: Option<DomainQuery>,
+    /// Per-target-domain queries of the image encoders' outputs.
+    pub image_query: Option<DomainQuery>,
+    /// Per-target-domain queries of the text encoders' outputs.
+    pub text_query: Option<DomainQuery>,
     /// Learnable log logit scales (`log(1 / tau)`) of the id, image and text heads, `[3]`.
     pub log_scale: Option<Param<Tensor<1>>>,
     /// Fixed logit scale `1 / tau` when the temperature is not learned.
@@ -432,11 +455,43 @@ impl LlmEmf {
         let n_x = dataset.domain(DomainId::X).len as usize;
         let n_y = dataset.domain(DomainId::Y).len as usize;
         let [_, image_dim, text_dim] = features.dims();
-        let dims = [
-            config.modalities.id.then_some(config.id_dim),
+        let feature_dims = [
+            None,
             image_dim.filter(|_| config.modalities.image),
             text_dim.filter(|_| config.modalities.text),
         ];
+        // The encoders' widths: the features' own, or id_dim when they are projected.
+        let dims = [
+            config.modalities.id.then_some(config.id_dim),
+            feature_dims[1].map(|d| {
+                if config.project_features {
+                    config.id_dim
+                } else {
+                    d
+                }
+            }),
+            feature_dims[2].map(|d| {
+                if config.project_features {
+                    config.id_dim
+                } else {
+                    d
+                }
+            }),
+        ];
+        let projection = |input: Option<usize>| -> Option<Linear> {
+            let input = input.filter(|_| config.project_features)?;
+            // Inputs are unit rows scaled to unit variance per coordinate; N(0, 1/input)
+            // weights keep that variance at the output.
+            Some(
+                LinearConfig::new(input, config.id_dim)
+                    .with_bias(false)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 1.0 / (input as f64).sqrt(),
+                    })
+                    .init(device),
+            )
+        };
         for (m, d) in Modality::ALL.iter().zip(dims) {
             if let Some(d) = d
                 && d % config.heads != 0
@@ -469,6 +524,11 @@ impl LlmEmf {
                     .init(device)
             })
         };
+        let query = |width: Option<usize>| {
+            width
+                .filter(|_| config.domain_queries)
+                .map(|w| DomainQueryConfig::new(w).init(device))
+        };
         let scale = 1.0 / config.temperature.init;
         let log_scale = config.temperature.learnable.then(|| {
             let v = scale.ln().clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) as f32;
@@ -494,6 +554,11 @@ impl LlmEmf {
             merged_id: encoder(SubSequence::Merged, Modality::Id),
             merged_image: encoder(SubSequence::Merged, Modality::Image),
             merged_text: encoder(SubSequence::Merged, Modality::Text),
+            image_projection: projection(feature_dims[1]),
+            text_projection: projection(feature_dims[2]),
+            id_query: query(dims[0]),
+            image_query: query(dims[1]),
+            text_query: query(dims[2]),
             log_scale,
             fixed_scale: scale,
             n_x,
@@ -533,6 +598,23 @@ impl LlmEmf {
             (S::Merged, M::Id) => self.merged_id.as_ref(),
             (S::Merged, M::Image) => self.merged_image.as_ref(),
             (S::Merged, M::Text) => self.merged_text.as_ref(),
+        }
+    }
+
+    /// The query that modality `m`'s encoders ask of target domain `d`'s items: the encoder
+    /// output itself, or its per-domain map when `domain_queries` is on.
+    ///
+    /// # Shapes
+    /// - `h`: `[n, width]`; output `[n, width]`
+    pub(super) fn query(&self, m: Modality, d: DomainId, h: Tensor<2>) -> Tensor<2> {
+        let map = match m {
+            Modality::Id => self.id_query.as_ref(),
+            Modality::Image => self.image_query.as_ref(),
+            Modality::Text => self.text_query.as_ref(),
+        };
+        match map {
+            Some(map) => map.forward(d, h),
+            None => h,
         }
     }
 
@@ -594,11 +676,16 @@ impl LlmEmf {
                     .expect("a feature encoder implies its feature table");
                 let dim = table.dims()[1];
                 // Unit rows scaled to unit variance per coordinate, like the ID inputs.
-                table
+                let rows = table
                     .clone()
                     .select(0, items.reshape([batch * len]))
-                    .reshape([batch, len, dim])
-                    .mul_scalar((dim as f64).sqrt())
+                    .mul_scalar((dim as f64).sqrt());
+                let rows = match self.projection(m) {
+                    Some(p) => p.forward(rows),
+                    None => rows,
+                };
+                let width = rows.dims()[1];
+                rows.reshape([batch, len, width])
             }
         }
     }
@@ -637,11 +724,35 @@ impl LlmEmf {
                     .val()
                     .narrow(0, start, len),
             ),
-            _ => features
-                .table(m)
-                .expect("feature modality without features")
-                .clone()
-                .narrow(0, start, len),
+            _ => self.project_rows(
+                m,
+                features
+                    .table(m)
+                    .expect("feature modality without features")
+                    .clone()
+                    .narrow(0, start, len),
+            ),
+        }
+    }
+
+    /// The learned map of a feature modality's frozen rows (`ModelConfig::project_features`).
+    fn projection(&self, m: Modality) -> Option<&Linear> {
+        match m {
+            Modality::Id => None,
+            Modality::Image => self.image_projection.as_ref(),
+            Modality::Text => self.text_projection.as_ref(),
+        }
+    }
+
+    /// Output-table rows of a feature modality from its (unit) frozen rows: the rows
+    /// themselves, or their projection, normalised again.
+    ///
+    /// # Shapes
+    /// - `rows`: `[n, feature width]`; output `[n, width]`
+    fn project_rows(&self, m: Modality, rows: Tensor<2>) -> Tensor<2> {
+        match self.projection(m) {
+            Some(p) => l2_normalise(p.forward(rows)),
+            None => rows,
         }
     }
 
@@ -674,12 +785,15 @@ impl LlmEmf {
                     .val()
                     .select(0, ids),
             ),
-            // Feature rows are normalised when uploaded.
-            _ => features
-                .table(m)
-                .expect("feature modality without features")
-                .clone()
-                .select(0, ids),
+            // Feature rows are normalised when uploaded (and again after a projection).
+            _ => self.project_rows(
+                m,
+                features
+                    .table(m)
+                    .expect("feature modality without features")
+                    .clone()
+                    .select(0, ids),
+            ),
         }
     }
 
@@ -802,7 +916,7 @@ impl LlmEmf {
                 continue;
             }
             let b = lasts[0].dims()[0];
-            let queries = l2_normalise(Tensor::cat(lasts, 0));
+            let queries = l2_normalise(self.query(m, domain, Tensor::cat(lasts, 0)));
             let rows = queries.dims()[0];
             // For a few queries, `head [n, w] x queries^T` reads the large table once in its
             // stored layout (no packed copy of it per call); for many, the result must come out
@@ -1205,5 +1319,61 @@ mod tests {
             before,
             [feats.values(Modality::Image), feats.values(Modality::Text)]
         );
+    }
+
+    #[test]
+    fn projected_features_and_domain_queries_learn_and_score_at_the_id_width() {
+        let s = setup();
+        let base = test_device();
+        let device = base.clone().autodiff();
+        // Features 8 wide projected to an ID width of 4.
+        let config = ModelConfig {
+            id_dim: 4,
+            project_features: true,
+            domain_queries: true,
+            ..s.config.clone()
+        };
+        let feats = features(&s, &base).for_autodiff();
+        let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+        for m in Modality::ALL {
+            assert_eq!(model.head(m, DomainId::Y, &feats).dims(), [40, 4], "{m:?}");
+        }
+        let weights = |m: &LlmEmf| {
+            [
+                m.text_projection.as_ref().unwrap().weight.val(),
+                m.id_query.as_ref().unwrap().y.weight.val(),
+            ]
+            .map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+        };
+        let before = weights(&model);
+        let mut optim = AdamConfig::new().init();
+        let batch = train_batch(&s, &device);
+        for _ in 0..2 {
+            let loss = model.loss(&batch, &feats, &DomainId::BOTH, None);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.01, model, grads);
+        }
+        let after = weights(&model);
+        assert_ne!(before[0], after[0], "the text projection is learned");
+        assert_ne!(before[1], after[1], "the query of domain Y is learned");
+        // Scores of a trained model stay finite and cover the domain.
+        let valid = model.valid();
+        let feats = features(&s, &base);
+        let batcher = SequenceBatcher::new(&s.data.dataset, config.max_len);
+        let histories: Vec<&[crate::data::ItemId]> = s
+            .data
+            .dataset
+            .train()
+            .unwrap()
+            .iter()
+            .take(3)
+            .map(|q| q.items.as_slice())
+            .collect();
+        let plan = batcher.plan_histories(&histories);
+        let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
+        let scores = valid.score(&plan, &inputs, &feats, DomainId::X);
+        assert_eq!(scores.dims(), [3, 30]);
+        let values = scores.into_data().try_to_vec::<f32>().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()));
     }
 }

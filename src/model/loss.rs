@@ -532,7 +532,7 @@ impl LlmEmf {
         features: &ItemFeatures,
         negatives: Option<&DomainNegatives>,
     ) -> Tensor<2> {
-        let h = l2_normalise(h);
+        let h = l2_normalise(self.query(m, d, h));
         let [p] = targets.dims();
         match negatives {
             None => {

@@ -47,6 +47,7 @@ pub mod encoder;
 pub mod fusion;
 pub mod llm_emf;
 pub mod loss;
+pub mod query;
 
 pub use attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
 pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
@@ -56,3 +57,4 @@ pub use llm_emf::{
     ModelConfig, ScorePart, TemperatureConfig,
 };
 pub use loss::{DomainLoss, DomainLossConfig, TrainHidden};
+pub use query::{DomainQuery, DomainQueryConfig};
