@@ -1,6 +1,7 @@
 //! Serving latency of [`Recommender`]: one history of 50 items, top-10 among the 64,000 items of
 //! a synthetic domain (the size of Movie-Book's Book domain), and batched throughput for 256
-//! histories, for an ID-only model and for one with a 384-wide text modality (MiniLM's width).
+//! histories, for an ID-only model and for one with a 384-wide text modality (MiniLM's width),
+//! scored at its own width or projected to the ID width.
 //! The weights are untrained: latency does not depend on their values.
 //!
 //! ```text
@@ -41,13 +42,17 @@ fn bench(c: &mut Criterion) {
         .map(|s| s.items.iter().rev().take(50).rev().copied().collect())
         .collect();
 
-    for (name, id_dim, text) in [
-        ("ids_q64", 64, false),
-        ("ids_q256", 256, false),
-        ("ids_q64+text384", 64, true),
+    // The last case maps the 384-wide text features to the ID width
+    // (`ModelConfig::project_features`): its text table is 64 wide.
+    for (name, id_dim, text, project) in [
+        ("ids_q64", 64, false, false),
+        ("ids_q256", 256, false, false),
+        ("ids_q64+text384", 64, true, false),
+        ("ids_q64+text384_projected", 64, true, true),
     ] {
         let config = ModelConfig {
             id_dim,
+            project_features: project,
             modalities: ModalitySwitches {
                 id: true,
                 image: false,

@@ -202,6 +202,10 @@ pub struct Recommender {
     model: LlmEmf,
     features: ItemFeatures,
     heads: [[Option<burn::tensor::Tensor<2>>; 3]; 2],
+    /// The same tables on the host (row-major values and width), for requests of a few rows.
+    host_heads: [[Option<(Vec<f32>, usize)>; 3]; 2],
+    /// Logit scale `1 / tau` per modality.
+    scales: [f64; 3],
     batcher: SequenceBatcher,
     dataset: crate::data::Dataset,
     device: Device,
@@ -232,11 +236,24 @@ impl Recommender {
         device: &Device,
     ) -> Self {
         let heads = DomainId::BOTH.map(|d| model.heads(d, &features));
+        // A table that cannot be read back (no such case on the CPU backends) leaves its
+        // domain on the device path.
+        let host_heads = heads.clone().map(|per_modality| {
+            per_modality.map(|t| {
+                let t = t?;
+                let width = t.dims()[1];
+                let values = t.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+                Some((values, width))
+            })
+        });
+        let scales = model.temperatures().map(|tau| 1.0 / tau);
         let batcher = config.batcher(&dataset);
         Self {
             model,
             features,
             heads,
+            host_heads,
+            scales,
             batcher,
             dataset,
             device: device.clone(),
@@ -289,10 +306,22 @@ impl Recommender {
                 .collect();
             let plan = self.batcher.plan_histories(&histories);
             let inputs = plan.inputs.clone().map(|p| p.to_tensors(&self.device));
-            let parts =
-                self.model
-                    .score_parts(&plan, &inputs, &self.features, d, &self.heads[d.index()]);
-            let parts = HostParts::read(parts)?;
+            let host_ready = self
+                .model
+                .modalities()
+                .iter()
+                .all(|m| self.host_heads[d.index()][m.index()].is_some());
+            let parts = if idx.len() <= HOST_ROWS && host_ready {
+                self.host_parts(&plan, &inputs, d)?
+            } else {
+                HostParts::read(self.model.score_parts(
+                    &plan,
+                    &inputs,
+                    &self.features,
+                    d,
+                    &self.heads[d.index()],
+                ))?
+            };
             let n = self.dataset.domain(d).len as usize;
             // Rows are independent: mixed and ranked in parallel on the host, one pass each.
             let answers: Vec<Vec<Recommendation>> = idx
@@ -305,6 +334,42 @@ impl Recommender {
             }
         }
         Ok(out)
+    }
+
+    /// The score parts of a few rows, scored on the host against the tables read back at
+    /// construction: the queries come from the encoders, the products from
+    /// [`crate::fastmath::scaled_dots`] on all cores (one read of each table per call, which
+    /// is what bounds a single request's time over a large catalogue).
+    fn host_parts(
+        &self,
+        plan: &crate::data::batcher::EvalPlan,
+        inputs: &[crate::data::batcher::SubSequenceBatch; 3],
+        d: DomainId,
+    ) -> Result<HostParts> {
+        let queries = self.model.score_queries(plan, inputs, &self.features, d);
+        let mut parts: Vec<HostPart> = queries
+            .parts
+            .into_iter()
+            .map(|(_, weight, present)| (weight, present, Vec::new()))
+            .collect();
+        for (m, weight, q) in queries.modalities {
+            let Some((table, width)) = &self.host_heads[d.index()][m.index()] else {
+                continue;
+            };
+            let q = q
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::InvalidInput(format!("reading queries back: {e:?}")))?;
+            let logits =
+                crate::fastmath::scaled_dots(table, *width, &q, self.scales[m.index()] as f32);
+            let per_part = logits.len() / parts.len().max(1);
+            for (k, part) in parts.iter_mut().enumerate() {
+                part.2
+                    .push((weight, logits[k * per_part..(k + 1) * per_part].to_vec()));
+            }
+        }
+        Ok(HostParts { parts })
     }
 
     fn check(&self, r: &Request) -> std::result::Result<(), String> {
@@ -377,6 +442,10 @@ impl Recommender {
             .collect()
     }
 }
+
+/// Requests per domain up to which a batch is scored on the host (a few queries per table
+/// row); above it, one matrix product on the device is faster.
+const HOST_ROWS: usize = 4;
 
 /// One sub-sequence's share of the score on the host: its weight, whether each row has an
 /// item of it, and per modality its weight and the `[batch * n]` logits.

@@ -863,6 +863,62 @@ impl LlmEmf {
         Modality::ALL.map(|m| used.contains(&m).then(|| self.head(m, domain, features)))
     }
 
+    /// The queries of the Eq. 11 score, before any item is scored: per sub-sequence with a
+    /// positive weight, its weight and whether each row has an item of it; per modality, its
+    /// weight and the L2-normalised queries of every such sub-sequence (through the
+    /// per-domain query maps when present). A server scores them against its own copy of the
+    /// output tables ([`Self::heads`]); [`Self::score_parts`] does it on the device.
+    ///
+    /// # Shapes
+    /// - each queries tensor `[parts * batch, width]`, sub-sequence-major (rows `k * batch ..
+    ///   (k + 1) * batch` belong to `parts[k]`)
+    pub fn score_queries(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+    ) -> ScoreQueries {
+        let weights = self.domain_loss.weights(domain);
+        let modality_weights = self.fusion.weights();
+        let subs: Vec<SubSequence> = self
+            .sub_sequences()
+            .into_iter()
+            .filter(|s| weights[s.index()] > 0.0)
+            .collect();
+        let parts = subs
+            .iter()
+            .map(|&s| {
+                let b = inputs[s.index()].items.dims()[0];
+                (
+                    s,
+                    weights[s.index()],
+                    (0..b)
+                        .map(|i| s == SubSequence::Merged || plan.non_empty(s, i))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut modalities = Vec::new();
+        for m in self.modalities() {
+            let lasts: Vec<Tensor<2>> = subs
+                .iter()
+                .filter_map(|&s| {
+                    let encoder = self.encoder(s, m)?;
+                    let input = &inputs[s.index()];
+                    let x = self.embed(m, input.items.clone(), features);
+                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
+                })
+                .collect();
+            if lasts.len() != subs.len() || lasts.is_empty() {
+                continue;
+            }
+            let queries = l2_normalise(self.query(m, domain, Tensor::cat(lasts, 0)));
+            modalities.push((m, modality_weights[m.index()], queries));
+        }
+        ScoreQueries { parts, modalities }
+    }
+
     /// The pieces of the Eq. 11 score before any mixing, for callers that mix on the host (a
     /// server's fused top-k): per sub-sequence with a positive weight, its weight, whether each
     /// row has an item of it, and per modality the modality weight and the scaled cosine logits
@@ -878,46 +934,23 @@ impl LlmEmf {
         domain: DomainId,
         heads: &[Option<Tensor<2>>; 3],
     ) -> Vec<ScorePart> {
-        let weights = self.domain_loss.weights(domain);
-        let modality_weights = self.fusion.weights();
-        let subs: Vec<SubSequence> = self
-            .sub_sequences()
+        let queries = self.score_queries(plan, inputs, features, domain);
+        let mut parts: Vec<ScorePart> = queries
+            .parts
             .into_iter()
-            .filter(|s| weights[s.index()] > 0.0)
-            .collect();
-        let mut parts: Vec<ScorePart> = subs
-            .iter()
-            .map(|&s| {
-                let b = inputs[s.index()].items.dims()[0];
-                ScorePart {
-                    sub_sequence: s,
-                    weight: weights[s.index()],
-                    present: (0..b)
-                        .map(|i| s == SubSequence::Merged || plan.non_empty(s, i))
-                        .collect(),
-                    modalities: Vec::new(),
-                }
+            .map(|(sub_sequence, weight, present)| ScorePart {
+                sub_sequence,
+                weight,
+                present,
+                modalities: Vec::new(),
             })
             .collect();
-        for m in Modality::ALL {
+        for (m, weight, queries) in queries.modalities {
             let Some(head) = heads[m.index()].as_ref() else {
                 continue;
             };
-            let lasts: Vec<Tensor<2>> = subs
-                .iter()
-                .filter_map(|&s| {
-                    let encoder = self.encoder(s, m)?;
-                    let input = &inputs[s.index()];
-                    let x = self.embed(m, input.items.clone(), features);
-                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
-                })
-                .collect();
-            if lasts.len() != subs.len() || lasts.is_empty() {
-                continue;
-            }
-            let b = lasts[0].dims()[0];
-            let queries = l2_normalise(self.query(m, domain, Tensor::cat(lasts, 0)));
             let rows = queries.dims()[0];
+            let b = rows / parts.len();
             // For a few queries, `head [n, w] x queries^T` reads the large table once in its
             // stored layout (no packed copy of it per call); for many, the result must come out
             // row-major, so the queries are the left operand.
@@ -928,11 +961,8 @@ impl LlmEmf {
             };
             let logits = self.scale(m, logits);
             for (k, part) in parts.iter_mut().enumerate() {
-                part.modalities.push((
-                    m,
-                    modality_weights[m.index()],
-                    logits.clone().narrow(0, k * b, b),
-                ));
+                part.modalities
+                    .push((m, weight, logits.clone().narrow(0, k * b, b)));
             }
         }
         parts
@@ -977,6 +1007,17 @@ impl LlmEmf {
             .collect();
         self.domain_loss.mix(domain, terms)
     }
+}
+
+/// The queries of the Eq. 11 score ([`LlmEmf::score_queries`]).
+#[derive(Debug, Clone)]
+pub struct ScoreQueries {
+    /// Per sub-sequence with a positive weight: the sub-sequence, its weight, and whether each
+    /// row has an item of it.
+    pub parts: Vec<(SubSequence, f64, Vec<bool>)>,
+    /// Per modality: the modality, its weight, and the normalised queries
+    /// `[parts * batch, width]`, sub-sequence-major.
+    pub modalities: Vec<(Modality, f64, Tensor<2>)>,
 }
 
 /// One sub-sequence's share of the Eq. 11 score ([`LlmEmf::score_parts`]).

@@ -54,7 +54,7 @@ pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};
 pub use llm_emf::{
     DomainNegatives, DomainObjective, ItemFeatures, LlmEmf, Modality, ModalitySwitches,
-    ModelConfig, ScorePart, TemperatureConfig,
+    ModelConfig, ScorePart, ScoreQueries, TemperatureConfig,
 };
 pub use loss::{DomainLoss, DomainLossConfig, TrainHidden};
 pub use query::{DomainQuery, DomainQueryConfig};
