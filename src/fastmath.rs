@@ -158,7 +158,7 @@ fn dots_chunk(rows: &[f32], width: usize, queries: &[f32], scale: f32, out: &mut
 pub(crate) fn scaled_dots(table: &[f32], width: usize, queries: &[f32], scale: f32) -> Vec<f32> {
     use rayon::prelude::*;
     assert!(
-        width > 0 && table.len() % width == 0 && queries.len() % width == 0,
+        width > 0 && table.len().is_multiple_of(width) && queries.len().is_multiple_of(width),
         "scaled_dots: width {width} does not divide the table ({}) and queries ({})",
         table.len(),
         queries.len()
@@ -248,7 +248,7 @@ mod tests {
     fn rows_without_a_finite_logit_add_nothing() {
         let logits = vec![f32::NEG_INFINITY; 4];
         let mut out = vec![1.0f32; 4];
-        add_softmax(&logits, 1.0, &mut vec![0.0; 4], &mut out);
+        add_softmax(&logits, 1.0, &mut [0.0; 4], &mut out);
         assert_eq!(out, vec![1.0; 4]);
     }
 }

@@ -203,7 +203,7 @@ pub struct Recommender {
     features: ItemFeatures,
     heads: [[Option<burn::tensor::Tensor<2>>; 3]; 2],
     /// The same tables on the host (row-major values and width), for requests of a few rows.
-    host_heads: [[Option<(Vec<f32>, usize)>; 3]; 2],
+    host_heads: [[Option<HostTable>; 3]; 2],
     /// Logit scale `1 / tau` per modality.
     scales: [f64; 3],
     batcher: SequenceBatcher,
@@ -442,6 +442,9 @@ impl Recommender {
             .collect()
     }
 }
+
+/// An output table on the host: row-major values and the row width.
+type HostTable = (Vec<f32>, usize);
 
 /// Requests per domain up to which a batch is scored on the host (a few queries per table
 /// row); above it, one matrix product on the device is faster.
