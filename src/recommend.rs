@@ -22,7 +22,8 @@ pub struct Recommendation {
     pub item: ItemId,
     /// Its title, when known.
     pub title: Option<String>,
-    /// The cross-domain score of Eq. 11 (a weighted sum of probabilities).
+    /// The cross-domain score: Eq. 11's weighted sum of probabilities, or, for a model trained
+    /// with the product-of-experts objective, its weighted sum of logits (a ranking score).
     pub score: f64,
 }
 
@@ -314,13 +315,16 @@ impl Recommender {
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {
-                HostParts::read(self.model.score_parts(
-                    &plan,
-                    &inputs,
-                    &self.features,
-                    d,
-                    &self.heads[d.index()],
-                ))?
+                HostParts::read(
+                    self.model.score_parts(
+                        &plan,
+                        &inputs,
+                        &self.features,
+                        d,
+                        &self.heads[d.index()],
+                    ),
+                    self.model.product_of_experts(),
+                )?
             };
             let n = self.dataset.domain(d).len as usize;
             // Rows are independent: mixed and ranked in parallel on the host, one pass each.
@@ -369,7 +373,10 @@ impl Recommender {
                     .push((weight, logits[k * per_part..(k + 1) * per_part].to_vec()));
             }
         }
-        Ok(HostParts { parts })
+        Ok(HostParts {
+            parts,
+            product: self.model.product_of_experts(),
+        })
     }
 
     fn check(&self, r: &Request) -> std::result::Result<(), String> {
@@ -457,10 +464,12 @@ type HostPart = (f64, Vec<bool>, Vec<(f64, Vec<f32>)>);
 /// The score parts of one batch, read back to the host.
 struct HostParts {
     parts: Vec<HostPart>,
+    /// Combine as a product of experts (weighted logits) instead of Eq. 11's mixture.
+    product: bool,
 }
 
 impl HostParts {
-    fn read(parts: Vec<crate::model::ScorePart>) -> Result<Self> {
+    fn read(parts: Vec<crate::model::ScorePart>, product: bool) -> Result<Self> {
         let parts = parts
             .into_iter()
             .map(|p| {
@@ -481,21 +490,36 @@ impl HostParts {
                 Ok((p.weight, p.present, modalities))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { parts })
+        Ok(Self { parts, product })
     }
 
     /// Eq. 11 for row `row`: `sum_s w_s sum_m a_m softmax(logits_{s,m})`, over the
     /// sub-sequences present in the row, in one pass over each logits row.
+    /// Under the product of experts: `sum_s w_s sum_m a_m logits_{s,m} / sum_s w_s`.
     fn mix_row(&self, row: usize, n: usize) -> Vec<f32> {
         let mut score = vec![0.0f32; n];
         let mut buf = vec![0.0f32; n];
+        let norm: f64 = self
+            .parts
+            .iter()
+            .filter(|p| p.1[row])
+            .map(|p| p.0)
+            .sum::<f64>()
+            .max(1e-12);
         for (w, present, modalities) in &self.parts {
             if !present[row] {
                 continue;
             }
             for (a, logits) in modalities {
                 let l = &logits[row * n..(row + 1) * n];
-                crate::fastmath::add_softmax(l, (*w * *a) as f32, &mut buf, &mut score);
+                if self.product {
+                    let c = (*w * *a / norm) as f32;
+                    for (s, &x) in score.iter_mut().zip(l) {
+                        *s += c * x;
+                    }
+                } else {
+                    crate::fastmath::add_softmax(l, (*w * *a) as f32, &mut buf, &mut score);
+                }
             }
         }
         score

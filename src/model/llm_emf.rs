@@ -167,6 +167,20 @@ pub enum DomainObjective {
     /// `-log(w_own P^own + w_other P^other + w_merged P^{X+Y})` of every target: the score
     /// that ranks (Eq. 11) is the one trained.
     Mixture,
+    /// A product of experts: the experts' (sub-sequence x modality) scaled cosine logits,
+    /// weighted by the sub-sequence and modality weights (renormalised over the sub-sequences
+    /// present in the row), summed, and soft-maxed once. Scores rank by the same weighted sum.
+    /// An item must suit every expert, instead of one (the mixture's max-like behaviour over
+    /// peaked distributions).
+    Product,
+}
+
+impl DomainObjective {
+    /// Whether the objective trains the score that ranks (mixture or product), which needs
+    /// every sub-sequence to predict the target's domain.
+    pub fn is_joint(self) -> bool {
+        matches!(self, DomainObjective::Mixture | DomainObjective::Product)
+    }
 }
 
 impl Default for ModelConfig {
@@ -274,15 +288,15 @@ impl ModelConfig {
         if !(self.modalities.id || self.modalities.image || self.modalities.text) {
             return bad("at least one modality must be on".into());
         }
-        if self.objective == DomainObjective::Mixture && !self.cross_domain_targets {
+        if self.objective.is_joint() && !self.cross_domain_targets {
             return bad(
-                "the mixture objective needs cross_domain_targets: every sub-sequence must predict the target's domain"
+                "the mixture and product objectives need cross_domain_targets: every sub-sequence must predict the target's domain"
                     .into(),
             );
         }
-        if self.learned_domain_weights && self.objective != DomainObjective::Mixture {
+        if self.learned_domain_weights && !self.objective.is_joint() {
             return bad(
-                "learned_domain_weights needs the mixture objective (under Eq. 10's separate losses, learned weights would shrink the largest loss instead of fitting the score)"
+                "learned_domain_weights needs the mixture or product objective (under Eq. 10's separate losses, learned weights would shrink the largest loss instead of fitting the score)"
                     .into(),
             );
         }
@@ -572,7 +586,8 @@ impl LlmEmf {
                 .with_lambda1(config.lambda1)
                 .with_lambda2(config.lambda2)
                 .with_learnable(config.learned_domain_weights)
-                .with_mixture(config.objective == DomainObjective::Mixture)
+                .with_mixture(config.objective.is_joint())
+                .with_product(config.objective == DomainObjective::Product)
                 .with_expert_loss(config.expert_loss)
                 .init(
                     [
@@ -648,6 +663,12 @@ impl LlmEmf {
     /// `(1, lambda1, lambda2)` by role, or their learned values.
     pub fn domain_weights(&self, d: DomainId) -> [f64; 3] {
         self.domain_loss.weights(d)
+    }
+
+    /// Whether scores combine the sub-sequences as a product of experts
+    /// ([`DomainObjective::Product`]) rather than Eq. 11's mixture of probabilities.
+    pub fn product_of_experts(&self) -> bool {
+        self.domain_loss.product
     }
 
     /// Item vectors fed to the encoders.
@@ -981,8 +1002,11 @@ impl LlmEmf {
         heads: &[Option<Tensor<2>>; 3],
     ) -> Tensor<2> {
         let device = inputs[0].items.device();
-        let terms = self
-            .score_parts(plan, inputs, features, domain, heads)
+        let parts = self.score_parts(plan, inputs, features, domain, heads);
+        if self.domain_loss.product {
+            return product_scores(parts, &device);
+        }
+        let terms = parts
             .into_iter()
             .map(|part| {
                 let per_modality = part
@@ -1007,6 +1031,43 @@ impl LlmEmf {
             .collect();
         self.domain_loss.mix(domain, terms)
     }
+}
+
+/// The product-of-experts score of the parts: `sum_{s,m} w_s a_m logits_{s,m} / sum_s w_s`
+/// over the sub-sequences present in each row (a ranking score, not a probability).
+///
+/// # Shapes
+/// - output `[batch, n_domain]`
+fn product_scores(parts: Vec<ScorePart>, device: &Device) -> Tensor<2> {
+    let b = parts.first().map_or(0, |p| p.present.len());
+    let norm: Vec<f32> = (0..b)
+        .map(|i| {
+            parts
+                .iter()
+                .filter(|p| p.present[i])
+                .map(|p| p.weight)
+                .sum::<f64>()
+                .max(1e-12) as f32
+        })
+        .collect();
+    let mut total: Option<Tensor<2>> = None;
+    for part in parts {
+        let c: Vec<f32> = part
+            .present
+            .iter()
+            .zip(&norm)
+            .map(|(&p, &z)| if p { part.weight as f32 / z } else { 0.0 })
+            .collect();
+        let c = Tensor::<2>::from_data(TensorData::new(c, [b, 1]), device);
+        for (_, a, logits) in part.modalities {
+            let term = logits * c.clone().mul_scalar(a);
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+        }
+    }
+    total.expect("a scored part")
 }
 
 /// The queries of the Eq. 11 score ([`LlmEmf::score_queries`]).
@@ -1146,14 +1207,22 @@ mod tests {
         // of them with weights summing to 1 gives -log P = log(n_domain) for every target.
         let s = setup();
         let device = test_device();
-        for (learned, expert_loss) in [(true, 0.0), (true, 0.5), (false, 0.0)] {
+        // The same holds for the product of experts (uniform logits, one softmax).
+        for (objective, learned, expert_loss) in [
+            (DomainObjective::Mixture, true, 0.0),
+            (DomainObjective::Mixture, true, 0.5),
+            (DomainObjective::Mixture, false, 0.0),
+            (DomainObjective::Product, true, 0.0),
+            (DomainObjective::Product, true, 0.5),
+            (DomainObjective::Product, false, 0.0),
+        ] {
             let config = ModelConfig {
                 temperature: TemperatureConfig {
                     init: 1e6,
                     learnable: false,
                 },
                 cross_domain_targets: true,
-                objective: DomainObjective::Mixture,
+                objective,
                 learned_domain_weights: learned,
                 learned_modality_weights: learned,
                 expert_loss,
@@ -1177,7 +1246,7 @@ mod tests {
             };
             assert!(
                 (low..=high).contains(&loss),
-                "learned {learned}, expert {expert_loss}: {loss} not in [{low}, {high}]"
+                "{objective:?}, learned {learned}, expert {expert_loss}: {loss} not in [{low}, {high}]"
             );
         }
     }
@@ -1188,9 +1257,13 @@ mod tests {
         // the whole batch's loss, under both objectives.
         let s = setup();
         let device = test_device();
-        for objective in [DomainObjective::Separate, DomainObjective::Mixture] {
+        for objective in [
+            DomainObjective::Separate,
+            DomainObjective::Mixture,
+            DomainObjective::Product,
+        ] {
             let config = ModelConfig {
-                cross_domain_targets: objective == DomainObjective::Mixture,
+                cross_domain_targets: objective.is_joint(),
                 objective,
                 ..s.config.clone()
             };

@@ -10,7 +10,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, log_sum_exp};
@@ -36,6 +36,10 @@ pub struct DomainLossConfig {
     /// separate losses. Needs cross-domain targets. Default false (the paper's Eq. 10).
     #[config(default = false)]
     pub mixture: bool,
+    /// With `mixture`, combine the sub-sequences as a product of experts (weighted logits,
+    /// one softmax) instead of a mixture of probabilities. Default false.
+    #[config(default = false)]
+    pub product: bool,
     /// Under the mixture objective, the weight of the experts' own losses: the mean over the
     /// (sub-sequence, modality) experts of each one's negative log-likelihood of the target,
     /// added to the mixture's. Default 0.
@@ -56,8 +60,10 @@ pub struct DomainLoss {
     pub lambda1: f64,
     /// lambda2.
     pub lambda2: f64,
-    /// Whether the training loss is the mixture of Eq. 11.
+    /// Whether the training loss is the score that ranks (mixture or product).
     pub mixture: bool,
+    /// Whether that score is a product of experts rather than Eq. 11's mixture.
+    pub product: bool,
     /// Weight of the experts' own losses under the mixture objective.
     pub expert_loss: f64,
     /// Sub-sequences in use (X, Y, merged).
@@ -89,6 +95,7 @@ impl DomainLossConfig {
             lambda1: self.lambda1,
             lambda2: self.lambda2,
             mixture: self.mixture,
+            product: self.mixture && self.product,
             expert_loss: self.expert_loss,
             used,
         }
@@ -131,6 +138,58 @@ impl DomainLoss {
             w.iter_mut().for_each(|x| *x /= total);
         }
         w
+    }
+
+    /// The weights of sub-sequences `subs` for target domain `d` as `[1, 1]` tensors (learned:
+    /// the softmax over the roles in use, differentiable; fixed: the lambdas by role).
+    pub fn weight_tensors(
+        &self,
+        d: DomainId,
+        subs: &[SubSequence],
+        device: &Device,
+    ) -> Vec<Tensor<2>> {
+        match &self.logits {
+            None => {
+                let w = self.weights(d);
+                subs.iter()
+                    .map(|s| {
+                        Tensor::from_data(
+                            TensorData::new(vec![w[s.index()] as f32], [1, 1]),
+                            device,
+                        )
+                    })
+                    .collect()
+            }
+            Some(p) => {
+                let roles: Vec<i64> = SubSequence::ALL
+                    .into_iter()
+                    .filter(|s| self.used[s.index()])
+                    .map(|s| role(d, s) as i64)
+                    .collect();
+                let n = roles.len();
+                let row = p
+                    .val()
+                    .narrow(0, d.index(), 1)
+                    .reshape([3])
+                    .mul_scalar(LOGIT_SCALE);
+                let w = softmax(
+                    row.select(
+                        0,
+                        Tensor::from_data(TensorData::new(roles.clone(), [n]), device),
+                    ),
+                    0,
+                );
+                subs.iter()
+                    .map(|&s| {
+                        let k = roles
+                            .iter()
+                            .position(|&r| r == role(d, s) as i64)
+                            .expect("a sub-sequence in use");
+                        w.clone().narrow(0, k, 1).reshape([1, 1])
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// The mixture of Eq. 11 for target domain `d`: `log sum_s w_s exp(log_p_s)` over the
@@ -267,7 +326,7 @@ impl LlmEmf {
         counts: Option<&TargetCounts>,
     ) -> Tensor<1> {
         if self.domain_loss.mixture {
-            return self.mixture_loss(
+            return self.joint_loss(
                 &hidden.hidden,
                 batch,
                 features,
@@ -378,7 +437,7 @@ impl LlmEmf {
     /// The mixture objective: the mean over every transition of
     /// `-log sum_s w_s P^s(target)`, the Eq. 11 score of the target itself, with the fused
     /// (Eq. 8) probability of each sub-sequence that has seen an item so far.
-    fn mixture_loss(
+    fn joint_loss(
         &self,
         hidden: &[Vec<Tensor<2>>; 3],
         batch: &TrainBatch,
@@ -397,7 +456,11 @@ impl LlmEmf {
             let Some(mt) = &mixture[d.index()] else {
                 continue;
             };
-            let nll = self.mixture_nll(hidden, mt, d, &modalities, features, negatives);
+            let nll = if self.domain_loss.product {
+                self.product_nll(hidden, mt, d, &modalities, features, negatives)
+            } else {
+                self.mixture_nll(hidden, mt, d, &modalities, features, negatives)
+            };
             total = Some(match total {
                 Some(t) => t + nll,
                 None => nll,
@@ -479,6 +542,92 @@ impl LlmEmf {
         }
     }
 
+    /// Sum of `-log softmax(sum_{s,m} c_{s,m} logits_{s,m})[target]` over the transitions of
+    /// target domain `d`, with `c_{s,m} = w_s a_m / sum_{s present} w_s` for the sub-sequences
+    /// present in the row: the product of experts, plus the experts' own losses.
+    fn product_nll(
+        &self,
+        hidden: &[Vec<Tensor<2>>; 3],
+        mt: &MixtureTargets,
+        d: DomainId,
+        modalities: &[Modality],
+        features: &ItemFeatures,
+        negatives: Option<&[DomainNegatives; 2]>,
+    ) -> Tensor<1> {
+        let p = mt.len;
+        let device = mt.local.device();
+        let subs: Vec<SubSequence> = SubSequence::ALL
+            .into_iter()
+            .filter(|s| mt.any[s.index()] && !hidden[s.index()].is_empty())
+            .collect();
+        let targets = cat_1d(vec![mt.local.clone(); subs.len()]);
+        let sub_w = self.domain_loss.weight_tensors(d, &subs, &device);
+        let mod_w = self.fusion.weight_tensors(
+            &modalities.iter().map(|m| m.index()).collect::<Vec<_>>(),
+            &device,
+        );
+        // Per row, the weight of the sub-sequences present (the merged one always is).
+        let norm = subs
+            .iter()
+            .zip(&sub_w)
+            .map(|(s, w)| mt.present[s.index()].clone() * w.clone())
+            .reduce(|a, b| a + b)
+            .expect("a sub-sequence")
+            .clamp_min(1e-12);
+        let (mut positive, mut all) = (None::<Tensor<2>>, None::<Tensor<2>>);
+        let mut experts: Vec<Tensor<1>> = Vec::new();
+        for (j, &m) in modalities.iter().enumerate() {
+            let h = cat_2d(
+                subs.iter()
+                    .map(|s| {
+                        hidden[s.index()][j]
+                            .clone()
+                            .select(0, mt.rows[s.index()].clone())
+                    })
+                    .collect(),
+            );
+            let (pos, logits) = self.head_logits(
+                m,
+                h,
+                d,
+                targets.clone(),
+                features,
+                negatives.map(|n| &n[d.index()]),
+            );
+            for (k, s) in subs.iter().enumerate() {
+                let present = mt.present[s.index()].clone();
+                if self.domain_loss.expert_loss > 0.0 {
+                    let lp = pos.clone().narrow(0, k * p, p)
+                        - log_sum_exp(logits.clone().narrow(0, k * p, p));
+                    experts.push((lp * present.clone()).sum().neg().reshape([1]));
+                }
+                let c = present * sub_w[k].clone() * mod_w[j].clone() / norm.clone();
+                let term_pos = pos.clone().narrow(0, k * p, p) * c.clone();
+                let term_all = logits.clone().narrow(0, k * p, p) * c;
+                positive = Some(match positive {
+                    Some(t) => t + term_pos,
+                    None => term_pos,
+                });
+                all = Some(match all {
+                    Some(t) => t + term_all,
+                    None => term_all,
+                });
+            }
+        }
+        let (positive, all) = (positive.expect("a modality"), all.expect("a modality"));
+        let product = (positive - log_sum_exp(all)).neg().sum().reshape([1]);
+        if experts.is_empty() {
+            return product;
+        }
+        let n = experts.len() as f64;
+        let experts = experts
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .expect("an expert")
+            .mul_scalar(self.domain_loss.expert_loss / n);
+        product + experts
+    }
+
     /// Per modality, the log-probability of `targets` from the given rows of several
     /// sub-sequences, stacked in the order of `rows` (one head computation per modality).
     ///
@@ -518,8 +667,7 @@ impl LlmEmf {
     }
 
     /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain
-    /// or, with `negatives`, a sampled softmax with log-Q correction (only the target and
-    /// negative rows of the table are gathered and normalised).
+    /// or, with `negatives`, a sampled softmax with log-Q correction.
     ///
     /// # Shapes
     /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain; output `[P, 1]`
@@ -532,6 +680,26 @@ impl LlmEmf {
         features: &ItemFeatures,
         negatives: Option<&DomainNegatives>,
     ) -> Tensor<2> {
+        let (positive, logits) = self.head_logits(m, h, d, targets, features, negatives);
+        positive - log_sum_exp(logits)
+    }
+
+    /// One modality's scaled cosine logits of the rows `h` (through the domain's query map):
+    /// the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain or, with
+    /// `negatives`, `[P, 1 + K]` (the target, then the shared negatives, log-Q corrected,
+    /// accidental hits removed; only those rows of the table are gathered and normalised).
+    ///
+    /// # Shapes
+    /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain
+    fn head_logits(
+        &self,
+        m: Modality,
+        h: Tensor<2>,
+        d: DomainId,
+        targets: Tensor<1, Int>,
+        features: &ItemFeatures,
+        negatives: Option<&DomainNegatives>,
+    ) -> (Tensor<2>, Tensor<2>) {
         let h = l2_normalise(self.query(m, d, h));
         let [p] = targets.dims();
         match negatives {
@@ -540,7 +708,7 @@ impl LlmEmf {
                 let positive =
                     self.scale(m, (h.clone() * table.clone().select(0, targets)).sum_dim(1));
                 let logits = self.scale(m, h.matmul(table.transpose()));
-                positive - log_sum_exp(logits)
+                (positive, logits)
             }
             Some(neg) => {
                 let [k] = neg.ids.dims();
@@ -564,7 +732,7 @@ impl LlmEmf {
                     .equal(neg.ids.clone().reshape([1, k]));
                 let neg_logits = neg_logits.mask_fill(hits, ACCIDENTAL_HIT);
                 let all = Tensor::cat(vec![positive.clone(), neg_logits], 1);
-                positive - log_sum_exp(all)
+                (positive, all)
             }
         }
     }
