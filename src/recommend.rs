@@ -80,6 +80,39 @@ impl TrainedRun {
         })
     }
 
+    /// Fits the sub-sequence weights of the score on the validation split, as
+    /// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, for a
+    /// run trained without it: the model is changed here, the run folder is not (see
+    /// [`crate::train::fit_run_domain_weights`] for that).
+    pub fn fit_domain_weights(&mut self) -> Result<crate::train::DomainWeightFit> {
+        let protocol = self.config.eval.protocol;
+        let candidates = self.candidates(Split::Valid, protocol, None)?;
+        let dataset = &self.data.dataset;
+        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+        let (features, batcher, device, batch_size) = (
+            &self.features,
+            &self.batcher,
+            &self.device,
+            self.config.eval.batch_size,
+        );
+        crate::train::trainer::fit_domain_weights(
+            &mut self.model,
+            |m| {
+                evaluate(
+                    m,
+                    features,
+                    dataset,
+                    Split::Valid,
+                    &candidates,
+                    batcher,
+                    batch_size,
+                    device,
+                )
+            },
+            names,
+        )
+    }
+
     /// Evaluates the model on `split` under `protocol`, with the run's evaluation seed unless
     /// `seed` is given.
     pub fn evaluate(

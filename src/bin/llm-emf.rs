@@ -161,6 +161,17 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Fit the sub-sequence weights of finished runs on their validation split (what
+    /// `train.fit_domain_weights` does after training) and rewrite their best model and
+    /// results.json; an experiment folder's summary is rewritten by re-running `experiment`.
+    FitWeights {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Device: cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Tables and charts (SVG) of one or more runs or experiments.
     Report {
         /// Run folders or experiment folders, each optionally as LABEL=PATH.
@@ -578,6 +589,31 @@ fn run(cli: Cli) -> Result<()> {
             let summary = run_experiment(&cfg, &data, &seeds, &out, &device, &options)?;
             print!("{}", summary_markdown(&cfg, &summary));
             println!("experiment folder: {}", out.display());
+        }
+        Command::FitWeights { runs, device } => {
+            let device = backend::device(&device)?;
+            for run in runs {
+                let report = llm_emf::train::fit_run_domain_weights(&run, &device)?;
+                let fit = report
+                    .domain_weight_fit
+                    .as_ref()
+                    .expect("a fitted report has its fit");
+                let mrr = |e: &llm_emf::eval::Evaluation| {
+                    e.domains
+                        .iter()
+                        .map(|(name, m)| format!("{name} {:.2}", 100.0 * m.mrr))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "{}: weights (X, Y, merged) target X {:?}, target Y {:?}; valid MRR {}; test MRR {}",
+                    run.display(),
+                    fit.chosen[0],
+                    fit.chosen[1],
+                    mrr(&report.valid),
+                    mrr(&report.test)
+                );
+            }
         }
         Command::Report { runs, out } => {
             let groups = runs

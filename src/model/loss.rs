@@ -140,6 +140,56 @@ impl DomainLoss {
         w
     }
 
+    /// Sets the weights of the sub-sequences (X, Y, merged) for target domain `d`, e.g. to
+    /// re-weight a trained model on held-out data without retraining: learned weights are
+    /// set through their logits (a zero weight becomes a tiny one), fixed ones through the
+    /// lambdas, which both target domains share (relative to the own sub-sequence's weight,
+    /// which must then be positive).
+    ///
+    /// # Errors
+    /// A negative or non-finite weight, all weights zero, or fixed weights with a zero own
+    /// weight.
+    pub fn set_weights(&mut self, d: DomainId, by_sub: [f64; 3]) -> crate::error::Result<()> {
+        let bad = |m: String| Err(crate::error::Error::Config(format!("domain weights: {m}")));
+        if by_sub.iter().any(|w| !w.is_finite() || *w < 0.0) || by_sub.iter().all(|&w| w == 0.0) {
+            return bad(format!(
+                "{by_sub:?} must be finite, non-negative and not all zero"
+            ));
+        }
+        let by_role: [f64; 3] = std::array::from_fn(|r| {
+            SubSequence::ALL
+                .into_iter()
+                .find(|&s| role(d, s) == r)
+                .map_or(0.0, |s| by_sub[s.index()])
+        });
+        match &mut self.logits {
+            Some(p) => {
+                let device = p.val().device();
+                let mut values = p
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_else(|_| vec![0.0; 6]);
+                for (r, w) in by_role.iter().enumerate() {
+                    values[d.index() * 3 + r] = (w.max(1e-9).ln() / LOGIT_SCALE) as f32;
+                }
+                *p =
+                    Param::from_tensor(Tensor::from_data(TensorData::new(values, [2, 3]), &device));
+            }
+            None => {
+                if by_role[0] <= 0.0 {
+                    return bad(
+                        "fixed weights need a positive weight for the own sub-sequence".into(),
+                    );
+                }
+                self.lambda1 = by_role[1] / by_role[0];
+                self.lambda2 = by_role[2] / by_role[0];
+            }
+        }
+        Ok(())
+    }
+
     /// The weights of sub-sequences `subs` for target domain `d` as `[1, 1]` tensors (learned:
     /// the softmax over the roles in use, differentiable; fixed: the lambdas by role).
     pub fn weight_tensors(

@@ -181,6 +181,13 @@ pub struct TrainConfig {
     /// threads; their gradients add up to the whole batch's (each part draws its own dropout
     /// masks, so the number is part of a run's definition). Default 2.
     pub parallel_shards: usize,
+    /// After training, choose the merged sequence's share of the score (Eq. 11) per target
+    /// domain on the validation split, from a grid of 12 values (the single-domain
+    /// sub-sequences keep their trained ratio), and keep the best in the saved model. Weights
+    /// learned on the training loss trust the single-domain experts more than held-out data
+    /// does (docs/model.md). Needs a model with the merged sequence and another one. Default
+    /// false.
+    pub fit_domain_weights: bool,
 }
 
 impl Default for TrainConfig {
@@ -201,6 +208,7 @@ impl Default for TrainConfig {
             eval_every: 1,
             batching: Batching::default(),
             parallel_shards: 2,
+            fit_domain_weights: false,
         }
     }
 }
@@ -208,7 +216,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The recommended preset's recipe (docs/model.md, "Beyond the paper"): a sampled softmax
     /// with 512 uniform negatives per domain and step, AdamW, a short warm-up, the rate halved
-    /// when validation stalls, and more patience.
+    /// when validation stalls, more patience, and the sub-sequence weights of the score fitted
+    /// on the validation split after training.
     pub fn recommended() -> Self {
         Self {
             learning_rate: 1e-3,
@@ -221,6 +230,7 @@ impl TrainConfig {
                 negatives: 512,
                 sampler: Sampler::Uniform,
             },
+            fit_domain_weights: true,
             ..Self::default()
         }
     }

@@ -19,4 +19,4 @@ pub use config::{
 };
 pub use log::EpochLog;
 pub use step::StepProfile;
-pub use trainer::{TrainOptions, TrainReport, train};
+pub use trainer::{DomainWeightFit, TrainOptions, TrainReport, fit_run_domain_weights, train};

@@ -65,6 +65,64 @@ pub struct TrainReport {
     pub train_sequences_per_second: f64,
     /// Number of trainable parameters.
     pub parameters: usize,
+    /// The validation fit of the sub-sequence weights (`TrainConfig::fit_domain_weights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_weight_fit: Option<DomainWeightFit>,
+}
+
+/// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainWeightFit {
+    /// The trained weights (X, Y, merged) per target domain (X, Y).
+    pub trained: [[f64; 3]; 2],
+    /// Per merged share tried: the share and the validation MRR of each target domain.
+    pub grid: Vec<(f64, [f64; 2])>,
+    /// The chosen weights (X, Y, merged) per target domain.
+    pub chosen: [[f64; 3]; 2],
+}
+
+/// Shares of the merged sequence tried by the fit (the trained weights are tried too).
+const MERGED_SHARES: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+
+/// Chooses per target domain the merged sequence's share of the score with the best validation
+/// MRR (the trained weights compete too), sets it in `model` and reports the grid.
+pub(crate) fn fit_domain_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<DomainWeightFit> {
+    let trained = DomainId::BOTH.map(|d| model.domain_weights(d));
+    let mrr = |e: &Evaluation| {
+        domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr))
+    };
+    let mut best = mrr(&validate(model)?);
+    let mut chosen = trained;
+    let mut grid = Vec::new();
+    for m in MERGED_SHARES {
+        let weights = trained.map(|[x, y, _]| {
+            let scale = (1.0 - m) / (x + y).max(1e-12);
+            [x * scale, y * scale, m]
+        });
+        for d in DomainId::BOTH {
+            model.domain_loss.set_weights(d, weights[d.index()])?;
+        }
+        let got = mrr(&validate(model)?);
+        for d in 0..2 {
+            if got[d] > best[d] {
+                best[d] = got[d];
+                chosen[d] = weights[d];
+            }
+        }
+        grid.push((m, got));
+    }
+    for d in DomainId::BOTH {
+        model.domain_loss.set_weights(d, chosen[d.index()])?;
+    }
+    Ok(DomainWeightFit {
+        trained,
+        grid,
+        chosen,
+    })
 }
 
 /// Trains LLM-EMF on `data` as `config` says, writing the run folder `run_dir`. Resumes from
@@ -238,12 +296,34 @@ pub fn train(
         }
     }
 
-    // Test the best model.
-    let best = load_module(
+    // Test the best model, its sub-sequence weights first fitted on validation when asked.
+    let mut best = load_module(
         LlmEmf::new(&config.model, dataset, &features, device)?,
         &paths.best_model(),
     )?
     .valid();
+    let fittable = best.sub_sequences().len() > 1
+        && best
+            .sub_sequences()
+            .contains(&crate::data::batcher::SubSequence::Merged);
+    let domain_weight_fit = if tc.fit_domain_weights && fittable {
+        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+        let fit = fit_domain_weights(
+            &mut best,
+            |m| evaluate_on(m, Split::Valid, &valid_candidates),
+            names,
+        )?;
+        if options.verbose {
+            eprintln!(
+                "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
+                fit.chosen[0], fit.chosen[1]
+            );
+        }
+        save_module(&best, &paths.best_model())?;
+        Some(fit)
+    } else {
+        None
+    };
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
@@ -260,7 +340,39 @@ pub fn train(
             throughput.iter().sum::<f64>() / throughput.len() as f64
         },
         parameters,
+        domain_weight_fit,
     };
+    crate::io::write_json(&paths.results(), &report)?;
+    Ok(report)
+}
+
+/// Fits the sub-sequence weights of a finished run on its validation split, as
+/// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, and rewrites
+/// the run's best model and `results.json` (validation and test metrics, and the fit; the
+/// training fields are kept). For runs trained without the switch; the result equals what the
+/// switch would have given, since the fit happens after training.
+pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainReport> {
+    let paths = RunPaths::new(run_dir);
+    let mut report: TrainReport = crate::io::read_json(&paths.results())?;
+    let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
+    let fittable = run.model.sub_sequences().len() > 1
+        && run
+            .model
+            .sub_sequences()
+            .contains(&crate::data::batcher::SubSequence::Merged);
+    if !fittable {
+        return Err(Error::Config(format!(
+            "{}: the model reads {} sub-sequence(s) without both the merged one and another: no weights to fit",
+            run_dir.display(),
+            run.model.sub_sequences().len()
+        )));
+    }
+    let fit = run.fit_domain_weights()?;
+    save_module(&run.model, &paths.best_model())?;
+    let protocol = run.config.eval.protocol;
+    report.valid = run.evaluate(Split::Valid, protocol, None)?;
+    report.test = run.evaluate(Split::Test, protocol, None)?;
+    report.domain_weight_fit = Some(fit);
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }
