@@ -10,10 +10,10 @@ use common::{quiet, tiny_config};
 
 use llm_emf::backend;
 use llm_emf::data::DomainId;
-use llm_emf::recommend::{Exclude, Recommender, Request};
+use llm_emf::recommend::{Exclude, Recommender, Request, TrainedRun};
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{ExperimentConfig, Objective, Preset, train};
+use llm_emf::train::{ExperimentConfig, Objective, Preset, fit_run_domain_weights, train};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -302,4 +302,68 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no finished run"), "{e}");
+}
+
+#[test]
+fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(Preset::Recommended, 2);
+    assert!(
+        cfg.train.fit_domain_weights,
+        "the recommended preset fits its weights"
+    );
+    let data = cfg.load_data().unwrap();
+    let report = train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
+    let fit = report
+        .domain_weight_fit
+        .clone()
+        .expect("a fit in results.json");
+    assert_eq!(fit.grid.len(), 12);
+    for d in DomainId::BOTH {
+        let name = &data.dataset.domain(d).name;
+        let fitted = report.valid.domains[name].mrr;
+        // The chosen weights are the best of the grid (and of the trained ones) on validation.
+        for (share, mrr) in &fit.grid {
+            assert!(
+                fitted >= mrr[d.index()] - 1e-9,
+                "{name}: fitted {fitted} below share {share}'s {}",
+                mrr[d.index()]
+            );
+        }
+        assert!((fit.chosen[d.index()].iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    }
+    // The saved model scores with the chosen weights.
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    for d in DomainId::BOTH {
+        for (got, want) in run
+            .model
+            .domain_weights(d)
+            .iter()
+            .zip(fit.chosen[d.index()])
+        {
+            assert!((got - want).abs() < 1e-5, "{d:?}: {got} vs {want}");
+        }
+    }
+    // The same fit applied to the finished run (`llm-emf fit-weights`) keeps the training
+    // fields and reports a fit again.
+    let refit = fit_run_domain_weights(dir.path(), &device).unwrap();
+    assert_eq!(refit.best_epoch, report.best_epoch);
+    assert!(refit.domain_weight_fit.is_some());
+
+    // A single-sequence model has no weights to fit: a clear error naming the run.
+    let base_dir = tempfile::tempdir().unwrap();
+    let mut base = tiny_config(Preset::Recommended, 1);
+    base.model.single_domain_sequences = false;
+    let report = train(&base, &data, base_dir.path(), &device, &quiet()).unwrap();
+    assert!(report.domain_weight_fit.is_none());
+    let err = fit_run_domain_weights(base_dir.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no weights to fit"), "{err}");
+    assert!(
+        err.contains(&base_dir.path().display().to_string()),
+        "{err}"
+    );
 }

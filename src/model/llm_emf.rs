@@ -1490,4 +1490,38 @@ mod tests {
         let values = scores.into_data().try_to_vec::<f32>().unwrap();
         assert!(values.iter().all(|v| v.is_finite()));
     }
+
+    #[test]
+    fn domain_weights_can_be_set_learned_or_fixed_and_bad_ones_are_refused() {
+        let s = setup();
+        let device = test_device();
+        for learned in [true, false] {
+            let config = ModelConfig {
+                cross_domain_targets: true,
+                objective: DomainObjective::Mixture,
+                learned_domain_weights: learned,
+                ..s.config.clone()
+            };
+            let mut model =
+                LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+            // Fixed weights are relative to the own sub-sequence's and shared by both targets.
+            model
+                .domain_loss
+                .set_weights(DomainId::X, [0.5, 0.25, 0.25])
+                .unwrap();
+            let w = model.domain_weights(DomainId::X);
+            let total: f64 = w.iter().sum();
+            for (got, want) in w.iter().map(|v| v / total).zip([0.5, 0.25, 0.25]) {
+                assert!((got - want).abs() < 1e-5, "learned {learned}: {w:?}");
+            }
+            for bad in [[-0.1, 0.5, 0.6], [0.0, 0.0, 0.0], [f64::NAN, 0.5, 0.5]] {
+                let err = model
+                    .domain_loss
+                    .set_weights(DomainId::Y, bad)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("domain weights"), "{err}");
+            }
+        }
+    }
 }
