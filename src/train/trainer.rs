@@ -75,7 +75,8 @@ pub struct TrainReport {
 pub struct DomainWeightFit {
     /// The trained weights (X, Y, merged) per target domain (X, Y).
     pub trained: [[f64; 3]; 2],
-    /// Per merged share tried: the share and the validation MRR of each target domain.
+    /// Per merged share tried: the share and the validation MRR of each target domain (for
+    /// fixed weights, shared by both domains, their mean twice).
     pub grid: Vec<(f64, [f64; 2])>,
     /// The chosen weights (X, Y, merged) per target domain.
     pub chosen: [[f64; 3]; 2],
@@ -92,15 +93,26 @@ pub(crate) fn fit_domain_weights(
     domain_names: [&str; 2],
 ) -> Result<DomainWeightFit> {
     let trained = DomainId::BOTH.map(|d| model.domain_weights(d));
+    // Fixed weights are one pair of lambdas for both target domains: one share for both,
+    // chosen on the mean MRR.
+    let shared = model.domain_loss.logits.is_none();
     let mrr = |e: &Evaluation| {
-        domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr))
+        let per = domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr));
+        if shared {
+            let mean = (per[0] + per[1]) / 2.0;
+            [mean, mean]
+        } else {
+            per
+        }
     };
     let mut best = mrr(&validate(model)?);
     let mut chosen = trained;
     let mut grid = Vec::new();
     for m in MERGED_SHARES {
+        // A share of 1 leaves the single-domain sub-sequences a negligible weight (fixed
+        // weights are relative to the own sub-sequence's, which must stay positive).
         let weights = trained.map(|[x, y, _]| {
-            let scale = (1.0 - m) / (x + y).max(1e-12);
+            let scale = (1.0 - m).max(1e-9) / (x + y).max(1e-12);
             [x * scale, y * scale, m]
         });
         for d in DomainId::BOTH {
