@@ -352,6 +352,16 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     assert_eq!(refit.best_epoch, report.best_epoch);
     assert!(refit.domain_weight_fit.is_some());
 
+    // Fixed lambdas are shared by both target domains: one share is chosen for both.
+    let fixed_dir = tempfile::tempdir().unwrap();
+    let mut fixed = tiny_config(Preset::Recommended, 1);
+    fixed.model.learned_domain_weights = false;
+    let report = train(&fixed, &data, fixed_dir.path(), &device, &quiet()).unwrap();
+    let fit = report
+        .domain_weight_fit
+        .expect("fixed weights are fitted too");
+    assert_eq!(fit.chosen[0][2], fit.chosen[1][2], "{:?}", fit.chosen);
+
     // A single-sequence model has no weights to fit: a clear error naming the run.
     let base_dir = tempfile::tempdir().unwrap();
     let mut base = tiny_config(Preset::Recommended, 1);
