@@ -236,7 +236,8 @@ pub struct Recommender {
     model: LlmEmf,
     features: ItemFeatures,
     heads: [[Option<burn::tensor::Tensor<2>>; 3]; 2],
-    /// The same tables on the host (row-major values and width), for requests of a few rows.
+    /// The same tables on the host (row-major values and width), for requests of a few rows:
+    /// the recommender holds the output tables twice (64k items x 64 floats: 16 MB a copy).
     host_heads: [[Option<HostTable>; 3]; 2],
     /// Logit scale `1 / tau` per modality.
     scales: [f64; 3],
