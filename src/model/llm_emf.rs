@@ -736,22 +736,34 @@ impl LlmEmf {
             DomainId::X => (0, self.n_x),
             DomainId::Y => (self.n_x, self.n_y),
         };
+        self.output_rows(m, features, |table| table.narrow(0, start, len))
+    }
+
+    /// Rows of a modality's output table: `pick` takes them from the whole table (all items),
+    /// then ID rows are L2-normalised and feature rows projected (feature rows are normalised
+    /// when uploaded, and again after a projection).
+    fn output_rows(
+        &self,
+        m: Modality,
+        features: &ItemFeatures,
+        pick: impl FnOnce(Tensor<2>) -> Tensor<2>,
+    ) -> Tensor<2> {
         match m {
-            Modality::Id => l2_normalise(
+            Modality::Id => l2_normalise(pick(
                 self.item_id
                     .as_ref()
                     .expect("ID modality without ID table")
                     .weight
-                    .val()
-                    .narrow(0, start, len),
-            ),
+                    .val(),
+            )),
             _ => self.project_rows(
                 m,
-                features
-                    .table(m)
-                    .expect("feature modality without features")
-                    .clone()
-                    .narrow(0, start, len),
+                pick(
+                    features
+                        .table(m)
+                        .expect("feature modality without features")
+                        .clone(),
+                ),
             ),
         }
     }
@@ -797,25 +809,7 @@ impl LlmEmf {
         } else {
             ids.add_scalar(start as i64)
         };
-        match m {
-            Modality::Id => l2_normalise(
-                self.item_id
-                    .as_ref()
-                    .expect("ID modality without ID table")
-                    .weight
-                    .val()
-                    .select(0, ids),
-            ),
-            // Feature rows are normalised when uploaded (and again after a projection).
-            _ => self.project_rows(
-                m,
-                features
-                    .table(m)
-                    .expect("feature modality without features")
-                    .clone()
-                    .select(0, ids),
-            ),
-        }
+        self.output_rows(m, features, |table| table.select(0, ids))
     }
 
     /// Multiplies cosines by the modality's logit scale `1 / tau`.

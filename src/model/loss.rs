@@ -537,32 +537,14 @@ impl LlmEmf {
         negatives: Option<&[DomainNegatives; 2]>,
     ) -> Tensor<1> {
         let p = mt.len;
-        let subs: Vec<SubSequence> = SubSequence::ALL
-            .into_iter()
-            .filter(|s| mt.any[s.index()] && !hidden[s.index()].is_empty())
-            .collect();
-        // Every sub-sequence's rows stacked: one head computation per modality.
-        let targets = cat_1d(vec![mt.local.clone(); subs.len()]);
-        let rows: Vec<_> = subs
-            .iter()
-            .map(|s| (*s, mt.rows[s.index()].clone()))
-            .collect();
+        let JointRows {
+            subs,
+            targets,
+            rows,
+        } = joint_rows(hidden, mt);
         let per_modality =
             self.stacked_log_probs(hidden, &rows, modalities, d, &targets, features, negatives);
-        // Every expert (sub-sequence x modality) also learns from its own prediction, whatever
-        // its weight in the mixture: otherwise an expert that starts with a small share gets
-        // small gradients and stays behind.
-        let experts = if self.domain_loss.expert_loss > 0.0 {
-            let present = cat_2d(subs.iter().map(|s| mt.present[s.index()].clone()).collect());
-            let n = (subs.len() * per_modality.len()) as f64;
-            per_modality
-                .iter()
-                .map(|(_, lp)| (lp.clone() * present.clone()).sum().neg().reshape([1]))
-                .reduce(|a, b| a + b)
-                .map(|t| t.mul_scalar(self.domain_loss.expert_loss / n))
-        } else {
-            None
-        };
+        let experts = self.expert_losses(per_modality.iter().map(|(_, lp)| lp.clone()), mt, &subs);
         let fused = self.fusion.fuse(per_modality);
         let terms = subs
             .iter()
@@ -606,11 +588,11 @@ impl LlmEmf {
     ) -> Tensor<1> {
         let p = mt.len;
         let device = mt.local.device();
-        let subs: Vec<SubSequence> = SubSequence::ALL
-            .into_iter()
-            .filter(|s| mt.any[s.index()] && !hidden[s.index()].is_empty())
-            .collect();
-        let targets = cat_1d(vec![mt.local.clone(); subs.len()]);
+        let JointRows {
+            subs,
+            targets,
+            rows,
+        } = joint_rows(hidden, mt);
         let sub_w = self.domain_loss.weight_tensors(d, &subs, &device);
         let mod_w = self.fusion.weight_tensors(
             &modalities.iter().map(|m| m.index()).collect::<Vec<_>>(),
@@ -624,58 +606,60 @@ impl LlmEmf {
             .reduce(|a, b| a + b)
             .expect("a sub-sequence")
             .clamp_min(1e-12);
-        let (mut positive, mut all) = (None::<Tensor<2>>, None::<Tensor<2>>);
-        let mut experts: Vec<Tensor<1>> = Vec::new();
-        for (j, &m) in modalities.iter().enumerate() {
-            let h = cat_2d(
-                subs.iter()
-                    .map(|s| {
-                        hidden[s.index()][j]
-                            .clone()
-                            .select(0, mt.rows[s.index()].clone())
-                    })
-                    .collect(),
-            );
-            let (pos, logits) = self.head_logits(
-                m,
-                h,
-                d,
-                targets.clone(),
-                features,
-                negatives.map(|n| &n[d.index()]),
-            );
+        let per_modality =
+            self.stacked_head_logits(hidden, &rows, modalities, d, &targets, features, negatives);
+        let experts = self.expert_losses(
+            per_modality
+                .iter()
+                .map(|(_, pos, logits)| pos.clone() - log_sum_exp(logits.clone())),
+            mt,
+            &subs,
+        );
+        // The product's logits: every expert's, weighted, summed.
+        let mut positive = Vec::new();
+        let mut all = Vec::new();
+        for (j, (_, pos, logits)) in per_modality.into_iter().enumerate() {
             for (k, s) in subs.iter().enumerate() {
-                let present = mt.present[s.index()].clone();
-                if self.domain_loss.expert_loss > 0.0 {
-                    let lp = pos.clone().narrow(0, k * p, p)
-                        - log_sum_exp(logits.clone().narrow(0, k * p, p));
-                    experts.push((lp * present.clone()).sum().neg().reshape([1]));
-                }
-                let c = present * sub_w[k].clone() * mod_w[j].clone() / norm.clone();
-                let term_pos = pos.clone().narrow(0, k * p, p) * c.clone();
-                let term_all = logits.clone().narrow(0, k * p, p) * c;
-                positive = Some(match positive {
-                    Some(t) => t + term_pos,
-                    None => term_pos,
-                });
-                all = Some(match all {
-                    Some(t) => t + term_all,
-                    None => term_all,
-                });
+                let c = mt.present[s.index()].clone() * sub_w[k].clone() * mod_w[j].clone()
+                    / norm.clone();
+                positive.push(pos.clone().narrow(0, k * p, p) * c.clone());
+                all.push(logits.clone().narrow(0, k * p, p) * c);
             }
         }
-        let (positive, all) = (positive.expect("a modality"), all.expect("a modality"));
-        let product = (positive - log_sum_exp(all)).neg().sum().reshape([1]);
-        if experts.is_empty() {
-            return product;
+        let sum =
+            |terms: Vec<Tensor<2>>| terms.into_iter().reduce(|a, b| a + b).expect("an expert");
+        let product = (sum(positive) - log_sum_exp(sum(all)))
+            .neg()
+            .sum()
+            .reshape([1]);
+        match experts {
+            Some(e) => product + e,
+            None => product,
         }
-        let n = experts.len() as f64;
-        let experts = experts
-            .into_iter()
+    }
+
+    /// Every expert (sub-sequence x modality) also learns from its own prediction, whatever its
+    /// weight in the joint score: otherwise an expert that starts with a small share gets small
+    /// gradients and stays behind. The mean over experts of the summed NLL of the rows where
+    /// the sub-sequence is present, times `expert_loss`; `None` when that weight is 0.
+    ///
+    /// # Shapes
+    /// - each `log_probs`: `[subs * P, 1]`, sub-sequence-major as [`JointRows`] stacks them
+    fn expert_losses(
+        &self,
+        log_probs: impl ExactSizeIterator<Item = Tensor<2>>,
+        mt: &MixtureTargets,
+        subs: &[SubSequence],
+    ) -> Option<Tensor<1>> {
+        if self.domain_loss.expert_loss <= 0.0 {
+            return None;
+        }
+        let present = cat_2d(subs.iter().map(|s| mt.present[s.index()].clone()).collect());
+        let n = (subs.len() * log_probs.len()) as f64;
+        log_probs
+            .map(|lp| (lp * present.clone()).sum().neg().reshape([1]))
             .reduce(|a, b| a + b)
-            .expect("an expert")
-            .mul_scalar(self.domain_loss.expert_loss / n);
-        product + experts
+            .map(|t| t.mul_scalar(self.domain_loss.expert_loss / n))
     }
 
     /// Per modality, the log-probability of `targets` from the given rows of several
@@ -694,6 +678,29 @@ impl LlmEmf {
         features: &ItemFeatures,
         negatives: Option<&[DomainNegatives; 2]>,
     ) -> Vec<(usize, Tensor<2>)> {
+        self.stacked_head_logits(hidden, rows, modalities, d, targets, features, negatives)
+            .into_iter()
+            .map(|(m, positive, logits)| (m.index(), positive - log_sum_exp(logits)))
+            .collect()
+    }
+
+    /// Per modality, [`Self::head_logits`] of the given rows of several sub-sequences, stacked
+    /// in the order of `rows`: one head computation per modality.
+    ///
+    /// # Shapes
+    /// - each `rows` entry: `[P_s]` flat rows; `targets`: `[sum P_s]`; outputs `[sum P_s, 1]`
+    ///   (the targets') and `[sum P_s, C]` (the softmax's)
+    #[allow(clippy::too_many_arguments)]
+    fn stacked_head_logits(
+        &self,
+        hidden: &[Vec<Tensor<2>>; 3],
+        rows: &[(SubSequence, Tensor<1, Int>)],
+        modalities: &[Modality],
+        d: DomainId,
+        targets: &Tensor<1, Int>,
+        features: &ItemFeatures,
+        negatives: Option<&[DomainNegatives; 2]>,
+    ) -> Vec<(Modality, Tensor<2>, Tensor<2>)> {
         modalities
             .iter()
             .enumerate()
@@ -703,7 +710,7 @@ impl LlmEmf {
                         .map(|(s, r)| hidden[s.index()][k].clone().select(0, r.clone()))
                         .collect(),
                 );
-                let lp = self.target_log_prob(
+                let (positive, logits) = self.head_logits(
                     m,
                     h,
                     d,
@@ -711,33 +718,16 @@ impl LlmEmf {
                     features,
                     negatives.map(|n| &n[d.index()]),
                 );
-                (m.index(), lp)
+                (m, positive, logits)
             })
             .collect()
     }
 
-    /// Log-probability of each target under one modality's head (Eq. 5-7), over the full domain
-    /// or, with `negatives`, a sampled softmax with log-Q correction.
-    ///
-    /// # Shapes
-    /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain; output `[P, 1]`
-    fn target_log_prob(
-        &self,
-        m: Modality,
-        h: Tensor<2>,
-        d: DomainId,
-        targets: Tensor<1, Int>,
-        features: &ItemFeatures,
-        negatives: Option<&DomainNegatives>,
-    ) -> Tensor<2> {
-        let (positive, logits) = self.head_logits(m, h, d, targets, features, negatives);
-        positive - log_sum_exp(logits)
-    }
-
-    /// One modality's scaled cosine logits of the rows `h` (through the domain's query map):
-    /// the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain or, with
-    /// `negatives`, `[P, 1 + K]` (the target, then the shared negatives, log-Q corrected,
-    /// accidental hits removed; only those rows of the table are gathered and normalised).
+    /// One modality's scaled cosine logits of the rows `h` (Eq. 5-7, through the domain's
+    /// query map): the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain
+    /// or, with `negatives`, `[P, 1 + K]` (the target, then the shared negatives, log-Q
+    /// corrected, accidental hits removed; only those rows of the table are gathered and
+    /// normalised).
     ///
     /// # Shapes
     /// - `h`: `[P, width]`, `targets`: `[P]` indices inside the domain
@@ -785,6 +775,32 @@ impl LlmEmf {
                 (positive, all)
             }
         }
+    }
+}
+
+/// What the joint (mixture or product) score of some transitions stacks: the sub-sequences that
+/// take part, the targets repeated once per sub-sequence, and each sub-sequence's flat rows, so
+/// that each modality's head runs once over all of them.
+struct JointRows {
+    subs: Vec<SubSequence>,
+    targets: Tensor<1, Int>,
+    rows: Vec<(SubSequence, Tensor<1, Int>)>,
+}
+
+fn joint_rows(hidden: &[Vec<Tensor<2>>; 3], mt: &MixtureTargets) -> JointRows {
+    let subs: Vec<SubSequence> = SubSequence::ALL
+        .into_iter()
+        .filter(|s| mt.any[s.index()] && !hidden[s.index()].is_empty())
+        .collect();
+    let targets = cat_1d(vec![mt.local.clone(); subs.len()]);
+    let rows = subs
+        .iter()
+        .map(|s| (*s, mt.rows[s.index()].clone()))
+        .collect();
+    JointRows {
+        subs,
+        targets,
+        rows,
     }
 }
 
