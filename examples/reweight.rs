@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use llm_emf::backend;
 use llm_emf::data::{DomainId, Split};
 use llm_emf::recommend::TrainedRun;
+use llm_emf::train::merged_share;
 
 fn main() {
     backend::tune_allocator();
@@ -54,13 +55,10 @@ fn reweight(run: &std::path::Path, merged: &[f64]) -> llm_emf::Result<()> {
     for m in grid {
         if let Some(m) = m {
             for d in DomainId::BOTH {
-                let [x, y, _] = learned[d.index()];
-                let single = (x + y).max(1e-12);
-                let scale = (1.0 - m) / single;
                 trained
                     .model
                     .domain_loss
-                    .set_weights(d, [x * scale, y * scale, m])?;
+                    .set_weights(d, merged_share(learned[d.index()], m))?;
             }
         }
         for (split, c) in splits.iter().zip(&candidates) {

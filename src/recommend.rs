@@ -533,13 +533,17 @@ impl HostParts {
     fn mix_row(&self, row: usize, n: usize) -> Vec<f32> {
         let mut score = vec![0.0f32; n];
         let mut buf = vec![0.0f32; n];
-        let norm: f64 = self
-            .parts
-            .iter()
-            .filter(|p| p.1[row])
-            .map(|p| p.0)
-            .sum::<f64>()
-            .max(1e-12);
+        // The product's weights are renormalised over the sub-sequences present in the row.
+        let norm: f64 = if self.product {
+            self.parts
+                .iter()
+                .filter(|p| p.1[row])
+                .map(|p| p.0)
+                .sum::<f64>()
+                .max(1e-12)
+        } else {
+            1.0
+        };
         for (w, present, modalities) in &self.parts {
             if !present[row] {
                 continue;

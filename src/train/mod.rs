@@ -19,4 +19,6 @@ pub use config::{
 };
 pub use log::EpochLog;
 pub use step::StepProfile;
-pub use trainer::{DomainWeightFit, TrainOptions, TrainReport, fit_run_domain_weights, train};
+pub use trainer::{
+    DomainWeightFit, TrainOptions, TrainReport, fit_run_domain_weights, merged_share, train,
+};

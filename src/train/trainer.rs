@@ -85,6 +85,23 @@ pub struct DomainWeightFit {
 /// Shares of the merged sequence tried by the fit (the trained weights are tried too).
 const MERGED_SHARES: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
 
+/// Sub-sequence weights (X, Y, merged) that give the merged sequence the share `m` of the score
+/// and split `1 - m` between S^X and S^Y in the ratio of `weights`. A share of 1 leaves them a
+/// negligible weight (fixed weights are relative to the own sub-sequence's, which must stay
+/// positive).
+pub fn merged_share(weights: [f64; 3], m: f64) -> [f64; 3] {
+    let [x, y, _] = weights;
+    let scale = (1.0 - m).max(1e-9) / (x + y).max(1e-12);
+    [x * scale, y * scale, m]
+}
+
+/// Whether the model reads the merged sequence and another one: what the validation fit of the
+/// sub-sequence weights needs.
+fn has_domain_weights_to_fit(model: &LlmEmf) -> bool {
+    let subs = model.sub_sequences();
+    subs.len() > 1 && subs.contains(&crate::data::batcher::SubSequence::Merged)
+}
+
 /// Chooses per target domain the merged sequence's share of the score with the best validation
 /// MRR (the trained weights compete too), sets it in `model` and reports the grid.
 pub(crate) fn fit_domain_weights(
@@ -109,12 +126,7 @@ pub(crate) fn fit_domain_weights(
     let mut chosen = trained;
     let mut grid = Vec::new();
     for m in MERGED_SHARES {
-        // A share of 1 leaves the single-domain sub-sequences a negligible weight (fixed
-        // weights are relative to the own sub-sequence's, which must stay positive).
-        let weights = trained.map(|[x, y, _]| {
-            let scale = (1.0 - m).max(1e-9) / (x + y).max(1e-12);
-            [x * scale, y * scale, m]
-        });
+        let weights = trained.map(|w| merged_share(w, m));
         for d in DomainId::BOTH {
             model.domain_loss.set_weights(d, weights[d.index()])?;
         }
@@ -314,11 +326,7 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
-    let fittable = best.sub_sequences().len() > 1
-        && best
-            .sub_sequences()
-            .contains(&crate::data::batcher::SubSequence::Merged);
-    let domain_weight_fit = if tc.fit_domain_weights && fittable {
+    let domain_weight_fit = if tc.fit_domain_weights && has_domain_weights_to_fit(&best) {
         let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
         let fit = fit_domain_weights(
             &mut best,
@@ -367,12 +375,7 @@ pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainRe
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
     let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
-    let fittable = run.model.sub_sequences().len() > 1
-        && run
-            .model
-            .sub_sequences()
-            .contains(&crate::data::batcher::SubSequence::Merged);
-    if !fittable {
+    if !has_domain_weights_to_fit(&run.model) {
         return Err(Error::Config(format!(
             "{}: the model reads {} sub-sequence(s) without both the merged one and another: no weights to fit",
             run_dir.display(),
