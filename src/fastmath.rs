@@ -1,8 +1,9 @@
-//! Kernels of the serving path, for one request (or a few) against a catalogue of tens of
-//! thousands of items: the scaled dot products of a few queries with every row of an output
-//! table, split over threads (one read of the table, which is what bounds the time), and the
-//! softmax accumulation `out += w * softmax(logits)`, where `f32::exp` (a libm call per
-//! element) cost more than the matrix product that made the logits.
+//! Host kernels of serving and evaluation, over rows of logits as long as a domain's
+//! catalogue (tens of thousands of items): the scaled dot products of a few queries with every
+//! row of an output table, split over threads (one read of the table, which is what bounds the
+//! time), the softmax accumulation `out += w * softmax(logits)`, a row's `log_sum_exp` and
+//! `out += w * exp(x - shift)`. With `f32::exp` (a libm call per element) the exponentials
+//! cost more than the matrix product that made the logits.
 //!
 //! `exp` here is `2^n * p(r)` with `n` the nearest integer to `x log2(e)`, `r = x - n ln 2` and
 //! `p` a degree-7 polynomial of `e^r` (relative error below 5e-7, tested against `f32::exp`),
@@ -56,6 +57,31 @@ fn lanes(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     rest.iter().chain(acc.iter()).fold(init, |a, &v| op(a, v))
 }
 
+/// Defines `$name` as `$imp` compiled twice: for AVX2 + FMA, used when the CPU has them
+/// (checked at run time), and for the build's baseline target otherwise.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $imp:ident;) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `avx2` is compiled for (checked
+                    // above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
 #[inline(always)]
 fn add_softmax_impl(logits: &[f32], weight: f32, buf: &mut [f32], out: &mut [f32]) {
     let max = lanes(logits, f32::NEG_INFINITY, f32::max);
@@ -72,10 +98,8 @@ fn add_softmax_impl(logits: &[f32], weight: f32, buf: &mut [f32], out: &mut [f32
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn add_softmax_avx2(logits: &[f32], weight: f32, buf: &mut [f32], out: &mut [f32]) {
-    add_softmax_impl(logits, weight, buf, out)
+with_avx2! {
+    fn add_softmax_any(logits: &[f32], weight: f32, buf: &mut [f32], out: &mut [f32]) = add_softmax_impl;
 }
 
 /// `out[i] += weight * softmax(logits)[i]`, with `buf` as scratch (all three of one length).
@@ -91,13 +115,47 @@ pub(crate) fn add_softmax(logits: &[f32], weight: f32, buf: &mut [f32], out: &mu
         buf.len(),
         out.len()
     );
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for (checked above).
-        unsafe { add_softmax_avx2(logits, weight, buf, out) };
-        return;
+    add_softmax_any(logits, weight, buf, out)
+}
+
+#[inline(always)]
+fn log_sum_exp_impl(x: &[f32]) -> f32 {
+    let max = lanes(x, f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
     }
-    add_softmax_impl(logits, weight, buf, out)
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| exp_nonpositive(v - max))
+        .sum();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += exp_nonpositive(v - max);
+        }
+    }
+    max + (rest + acc.iter().sum::<f32>()).ln()
+}
+
+with_avx2! {
+    /// `log(sum_i exp(x_i))`, stable (shifted by the maximum), in two passes over `x`; the
+    /// maximum itself (`-inf` or NaN) when no element is finite above `-inf`.
+    pub(crate) fn log_sum_exp(x: &[f32]) -> f32 = log_sum_exp_impl;
+}
+
+#[inline(always)]
+fn add_exp_impl(values: &[f32], shift: f32, weight: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o += weight * exp_nonpositive(v - shift);
+    }
+}
+
+with_avx2! {
+    /// `out[i] += weight * exp(values[i] - shift)` for `values[i] <= shift` (a log-softmax
+    /// shifted by its row's [`log_sum_exp`]); zips to the shorter of `values` and `out`.
+    pub(crate) fn add_exp(values: &[f32], shift: f32, weight: f32, out: &mut [f32]) = add_exp_impl;
 }
 
 /// Rows of the table per parallel task: large enough that a task outweighs its scheduling,
@@ -134,20 +192,8 @@ fn dots_chunk_impl(rows: &[f32], width: usize, queries: &[f32], scale: f32, out:
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dots_chunk_avx2(rows: &[f32], width: usize, queries: &[f32], scale: f32, out: &mut [f32]) {
-    dots_chunk_impl(rows, width, queries, scale, out)
-}
-
-fn dots_chunk(rows: &[f32], width: usize, queries: &[f32], scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for (checked above).
-        unsafe { dots_chunk_avx2(rows, width, queries, scale, out) };
-        return;
-    }
-    dots_chunk_impl(rows, width, queries, scale, out)
+with_avx2! {
+    fn dots_chunk(rows: &[f32], width: usize, queries: &[f32], scale: f32, out: &mut [f32]) = dots_chunk_impl;
 }
 
 /// `scale * table · queries^T`, transposed: `[queries, rows]` row-major, from a row-major
@@ -216,6 +262,37 @@ mod tests {
         add_softmax(&logits, 0.3, &mut buf, &mut out);
         for (o, &x) in out.iter().zip(&logits) {
             let want = 0.5 + 0.3 * ((x - max) as f64).exp() / z;
+            assert!((*o as f64 - want).abs() < 1e-6 * want, "{o} vs {want}");
+        }
+    }
+
+    #[test]
+    fn log_sum_exp_and_add_exp_equal_the_plain_formulas() {
+        // 1001 values: 62 chunks of 16 and a tail of 9.
+        let x: Vec<f32> = (0..1001)
+            .map(|i| ((i * 53 % 97) as f32) * 0.21 - 9.0)
+            .collect();
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let want = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        let got = log_sum_exp(&x) as f64;
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+        // Stable where exp overflows.
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
+
+        let mut out = vec![0.25f32; x.len()];
+        add_exp(&x, want as f32, 2.0, &mut out);
+        let total: f64 = out.iter().map(|&o| o as f64 - 0.25).sum();
+        assert!(
+            (total - 2.0).abs() < 1e-5,
+            "weights of a softmax sum to the weight: {total}"
+        );
+        for (o, &v) in out.iter().zip(&x) {
+            let want = 0.25 + 2.0 * (v as f64 - want).exp();
             assert!((*o as f64 - want).abs() < 1e-6 * want, "{o} vs {want}");
         }
     }

@@ -11,6 +11,7 @@ use crate::data::batcher::SequenceBatcher;
 use crate::data::{Candidates, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
+use crate::model::host::HostParts;
 use crate::model::{ItemFeatures, LlmEmf};
 use crate::train::checkpoint::load_module;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
@@ -349,15 +350,10 @@ impl Recommender {
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {
-                HostParts::read(
-                    self.model.score_parts(
-                        &plan,
-                        &inputs,
-                        &self.features,
-                        d,
-                        &self.heads[d.index()],
-                    ),
-                    self.model.product_of_experts(),
+                HostParts::score(
+                    &self.model,
+                    self.model.score_queries(&plan, &inputs, &self.features, d),
+                    &self.heads[d.index()],
                 )?
             };
             let n = self.dataset.domain(d).len as usize;
@@ -385,11 +381,7 @@ impl Recommender {
         d: DomainId,
     ) -> Result<HostParts> {
         let queries = self.model.score_queries(plan, inputs, &self.features, d);
-        let mut parts: Vec<HostPart> = queries
-            .parts
-            .into_iter()
-            .map(|(_, weight, present)| (weight, present, Vec::new()))
-            .collect();
+        let mut modalities = Vec::new();
         for (m, weight, q) in queries.modalities {
             let Some((table, width)) = &self.host_heads[d.index()][m.index()] else {
                 continue;
@@ -399,18 +391,17 @@ impl Recommender {
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .map_err(|e| Error::InvalidInput(format!("reading queries back: {e:?}")))?;
+            // `[parts * batch, n]`, sub-sequence-major, as the queries.
             let logits =
                 crate::fastmath::scaled_dots(table, *width, &q, self.scales[m.index()] as f32);
-            let per_part = logits.len() / parts.len().max(1);
-            for (k, part) in parts.iter_mut().enumerate() {
-                part.2
-                    .push((weight, logits[k * per_part..(k + 1) * per_part].to_vec()));
-            }
+            let len = logits.len();
+            modalities.push((weight, burn::tensor::TensorData::new(logits, [len])));
         }
-        Ok(HostParts {
-            parts,
-            product: self.model.product_of_experts(),
-        })
+        HostParts::new(
+            queries.parts.into_iter().map(|(_, w, p)| (w, p)).collect(),
+            modalities,
+            self.model.product_of_experts(),
+        )
     }
 
     fn check(&self, r: &Request) -> std::result::Result<(), String> {
@@ -490,76 +481,3 @@ type HostTable = (Vec<f32>, usize);
 /// Requests per domain up to which a batch is scored on the host (a few queries per table
 /// row); above it, one matrix product on the device is faster.
 const HOST_ROWS: usize = 4;
-
-/// One sub-sequence's share of the score on the host: its weight, whether each row has an
-/// item of it, and per modality its weight and the `[batch * n]` logits.
-type HostPart = (f64, Vec<bool>, Vec<(f64, Vec<f32>)>);
-
-/// The score parts of one batch, read back to the host.
-struct HostParts {
-    parts: Vec<HostPart>,
-    /// Combine as a product of experts (weighted logits) instead of Eq. 11's mixture.
-    product: bool,
-}
-
-impl HostParts {
-    fn read(parts: Vec<crate::model::ScorePart>, product: bool) -> Result<Self> {
-        let parts = parts
-            .into_iter()
-            .map(|p| {
-                let modalities = p
-                    .modalities
-                    .into_iter()
-                    .map(|(_, w, t)| {
-                        let v = t
-                            .into_data()
-                            .convert::<f32>()
-                            .try_into_vec::<f32>()
-                            .map_err(|e| {
-                                Error::InvalidInput(format!("reading scores back: {e:?}"))
-                            })?;
-                        Ok((w, v))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((p.weight, p.present, modalities))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { parts, product })
-    }
-
-    /// Eq. 11 for row `row`: `sum_s w_s sum_m a_m softmax(logits_{s,m})`, over the
-    /// sub-sequences present in the row, in one pass over each logits row.
-    /// Under the product of experts: `sum_s w_s sum_m a_m logits_{s,m} / sum_s w_s`.
-    fn mix_row(&self, row: usize, n: usize) -> Vec<f32> {
-        let mut score = vec![0.0f32; n];
-        let mut buf = vec![0.0f32; n];
-        // The product's weights are renormalised over the sub-sequences present in the row.
-        let norm: f64 = if self.product {
-            self.parts
-                .iter()
-                .filter(|p| p.1[row])
-                .map(|p| p.0)
-                .sum::<f64>()
-                .max(1e-12)
-        } else {
-            1.0
-        };
-        for (w, present, modalities) in &self.parts {
-            if !present[row] {
-                continue;
-            }
-            for (a, logits) in modalities {
-                let l = &logits[row * n..(row + 1) * n];
-                if self.product {
-                    let c = (*w * *a / norm) as f32;
-                    for (s, &x) in score.iter_mut().zip(l) {
-                        *s += c * x;
-                    }
-                } else {
-                    crate::fastmath::add_softmax(l, (*w * *a) as f32, &mut buf, &mut score);
-                }
-            }
-        }
-        score
-    }
-}

@@ -508,6 +508,30 @@ impl SequenceBatcher {
         self.plan_histories(&histories)
     }
 
+    /// The sub-sequence `s` of each history (S^X: its X items; S^Y: its Y items; S^{X+Y}:
+    /// the history), unpadded.
+    pub fn sub_sequence<'a>(
+        &self,
+        s: SubSequence,
+        history: &'a [ItemId],
+    ) -> std::borrow::Cow<'a, [ItemId]> {
+        match s {
+            SubSequence::Merged => std::borrow::Cow::Borrowed(history),
+            SubSequence::X | SubSequence::Y => {
+                let [xs, ys] = split_by_domain(history, &self.domains[0]);
+                std::borrow::Cow::Owned(if s == SubSequence::X { xs } else { ys })
+            }
+        }
+    }
+
+    /// Pads the sub-sequence `s` of each history alone, as [`Self::plan_histories`] pads it:
+    /// for callers that batch each sub-sequence by its own lengths.
+    pub fn plan_sub_sequence(&self, s: SubSequence, histories: &[&[ItemId]]) -> PaddedPlan {
+        let subs: Vec<_> = histories.iter().map(|h| self.sub_sequence(s, h)).collect();
+        let rows: Vec<&[ItemId]> = subs.iter().map(|c| c.as_ref()).collect();
+        self.padded(&rows)
+    }
+
     /// Plans an evaluation batch from bare histories.
     pub fn plan_histories(&self, histories: &[&[ItemId]]) -> EvalPlan {
         let split: Vec<[Vec<ItemId>; 2]> = histories

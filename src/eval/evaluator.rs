@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{DomainMetrics, rank};
-use crate::data::batcher::SequenceBatcher;
-use crate::data::{Candidates, Dataset, DomainId, Protocol, Split};
+use crate::data::batcher::{SequenceBatcher, SubSequence};
+use crate::data::{Candidates, Dataset, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
-use crate::model::{ItemFeatures, LlmEmf};
+use crate::model::host::HostParts;
+use crate::model::{ItemFeatures, LlmEmf, Modality, ScoreQueries};
 
 /// Metrics of one evaluation, per target domain, with what produced them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,37 +96,54 @@ pub fn evaluate(
             .collect();
         // The output tables depend on the model only: normalised once per domain.
         let heads = model.heads(d, features);
-        // Histories of similar lengths share a batch (less padding); ranks are put back in
-        // example order, so the metrics do not depend on the batching.
-        let mut order: Vec<usize> = (0..indices.len()).collect();
-        order.sort_by_key(|&k| examples[indices[k]].history.len());
-        let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
-        let rank_chunk = |chunk: &[usize]| -> Result<Vec<usize>> {
-            let batch: Vec<_> = chunk.iter().map(|&k| &examples[indices[k]]).collect();
-            let plan = batcher.plan_eval(&batch);
-            let inputs = plan.inputs.clone().map(|p| p.to_tensors(device));
-            let scores = model.score_with_heads(&plan, &inputs, features, d, &heads);
-            let targets: Vec<i64> = batch.iter().map(|e| dom.local(e.target) as i64).collect();
-            match protocol {
-                Protocol::Full => full_ranks(scores, &targets, device),
-                Protocol::C2dsr | Protocol::Abxi => {
-                    let lists: Vec<&[u32]> = chunk
-                        .iter()
-                        .map(|&k| candidates.negatives[indices[k]].as_slice())
-                        .collect();
-                    sampled_ranks(scores, &targets, &lists, dom.start, device)
-                }
-            }
+        let histories: Vec<&[ItemId]> = indices
+            .iter()
+            .map(|&i| examples[i].history.as_slice())
+            .collect();
+        let queries = EvalQueries::encode(
+            model, features, batcher, d, &histories, &heads, batch_size, device,
+        )?;
+        // Eq. 11's parts on the device (the matrix products with the output tables), read
+        // back once and mixed on the host: under a sampled protocol only the candidates'
+        // columns are mixed, each softmax still normalised over the whole domain.
+        let rows = batch_size.max(1);
+        let chunks: Vec<std::ops::Range<usize>> = (0..indices.len())
+            .step_by(rows)
+            .map(|start| start..(start + rows).min(indices.len()))
+            .collect();
+        let rank_chunk = |rows: &std::ops::Range<usize>| -> Result<Vec<usize>> {
+            let parts = HostParts::score(model, queries.rows(rows.clone(), device), &heads)?;
+            let n = dom.len as usize;
+            Ok(rows
+                .clone()
+                .enumerate()
+                .map(|(row, k)| {
+                    let target = dom.local(examples[indices[k]].target);
+                    match protocol {
+                        Protocol::Full => {
+                            let scores = parts.mix_row(row, n);
+                            // The target is not strictly above itself.
+                            rank(scores[target as usize], &scores)
+                        }
+                        Protocol::C2dsr | Protocol::Abxi => {
+                            let columns: Vec<u32> = std::iter::once(target)
+                                .chain(
+                                    candidates.negatives[indices[k]]
+                                        .iter()
+                                        .map(|&neg| neg - dom.start),
+                                )
+                                .collect();
+                            let scores = parts.mix_columns(row, n, &columns);
+                            rank(scores[0], &scores[1..])
+                        }
+                    }
+                })
+                .collect())
         };
-        // Batches are independent: as many run at once as the thread pool has threads (the
-        // CPU backends use about one core per operation at these sizes).
-        let per_chunk = parallel_map(&chunks, rayon::current_num_threads(), |c| rank_chunk(c));
-        let mut ranks = vec![0usize; indices.len()];
-        for (chunk, chunk_ranks) in chunks.iter().zip(per_chunk) {
-            for (&k, r) in chunk.iter().zip(chunk_ranks?) {
-                ranks[k] = r;
-            }
-        }
+        let ranks: Vec<usize> = parallel_map(&chunks, rayon::current_num_threads(), rank_chunk)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .concat();
         domains.insert(dom.name.clone(), DomainMetrics::from_ranks(&ranks));
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -136,6 +154,126 @@ pub fn evaluate(
         domains,
         examples_per_second: examples.len() as f64 / seconds.max(1e-9),
     })
+}
+
+/// The normalised queries of every example of one target domain, per scored sub-sequence and
+/// modality, on the host. Each sub-sequence is encoded in batches of similar lengths of its
+/// own (sorting by the history's length alone pads S^X and S^Y of a batch to very different
+/// lengths); rows whose single-domain sub-sequence is empty are not encoded (they take no
+/// part in the score).
+struct EvalQueries {
+    /// Per scored sub-sequence: the sub-sequence, its weight, whether each row has it.
+    parts: Vec<(SubSequence, f64, Vec<bool>)>,
+    /// Per scored modality: the modality, its weight, the query width.
+    modalities: Vec<(Modality, f64, usize)>,
+    /// `values[part][modality]`: `[rows * width]` queries (zeros where a row lacks the part).
+    values: Vec<Vec<Vec<f32>>>,
+}
+
+impl EvalQueries {
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        model: &LlmEmf,
+        features: &ItemFeatures,
+        batcher: &SequenceBatcher,
+        d: DomainId,
+        histories: &[&[ItemId]],
+        heads: &[Option<Tensor<2>>; 3],
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let modalities: Vec<(Modality, f64, usize)> = model
+            .scored_modalities(d)
+            .into_iter()
+            .filter_map(|(m, w)| Some((m, w, heads[m.index()].as_ref()?.dims()[1])))
+            .collect();
+        let mut parts = Vec::new();
+        let mut values = Vec::new();
+        for (s, weight) in model.scored_sub_sequences(d) {
+            let lengths: Vec<usize> = histories
+                .iter()
+                .map(|h| batcher.sub_sequence(s, h).len())
+                .collect();
+            let present: Vec<bool> = lengths
+                .iter()
+                .map(|&l| s == SubSequence::Merged || l > 0)
+                .collect();
+            let mut order: Vec<usize> = (0..histories.len()).filter(|&i| present[i]).collect();
+            order.sort_by_key(|&i| lengths[i]);
+            let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+            let per_chunk = parallel_map(&chunks, rayon::current_num_threads(), |chunk| {
+                let rows: Vec<&[ItemId]> = chunk.iter().map(|&i| histories[i]).collect();
+                let input = batcher.plan_sub_sequence(s, &rows).to_tensors(device);
+                modalities
+                    .iter()
+                    .map(|&(m, _, _)| {
+                        let q = model
+                            .sub_sequence_queries(s, m, d, &input, features)
+                            .expect(
+                                "a scored modality has an encoder for every scored sub-sequence",
+                            );
+                        host_floats(q)
+                    })
+                    .collect::<Result<Vec<Vec<f32>>>>()
+            });
+            let mut part_values: Vec<Vec<f32>> = modalities
+                .iter()
+                .map(|&(_, _, width)| vec![0.0; histories.len() * width])
+                .collect();
+            for (chunk, chunk_values) in chunks.iter().zip(per_chunk) {
+                for ((values, &(_, _, width)), q) in
+                    part_values.iter_mut().zip(&modalities).zip(chunk_values?)
+                {
+                    for (&i, row) in chunk.iter().zip(q.chunks_exact(width)) {
+                        values[i * width..(i + 1) * width].copy_from_slice(row);
+                    }
+                }
+            }
+            parts.push((s, weight, present));
+            values.push(part_values);
+        }
+        Ok(Self {
+            parts,
+            modalities,
+            values,
+        })
+    }
+
+    /// Rows `rows` in [`LlmEmf::score_parts_of`]'s layout (sub-sequence-major per modality).
+    fn rows(&self, rows: std::ops::Range<usize>, device: &Device) -> ScoreQueries {
+        let b = rows.len();
+        ScoreQueries {
+            parts: self
+                .parts
+                .iter()
+                .map(|(s, w, present)| (*s, *w, present[rows.clone()].to_vec()))
+                .collect(),
+            modalities: self
+                .modalities
+                .iter()
+                .enumerate()
+                .map(|(j, &(m, w, width))| {
+                    let mut stacked = Vec::with_capacity(self.parts.len() * b * width);
+                    for part in &self.values {
+                        stacked.extend_from_slice(&part[j][rows.start * width..rows.end * width]);
+                    }
+                    let shape = [self.parts.len() * b, width];
+                    (
+                        m,
+                        w,
+                        Tensor::from_data(TensorData::new(stacked, shape), device),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+fn host_floats(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidInput(format!("reading queries back: {e:?}")))
 }
 
 /// `f` over `items` on up to `workers` threads (scoped), results in item order.
@@ -172,59 +310,128 @@ fn parallel_map<T: Sync, R: Send>(
     out.into_iter().map(|(_, r)| r).collect()
 }
 
-fn host_floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("reading scores back: {e:?}")))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SyntheticConfig;
+    use crate::model::ModelConfig;
+    use crate::test_device;
 
-/// Ranks against the target plus its negatives: scores are gathered on the device, ranked on
-/// the host. Lists shorter than the longest are padded with the target itself, which never
-/// outranks the target.
-fn sampled_ranks(
-    scores: Tensor<2>,
-    targets: &[i64],
-    negatives: &[&[u32]],
-    domain_start: u32,
-    device: &Device,
-) -> Result<Vec<usize>> {
-    let b = targets.len();
-    let width = 1 + negatives.iter().map(|n| n.len()).max().unwrap_or(0);
-    let mut index = Vec::with_capacity(b * width);
-    for (t, negs) in targets.iter().zip(negatives) {
-        index.push(*t);
-        index.extend(negs.iter().map(|&n| (n - domain_start) as i64));
-        index.extend(std::iter::repeat_n(*t, width - 1 - negs.len()));
+    /// The ranks of `split` from the device's Eq. 11 score of whole examples (the path the
+    /// evaluator replaced: every sub-sequence batched with its example, the full score row
+    /// mixed in log space on the device, then the candidates' columns read).
+    fn device_ranks(
+        model: &LlmEmf,
+        features: &ItemFeatures,
+        dataset: &Dataset,
+        split: Split,
+        candidates: &Candidates,
+        batcher: &SequenceBatcher,
+    ) -> BTreeMap<String, Vec<usize>> {
+        let device = test_device();
+        let examples = dataset.examples(split);
+        let mut out = BTreeMap::new();
+        for d in DomainId::BOTH {
+            let dom = dataset.domain(d);
+            let mut ranks = Vec::new();
+            for (i, e) in examples.iter().enumerate() {
+                if !dom.contains(e.target) {
+                    continue;
+                }
+                let plan = batcher.plan_eval(&[e]);
+                let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
+                let row: Vec<f32> = model
+                    .score(&plan, &inputs, features, d)
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                let target = row[dom.local(e.target) as usize];
+                ranks.push(match candidates.info.protocol {
+                    Protocol::Full => rank(target, &row),
+                    _ => {
+                        let negs: Vec<f32> = candidates.negatives[i]
+                            .iter()
+                            .map(|&n| row[dom.local(n) as usize])
+                            .collect();
+                        rank(target, &negs)
+                    }
+                });
+            }
+            out.insert(dom.name.clone(), ranks);
+        }
+        out
     }
-    let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, width]), device);
-    let gathered = host_floats(scores.gather(1, index))?;
-    Ok(gathered
-        .chunks(width)
-        .map(|row| rank(row[0], &row[1..]))
-        .collect())
-}
 
-/// Ranks against every item of the domain, counting on the device.
-fn full_ranks(scores: Tensor<2>, targets: &[i64], device: &Device) -> Result<Vec<usize>> {
-    let b = targets.len();
-    let [_, n] = scores.dims();
-    let index = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [b, 1]), device);
-    let target_scores = scores.clone().gather(1, index);
-    let higher = scores
-        .greater(target_scores.clone().expand([b, n]))
-        .int()
-        .sum_dim(1);
-    let higher: Vec<i64> = higher
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| Error::InvalidInput(format!("reading ranks back: {e:?}")))?;
-    let target_scores = host_floats(target_scores)?;
-    Ok(higher
-        .into_iter()
-        .zip(target_scores)
-        // A NaN target score ranks last, as in `metrics::rank`.
-        .map(|(h, t)| if t.is_nan() { n } else { 1 + h as usize })
-        .collect())
+    #[test]
+    fn evaluation_ranks_equal_the_device_score_of_whole_examples() {
+        let device = test_device();
+        let data = SyntheticConfig {
+            users: 60,
+            items_x: 30,
+            items_y: 40,
+            topics: 3,
+            feature_dim: 8,
+            ..Default::default()
+        }
+        .generate()
+        .unwrap();
+        let dataset = &data.dataset;
+        let features = ItemFeatures::new(
+            Some(&data.image),
+            Some(&data.text),
+            dataset.num_items(),
+            &device,
+        )
+        .unwrap();
+        let batcher = SequenceBatcher::new(dataset, 12);
+        // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture) and the
+        // product of experts.
+        for product in [false, true] {
+            let config = ModelConfig {
+                id_dim: 8,
+                max_len: 12,
+                dropout: 0.0,
+                cross_domain_targets: product,
+                objective: if product {
+                    crate::model::DomainObjective::Product
+                } else {
+                    crate::model::DomainObjective::default()
+                },
+                ..Default::default()
+            };
+            let model = LlmEmf::new(&config, dataset, &features, &device).unwrap();
+            for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
+                let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();
+                let want = device_ranks(
+                    &model,
+                    &features,
+                    dataset,
+                    Split::Test,
+                    &candidates,
+                    &batcher,
+                );
+                // Batches of 5: several batches per sub-sequence, each sorted by its own lengths.
+                let got = evaluate(
+                    &model,
+                    &features,
+                    dataset,
+                    Split::Test,
+                    &candidates,
+                    &batcher,
+                    5,
+                    &device,
+                )
+                .unwrap();
+                for (name, ranks) in &want {
+                    let want = DomainMetrics::from_ranks(ranks);
+                    let got = &got.domains[name];
+                    assert_eq!(got.n, want.n);
+                    assert!(
+                        (got.mrr - want.mrr).abs() < 1e-9 && got.hr10 == want.hr10,
+                        "{name}, {protocol:?}, product {product}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
 }

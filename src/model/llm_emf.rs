@@ -894,44 +894,81 @@ impl LlmEmf {
         features: &ItemFeatures,
         domain: DomainId,
     ) -> ScoreQueries {
-        let weights = self.domain_loss.weights(domain);
-        let modality_weights = self.fusion.weights();
-        let subs: Vec<SubSequence> = self
-            .sub_sequences()
-            .into_iter()
-            .filter(|s| weights[s.index()] > 0.0)
-            .collect();
+        let subs = self.scored_sub_sequences(domain);
         let parts = subs
             .iter()
-            .map(|&s| {
+            .map(|&(s, weight)| {
                 let b = inputs[s.index()].items.dims()[0];
                 (
                     s,
-                    weights[s.index()],
+                    weight,
                     (0..b)
                         .map(|i| s == SubSequence::Merged || plan.non_empty(s, i))
                         .collect(),
                 )
             })
             .collect();
-        let mut modalities = Vec::new();
-        for m in self.modalities() {
-            let lasts: Vec<Tensor<2>> = subs
-                .iter()
-                .filter_map(|&s| {
-                    let encoder = self.encoder(s, m)?;
-                    let input = &inputs[s.index()];
-                    let x = self.embed(m, input.items.clone(), features);
-                    Some(encoder.forward_last(x, input.positions.clone(), &input.bias))
-                })
-                .collect();
-            if lasts.len() != subs.len() || lasts.is_empty() {
-                continue;
-            }
-            let queries = l2_normalise(self.query(m, domain, Tensor::cat(lasts, 0)));
-            modalities.push((m, modality_weights[m.index()], queries));
-        }
+        let modalities = self
+            .scored_modalities(domain)
+            .into_iter()
+            .map(|(m, weight)| {
+                let queries: Vec<Tensor<2>> = subs
+                    .iter()
+                    .filter_map(|&(s, _)| {
+                        self.sub_sequence_queries(s, m, domain, &inputs[s.index()], features)
+                    })
+                    .collect();
+                (m, weight, Tensor::cat(queries, 0))
+            })
+            .collect();
         ScoreQueries { parts, modalities }
+    }
+
+    /// The sub-sequences that enter the Eq. 11 score of target domain `domain` (those with an
+    /// encoder and a positive weight), with their weights.
+    pub fn scored_sub_sequences(&self, domain: DomainId) -> Vec<(SubSequence, f64)> {
+        let weights = self.domain_loss.weights(domain);
+        self.sub_sequences()
+            .into_iter()
+            .filter(|s| weights[s.index()] > 0.0)
+            .map(|s| (s, weights[s.index()]))
+            .collect()
+    }
+
+    /// The modalities that enter the Eq. 11 score of `domain` (those with an encoder for every
+    /// scored sub-sequence), with their fusion weights.
+    pub fn scored_modalities(&self, domain: DomainId) -> Vec<(Modality, f64)> {
+        let subs = self.scored_sub_sequences(domain);
+        let weights = self.fusion.weights();
+        if subs.is_empty() {
+            return Vec::new();
+        }
+        self.modalities()
+            .into_iter()
+            .filter(|&m| subs.iter().all(|&(s, _)| self.encoder(s, m).is_some()))
+            .map(|m| (m, weights[m.index()]))
+            .collect()
+    }
+
+    /// The L2-normalised query of the last position of one sub-sequence and modality
+    /// (through the domain's query map when present), as [`Self::score_queries`] stacks them;
+    /// `None` when the model has no encoder for that pair. Rows are independent, so a caller
+    /// may batch each sub-sequence by its own lengths.
+    ///
+    /// # Shapes
+    /// - output `[batch, width]`
+    pub fn sub_sequence_queries(
+        &self,
+        s: SubSequence,
+        m: Modality,
+        domain: DomainId,
+        input: &SubSequenceBatch,
+        features: &ItemFeatures,
+    ) -> Option<Tensor<2>> {
+        let encoder = self.encoder(s, m)?;
+        let x = self.embed(m, input.items.clone(), features);
+        let last = encoder.forward_last(x, input.positions.clone(), &input.bias);
+        Some(l2_normalise(self.query(m, domain, last)))
     }
 
     /// The pieces of the Eq. 11 score before any mixing, for callers that mix on the host (a
@@ -949,7 +986,20 @@ impl LlmEmf {
         domain: DomainId,
         heads: &[Option<Tensor<2>>; 3],
     ) -> Vec<ScorePart> {
-        let queries = self.score_queries(plan, inputs, features, domain);
+        self.score_parts_of(self.score_queries(plan, inputs, features, domain), heads)
+    }
+
+    /// [`Self::score_parts`] from queries made elsewhere ([`Self::score_queries`], or rows of
+    /// [`Self::sub_sequence_queries`] stacked in the same layout) and the output tables of
+    /// their domain ([`Self::heads`]).
+    ///
+    /// # Shapes
+    /// - each logits tensor `[batch, n_domain]`
+    pub fn score_parts_of(
+        &self,
+        queries: ScoreQueries,
+        heads: &[Option<Tensor<2>>; 3],
+    ) -> Vec<ScorePart> {
         let mut parts: Vec<ScorePart> = queries
             .parts
             .into_iter()
@@ -960,27 +1010,42 @@ impl LlmEmf {
                 modalities: Vec::new(),
             })
             .collect();
-        for (m, weight, queries) in queries.modalities {
-            let Some(head) = heads[m.index()].as_ref() else {
-                continue;
-            };
-            let rows = queries.dims()[0];
-            let b = rows / parts.len();
-            // For a few queries, `head [n, w] x queries^T` reads the large table once in its
-            // stored layout (no packed copy of it per call); for many, the result must come out
-            // row-major, so the queries are the left operand.
-            let logits = if rows <= 16 {
-                head.clone().matmul(queries.transpose()).transpose()
-            } else {
-                queries.matmul(head.clone().transpose())
-            };
-            let logits = self.scale(m, logits);
+        let b = parts.first().map_or(0, |p| p.present.len());
+        for (m, weight, logits) in self.stacked_logits(queries.modalities, heads) {
             for (k, part) in parts.iter_mut().enumerate() {
                 part.modalities
                     .push((m, weight, logits.clone().narrow(0, k * b, b)));
             }
         }
         parts
+    }
+
+    /// The scaled cosine logits of stacked queries ([`ScoreQueries::modalities`]) against
+    /// every item of their domain, per modality with an output table in `heads`: one matrix
+    /// product per modality for all sub-sequences, in the queries' row order.
+    ///
+    /// # Shapes
+    /// - each output `[parts * batch, n_domain]`
+    pub fn stacked_logits(
+        &self,
+        modalities: Vec<(Modality, f64, Tensor<2>)>,
+        heads: &[Option<Tensor<2>>; 3],
+    ) -> Vec<(Modality, f64, Tensor<2>)> {
+        modalities
+            .into_iter()
+            .filter_map(|(m, weight, queries)| {
+                let head = heads[m.index()].as_ref()?;
+                // For a few queries, `head [n, w] x queries^T` reads the large table once in
+                // its stored layout (no packed copy of it per call); for many, the result must
+                // come out row-major, so the queries are the left operand.
+                let logits = if queries.dims()[0] <= 16 {
+                    head.clone().matmul(queries.transpose()).transpose()
+                } else {
+                    queries.matmul(head.clone().transpose())
+                };
+                Some((m, weight, self.scale(m, logits)))
+            })
+            .collect()
     }
 
     /// [`Self::score`] with the output tables given (from [`Self::heads`] for this domain).

@@ -45,6 +45,7 @@ pub mod attention;
 pub mod dropout;
 pub mod encoder;
 pub mod fusion;
+pub(crate) mod host;
 pub mod llm_emf;
 pub mod loss;
 pub mod query;
