@@ -343,7 +343,7 @@ mod tests {
                 let row: Vec<f32> = model
                     .score(&plan, &inputs, features, d)
                     .into_data()
-                    .to_vec()
+                    .try_to_vec::<f32>()
                     .unwrap();
                 let target = row[dom.local(e.target) as usize];
                 ranks.push(match candidates.info.protocol {
