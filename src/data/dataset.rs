@@ -351,6 +351,19 @@ impl Dataset {
                         .items()
                         .filter(|&i| self.items[i as usize].title.is_some())
                         .count(),
+                    after_other_domain: self
+                        .valid
+                        .iter()
+                        .chain(&self.test)
+                        .filter(|e| dom.contains(e.target))
+                        .filter(|e| e.history.last().is_some_and(|&i| !dom.contains(i)))
+                        .count(),
+                    in_history: self
+                        .valid
+                        .iter()
+                        .chain(&self.test)
+                        .filter(|e| dom.contains(e.target) && e.history.contains(&e.target))
+                        .count(),
                 }
             })
             .collect();
@@ -399,6 +412,12 @@ pub struct DomainStats {
     pub test_targets: usize,
     /// Items with a known title.
     pub titled_items: usize,
+    /// Validation and test targets in this domain whose history ends with an item of the other
+    /// domain (the cross-domain transitions a single-domain model cannot see).
+    pub after_other_domain: usize,
+    /// Validation and test targets in this domain that already occur in their own history
+    /// (repeat interactions; under the abxi protocol they are never negatives).
+    pub in_history: usize,
 }
 
 /// Summary counts of a dataset, as printed by `llm-emf stats`.
@@ -430,8 +449,15 @@ impl std::fmt::Display for DatasetStats {
         )?;
         writeln!(
             f,
-            "{:<12} {:>8} {:>12} {:>8} {:>8} {:>8}",
-            "domain", "items", "train inter.", "valid", "test", "titled"
+            "{:<12} {:>8} {:>12} {:>8} {:>8} {:>8} {:>11} {:>11}",
+            "domain",
+            "items",
+            "train inter.",
+            "valid",
+            "test",
+            "titled",
+            "after other",
+            "in history"
         )?;
         for d in &self.domains {
             let train = d
@@ -442,12 +468,32 @@ impl std::fmt::Display for DatasetStats {
             } else {
                 100.0 * d.titled_items as f64 / d.items as f64
             };
+            let targets = d.valid_targets + d.test_targets;
+            let pct = |n: usize| {
+                if targets == 0 {
+                    0.0
+                } else {
+                    100.0 * n as f64 / targets as f64
+                }
+            };
             writeln!(
                 f,
-                "{:<12} {:>8} {:>12} {:>8} {:>8} {:>7.1}%",
-                d.name, d.items, train, d.valid_targets, d.test_targets, share
+                "{:<12} {:>8} {:>12} {:>8} {:>8} {:>7.1}% {:>10.1}% {:>10.1}%",
+                d.name,
+                d.items,
+                train,
+                d.valid_targets,
+                d.test_targets,
+                share,
+                pct(d.after_other_domain),
+                pct(d.in_history)
             )?;
         }
+        writeln!(
+            f,
+            "(after other: valid and test targets whose history ends with an item of the other \
+             domain; in history: targets the user already has)"
+        )?;
         Ok(())
     }
 }
@@ -508,9 +554,35 @@ mod tests {
         assert_eq!(s.domains[1].valid_targets, 1);
         assert_eq!(s.domains[0].test_targets, 1);
         assert_eq!(s.domains[0].titled_items, 1);
+        // Valid 4 (B) follows 3 (B); test 2 (A) follows 4 (B); neither target is a repeat.
+        assert_eq!(s.domains[1].after_other_domain, 0);
+        assert_eq!(s.domains[0].after_other_domain, 1);
+        assert_eq!(s.domains[0].in_history + s.domains[1].in_history, 0);
         assert!((s.avg_sequence_length - 3.0).abs() < 1e-12);
         assert_eq!(d.user_items()[&0], vec![0, 1, 2, 3, 4]);
         assert_eq!(d.train_counts(), vec![1, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn stats_count_repeat_targets() {
+        let d = tiny();
+        let d = Dataset::new(
+            "repeats",
+            d.domains().clone(),
+            d.items().to_vec(),
+            TrainingData::Present(vec![]),
+            vec![Example {
+                user: 0,
+                history: vec![3, 0],
+                target: 3,
+            }],
+            vec![],
+        )
+        .unwrap();
+        let s = d.stats();
+        assert_eq!(s.domains[1].in_history, 1);
+        assert_eq!(s.domains[1].after_other_domain, 1);
+        assert!(s.to_string().contains("100.0%"), "{s}");
     }
 
     #[test]
