@@ -258,6 +258,11 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("another configuration"), "{e}");
+    // The evaluation batch size changes no metric: a build with another default resumes.
+    let mut rebatched = cfg.clone();
+    rebatched.eval.batch_size += 7;
+    let again = run_experiment(&rebatched, &data, &[1, 2], &out, &device, &quiet()).unwrap();
+    assert_eq!(again.seeds, vec![1, 2]);
     let e = run_experiment(&cfg, &data, &[], &out, &device, &quiet())
         .unwrap_err()
         .to_string();

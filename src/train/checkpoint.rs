@@ -72,7 +72,7 @@ pub(super) fn open_run(paths: &RunPaths, config: &ExperimentConfig) -> Result<Tr
         return Ok(TrainState::fresh());
     }
     let saved: ExperimentConfig = ExperimentConfig::load(&paths.config())?;
-    if &saved != config {
+    if !saved.same_results(config) {
         return Err(Error::Config(format!(
             "{} holds a run with another configuration: resume it with its own config.json, or choose another output folder",
             run_dir.display()

@@ -350,6 +350,15 @@ impl Default for ExperimentConfig {
 }
 
 impl ExperimentConfig {
+    /// Whether a run of `self` and a run of `other` train and score alike: equal but for
+    /// `eval.batch_size`, which changes how many examples are ranked at once and no metric
+    /// (so a run or experiment started by a build with another default still resumes).
+    pub fn same_results(&self, other: &Self) -> bool {
+        let mut other = other.clone();
+        other.eval.batch_size = self.eval.batch_size;
+        *self == other
+    }
+
     /// The configuration of a preset (on the synthetic data).
     pub fn preset(preset: Preset) -> Self {
         match preset {

@@ -86,7 +86,7 @@ pub fn run_experiment(
     let spec_path = out.join("experiment.json");
     if spec_path.is_file() {
         let saved: ExperimentSpec = read_json(&spec_path)?;
-        if saved != spec {
+        if saved.seeds != spec.seeds || !saved.config.same_results(&spec.config) {
             return Err(Error::Config(format!(
                 "{} holds an experiment with another configuration or other seeds: re-run it with the same ones, or choose another folder",
                 out.display()
