@@ -106,10 +106,10 @@ pub fn evaluate(
         // Eq. 11's parts on the device (the matrix products with the output tables), read
         // back once and mixed on the host: under a sampled protocol only the candidates'
         // columns are mixed, each softmax still normalised over the whole domain.
-        let rows = batch_size.max(1);
+        let per_batch = batch_size.max(1);
         let chunks: Vec<std::ops::Range<usize>> = (0..indices.len())
-            .step_by(rows)
-            .map(|start| start..(start + rows).min(indices.len()))
+            .step_by(per_batch)
+            .map(|start| start..(start + per_batch).min(indices.len()))
             .collect();
         let rank_chunk = |rows: &std::ops::Range<usize>| -> Result<Vec<usize>> {
             let parts = HostParts::score(model, queries.rows(rows.clone(), device), &heads)?;
