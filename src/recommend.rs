@@ -86,32 +86,50 @@ impl TrainedRun {
     /// run trained without it: the model is changed here, the run folder is not (see
     /// [`crate::train::fit_run_domain_weights`] for that).
     pub fn fit_domain_weights(&mut self) -> Result<crate::train::DomainWeightFit> {
+        // The fit changes a copy (a module's copy shares its tensors) while the run validates.
+        let mut model = self.model.clone();
+        let fit = {
+            let (validate, names) = self.validator()?;
+            crate::train::trainer::fit_domain_weights(&mut model, validate, names)?
+        };
+        self.model = model;
+        Ok(fit)
+    }
+
+    /// Fits the modality weights (the share of the feature modalities beside the IDs) on the
+    /// validation split, as the same switch does at the end of training before the
+    /// sub-sequence weights; the model is changed here, the run folder is not.
+    pub fn fit_modality_weights(&mut self) -> Result<crate::train::ModalityWeightFit> {
+        let mut model = self.model.clone();
+        let fit = {
+            let (validate, names) = self.validator()?;
+            crate::train::trainer::fit_modality_weights(&mut model, validate, names)?
+        };
+        self.model = model;
+        Ok(fit)
+    }
+
+    /// A validation of any model on this run's data and validation candidates, and the names
+    /// of the two domains.
+    #[allow(clippy::type_complexity)]
+    fn validator(&self) -> Result<(impl FnMut(&LlmEmf) -> Result<Evaluation> + '_, [&str; 2])> {
         let protocol = self.config.eval.protocol;
         let candidates = self.candidates(Split::Valid, protocol, None)?;
         let dataset = &self.data.dataset;
         let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-        let (features, batcher, device, batch_size) = (
-            &self.features,
-            &self.batcher,
-            &self.device,
-            self.config.eval.batch_size,
-        );
-        crate::train::trainer::fit_domain_weights(
-            &mut self.model,
-            |m| {
-                evaluate(
-                    m,
-                    features,
-                    dataset,
-                    Split::Valid,
-                    &candidates,
-                    batcher,
-                    batch_size,
-                    device,
-                )
-            },
-            names,
-        )
+        let validate = move |m: &LlmEmf| {
+            evaluate(
+                m,
+                &self.features,
+                dataset,
+                Split::Valid,
+                &candidates,
+                &self.batcher,
+                self.config.eval.batch_size,
+                &self.device,
+            )
+        };
+        Ok((validate, names))
     }
 
     /// Evaluates the model on `split` under `protocol`, with the run's evaluation seed unless

@@ -351,11 +351,39 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
             assert!((got - want).abs() < 1e-5, "{d:?}: {got} vs {want}");
         }
     }
+    // The modality weights were fitted first (the synthetic data has image and text
+    // features): the chosen weights are the best of their grid on the mean validation MRR, and
+    // the saved model fuses with them.
+    let mfit = report
+        .modality_weight_fit
+        .clone()
+        .expect("a modality fit in results.json");
+    assert_eq!(mfit.grid.len(), 11);
+    assert!((mfit.chosen.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+    let best_grid = mfit
+        .grid
+        .iter()
+        .map(|g| g.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let chosen_share = mfit.chosen[1] + mfit.chosen[2];
+    let chosen_mrr = mfit
+        .grid
+        .iter()
+        .find(|g| (g.0 - chosen_share).abs() < 1e-6)
+        .map(|g| g.1);
+    // Either a grid point won, or the trained weights beat every grid point.
+    assert!(
+        chosen_mrr.is_none_or(|m| m >= best_grid - 1e-12) || mfit.chosen == mfit.trained,
+        "{mfit:?}"
+    );
+    for (got, want) in run.model.modality_weights().iter().zip(mfit.chosen) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
     // The same fit applied to the finished run (`llm-emf fit-weights`) keeps the training
     // fields and reports a fit again.
     let refit = fit_run_domain_weights(dir.path(), &device).unwrap();
     assert_eq!(refit.best_epoch, report.best_epoch);
-    assert!(refit.domain_weight_fit.is_some());
+    assert!(refit.domain_weight_fit.is_some() && refit.modality_weight_fit.is_some());
 
     // Fixed lambdas are shared by both target domains: one share is chosen for both.
     let fixed_dir = tempfile::tempdir().unwrap();
@@ -371,8 +399,10 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     let base_dir = tempfile::tempdir().unwrap();
     let mut base = tiny_config(Preset::Recommended, 1);
     base.model.single_domain_sequences = false;
+    base.model.modalities.image = false;
+    base.model.modalities.text = false;
     let report = train(&base, &data, base_dir.path(), &device, &quiet()).unwrap();
-    assert!(report.domain_weight_fit.is_none());
+    assert!(report.domain_weight_fit.is_none() && report.modality_weight_fit.is_none());
     let err = fit_run_domain_weights(base_dir.path(), &device)
         .unwrap_err()
         .to_string();

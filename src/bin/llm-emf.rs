@@ -161,9 +161,10 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Fit the sub-sequence weights of finished runs on their validation split (what
-    /// `train.fit_domain_weights` does after training) and rewrite their best model and
-    /// results.json; an experiment folder's summary is rewritten by re-running `experiment`.
+    /// Fit the score's weights of finished runs on their validation split (what
+    /// `train.fit_domain_weights` does after training: the feature modalities' share beside
+    /// the IDs, then the sub-sequence weights) and rewrite their best model and results.json;
+    /// an experiment folder's summary is rewritten by re-running `experiment`.
     FitWeights {
         /// Run folders.
         #[arg(required = true)]
@@ -594,10 +595,6 @@ fn run(cli: Cli) -> Result<()> {
             let device = backend::device(&device)?;
             for run in runs {
                 let report = llm_emf::train::fit_run_domain_weights(&run, &device)?;
-                let fit = report
-                    .domain_weight_fit
-                    .as_ref()
-                    .expect("a fitted report has its fit");
                 let mrr = |e: &llm_emf::eval::Evaluation| {
                     e.domains
                         .iter()
@@ -605,11 +602,23 @@ fn run(cli: Cli) -> Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                let mut fitted = Vec::new();
+                if let Some(fit) = &report.modality_weight_fit {
+                    fitted.push(format!(
+                        "modality weights (id, image, text) {:?}",
+                        fit.chosen
+                    ));
+                }
+                if let Some(fit) = &report.domain_weight_fit {
+                    fitted.push(format!(
+                        "weights (X, Y, merged) target X {:?}, target Y {:?}",
+                        fit.chosen[0], fit.chosen[1]
+                    ));
+                }
                 println!(
-                    "{}: weights (X, Y, merged) target X {:?}, target Y {:?}; valid MRR {}; test MRR {}",
+                    "{}: {}; valid MRR {}; test MRR {}",
                     run.display(),
-                    fit.chosen[0],
-                    fit.chosen[1],
+                    fitted.join("; "),
                     mrr(&report.valid),
                     mrr(&report.test)
                 );

@@ -98,6 +98,32 @@ impl ModalityFusion {
         }
     }
 
+    /// Sets the weights (id, image, text), renormalised over the modalities in use (a weight
+    /// given to a modality not in use is ignored): the fixed weights, or the learned logits
+    /// whose softmax gives them (a zero weight becomes 1e-9 there).
+    pub fn set_weights(&mut self, weights: [f64; 3]) -> crate::error::Result<()> {
+        let used: f64 = (0..3).filter(|&i| self.used[i]).map(|i| weights[i]).sum();
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || used <= 0.0 {
+            return Err(crate::error::Error::Config(format!(
+                "modality weights: {weights:?} must be finite, non-negative and not all zero over the modalities in use {:?}",
+                self.used
+            )));
+        }
+        let w = renormalise(weights, self.used);
+        match &mut self.logits {
+            Some(p) => {
+                let device = p.val().device();
+                let v: Vec<f32> = w
+                    .iter()
+                    .map(|&w| (w.max(1e-9).ln() / LOGIT_SCALE) as f32)
+                    .collect();
+                *p = Param::from_tensor(Tensor::from_data(TensorData::new(v, [3]), &device));
+            }
+            None => self.fixed = w,
+        }
+        Ok(())
+    }
+
     /// The weights of the modalities `idx` (indices id 0, image 1, text 2) as `[1, 1]` tensors:
     /// the learned softmax over them (differentiable), or the fixed weights renormalised over
     /// them.
@@ -251,6 +277,29 @@ mod tests {
         let v: f32 = log_mix(vec![(0.5, a), (0.5, b)]).into_scalar();
         let expected = -1000.0 + ((0.5 + 0.5 * (-1.0f64).exp()).ln()) as f32;
         assert!((v - expected).abs() < 1e-3, "{v} vs {expected}");
+    }
+
+    #[test]
+    fn set_weights_renormalises_and_round_trips_fixed_and_learned() {
+        let device = test_device();
+        let used = [true, false, true];
+        for learnable in [false, true] {
+            let mut f = ModalityFusionConfig::new()
+                .with_learnable(learnable)
+                .init(used, &device);
+            f.set_weights([3.0, 5.0, 1.0]).unwrap();
+            let w = f.weights();
+            assert!(
+                (w[0] - 0.75).abs() < 1e-6 && w[1] == 0.0 && (w[2] - 0.25).abs() < 1e-6,
+                "{w:?}"
+            );
+            f.set_weights([0.0, 0.0, 1.0]).unwrap();
+            assert!(f.weights()[0] < 1e-8, "{:?}", f.weights());
+            let err = f.set_weights([0.0, 1.0, 0.0]).unwrap_err().to_string();
+            assert!(err.contains("not all zero"), "{err}");
+            assert!(f.set_weights([f64::NAN, 0.0, 1.0]).is_err());
+            assert!(f.set_weights([-1.0, 0.0, 1.0]).is_err());
+        }
     }
 
     #[test]

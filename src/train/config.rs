@@ -181,12 +181,14 @@ pub struct TrainConfig {
     /// threads; their gradients add up to the whole batch's (each part draws its own dropout
     /// masks, so the number is part of a run's definition). Default 2.
     pub parallel_shards: usize,
-    /// After training, choose the merged sequence's share of the score (Eq. 11) per target
-    /// domain on the validation split, from a grid of 12 values (the single-domain
-    /// sub-sequences keep their trained ratio), and keep the best in the saved model. Weights
-    /// learned on the training loss trust the single-domain experts more than held-out data
-    /// does (docs/model.md). Needs a model with the merged sequence and another one. Default
-    /// false.
+    /// After training, choose the score's mixture weights on the validation split and keep
+    /// the best in the saved model: first, for a model with IDs and a feature modality, the
+    /// feature modalities' share of the fusion (Eq. 8; 11 values, one set for both domains);
+    /// then, for a model with the merged sequence and another one, the merged sequence's share
+    /// of the score (Eq. 11) per target domain (12 values; the single-domain sub-sequences
+    /// keep their trained ratio). Weights learned on the training loss trust the experts that
+    /// fit the training transitions best (single-domain sub-sequences, IDs) more than held-out
+    /// data does (docs/model.md). The trained weights compete in both grids. Default false.
     pub fit_domain_weights: bool,
 }
 

@@ -20,5 +20,6 @@ pub use config::{
 pub use log::EpochLog;
 pub use step::StepProfile;
 pub use trainer::{
-    DomainWeightFit, TrainOptions, TrainReport, fit_run_domain_weights, merged_share, train,
+    DomainWeightFit, ModalityWeightFit, TrainOptions, TrainReport, feature_share,
+    fit_run_domain_weights, merged_share, train,
 };

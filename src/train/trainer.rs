@@ -68,6 +68,10 @@ pub struct TrainReport {
     /// The validation fit of the sub-sequence weights (`TrainConfig::fit_domain_weights`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_weight_fit: Option<DomainWeightFit>,
+    /// The validation fit of the modality weights, before the sub-sequence weights (same
+    /// switch; models with a feature modality beside the IDs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality_weight_fit: Option<ModalityWeightFit>,
 }
 
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
@@ -80,6 +84,80 @@ pub struct DomainWeightFit {
     pub grid: Vec<(f64, [f64; 2])>,
     /// The chosen weights (X, Y, merged) per target domain.
     pub chosen: [[f64; 3]; 2],
+}
+
+/// The grid search of the modality weights (id, image, text) on validation, part of
+/// [`crate::train::TrainConfig::fit_domain_weights`] for models with more than the ID modality:
+/// one set for both target domains (the fusion head is shared), chosen on the mean MRR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModalityWeightFit {
+    /// The trained weights (id, image, text).
+    pub trained: [f64; 3],
+    /// Per share of the feature modalities tried: the share and the mean validation MRR.
+    pub grid: Vec<(f64, f64)>,
+    /// The chosen weights (id, image, text).
+    pub chosen: [f64; 3],
+}
+
+/// Shares of the feature (image and text) modalities tried by the modality fit (the trained
+/// weights are tried too).
+const FEATURE_SHARES: [f64; 11] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0];
+
+/// Modality weights (id, image, text) that give the feature modalities in `used` the share `s`
+/// of the fusion and split it in the ratio of `weights` (equally when their weights are all
+/// zero); the ID modality gets `1 - s`.
+pub fn feature_share(weights: [f64; 3], used: [bool; 3], s: f64) -> [f64; 3] {
+    let features: f64 = (1..3).filter(|&i| used[i]).map(|i| weights[i]).sum();
+    let count = (1..3).filter(|&i| used[i]).count().max(1) as f64;
+    std::array::from_fn(|i| match i {
+        0 => 1.0 - s,
+        _ if !used[i] => 0.0,
+        _ if features > 0.0 => s * weights[i] / features,
+        _ => s / count,
+    })
+}
+
+/// Whether the model mixes the ID modality with a feature modality: what the modality fit needs.
+fn has_modality_weights_to_fit(model: &LlmEmf) -> bool {
+    let m = model.modalities();
+    m.len() > 1 && m.contains(&crate::model::Modality::Id)
+}
+
+/// Chooses the feature modalities' share of the fusion with the best mean validation MRR (the
+/// trained weights compete too), sets it in `model` and reports the grid.
+pub(crate) fn fit_modality_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<ModalityWeightFit> {
+    let used = model.fusion.used;
+    let trained = model.modality_weights();
+    let mrr = |e: &Evaluation| {
+        domain_names
+            .iter()
+            .map(|n| e.domains.get(*n).map_or(f64::NEG_INFINITY, |m| m.mrr))
+            .sum::<f64>()
+            / 2.0
+    };
+    let mut best = mrr(&validate(model)?);
+    let mut chosen = trained;
+    let mut grid = Vec::new();
+    for s in FEATURE_SHARES {
+        let weights = feature_share(trained, used, s);
+        model.fusion.set_weights(weights)?;
+        let got = mrr(&validate(model)?);
+        if got > best {
+            best = got;
+            chosen = weights;
+        }
+        grid.push((s, got));
+    }
+    model.fusion.set_weights(chosen)?;
+    Ok(ModalityWeightFit {
+        trained,
+        grid,
+        chosen: model.modality_weights(),
+    })
 }
 
 /// Shares of the merged sequence tried by the fit (the trained weights are tried too).
@@ -326,8 +404,25 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
+    let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    let modality_weight_fit = if tc.fit_domain_weights && has_modality_weights_to_fit(&best) {
+        let fit = fit_modality_weights(
+            &mut best,
+            |m| evaluate_on(m, Split::Valid, &valid_candidates),
+            names,
+        )?;
+        if options.verbose {
+            eprintln!(
+                "modality weights (id, image, text) fitted on validation: {:?}",
+                fit.chosen
+            );
+        }
+        save_module(&best, &paths.best_model())?;
+        Some(fit)
+    } else {
+        None
+    };
     let domain_weight_fit = if tc.fit_domain_weights && has_domain_weights_to_fit(&best) {
-        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
         let fit = fit_domain_weights(
             &mut best,
             |m| evaluate_on(m, Split::Valid, &valid_candidates),
@@ -361,12 +456,14 @@ pub fn train(
         },
         parameters,
         domain_weight_fit,
+        modality_weight_fit,
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }
 
-/// Fits the sub-sequence weights of a finished run on its validation split, as
+/// Fits the score's weights of a finished run on its validation split (the feature
+/// modalities' share, then the sub-sequence weights, each where the model has them), as
 /// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, and rewrites
 /// the run's best model and `results.json` (validation and test metrics, and the fit; the
 /// training fields are kept). For runs trained without the switch; the result equals what the
@@ -375,19 +472,28 @@ pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainRe
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
     let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
-    if !has_domain_weights_to_fit(&run.model) {
+    let (modalities, domains) = (
+        has_modality_weights_to_fit(&run.model),
+        has_domain_weights_to_fit(&run.model),
+    );
+    if !modalities && !domains {
         return Err(Error::Config(format!(
-            "{}: the model reads {} sub-sequence(s) without both the merged one and another: no weights to fit",
+            "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
             run_dir.display(),
-            run.model.sub_sequences().len()
+            run.model.sub_sequences().len(),
+            run.model.modalities().len()
         )));
     }
-    let fit = run.fit_domain_weights()?;
+    if modalities {
+        report.modality_weight_fit = Some(run.fit_modality_weights()?);
+    }
+    if domains {
+        report.domain_weight_fit = Some(run.fit_domain_weights()?);
+    }
     save_module(&run.model, &paths.best_model())?;
     let protocol = run.config.eval.protocol;
     report.valid = run.evaluate(Split::Valid, protocol, None)?;
     report.test = run.evaluate(Split::Test, protocol, None)?;
-    report.domain_weight_fit = Some(fit);
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }
