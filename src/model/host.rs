@@ -12,13 +12,13 @@ use crate::fastmath;
 /// The Eq. 11 logits of one batch on the host.
 pub(crate) struct HostParts {
     /// Per scored sub-sequence: its weight and whether each row has an item of it.
-    pub(crate) parts: Vec<(f64, Vec<bool>)>,
+    parts: Vec<(f64, Vec<bool>)>,
     /// Per modality: its weight and the `[parts * batch * n]` `f32` logits, sub-sequence-major
     /// (as [`LlmEmf::stacked_logits`] makes them); kept as read (no copy), checked to be `f32`
     /// by [`HostParts::new`].
     modalities: Vec<(f64, TensorData)>,
     /// Combine as a product of experts (weighted logits) instead of Eq. 11's mixture.
-    pub(crate) product: bool,
+    product: bool,
 }
 
 impl HostParts {
