@@ -417,6 +417,7 @@ pub struct DomainStats {
     pub after_other_domain: usize,
     /// Validation and test targets in this domain that already occur in their own history
     /// (repeat interactions; under the abxi protocol they are never negatives).
+    #[serde(default)]
     pub in_history: usize,
 }
 
