@@ -86,38 +86,43 @@ impl TrainedRun {
     /// run trained without it: the model is changed here, the run folder is not (see
     /// [`crate::train::fit_run_domain_weights`] for that).
     pub fn fit_domain_weights(&mut self) -> Result<crate::train::DomainWeightFit> {
-        // The fit changes a copy (a module's copy shares its tensors) while the run validates.
-        let mut model = self.model.clone();
-        let fit = {
-            let (validate, names) = self.validator()?;
-            crate::train::trainer::fit_domain_weights(&mut model, validate, names)?
-        };
-        self.model = model;
-        Ok(fit)
+        self.fit_with(|model, validate, names| {
+            crate::train::trainer::fit_domain_weights(model, validate, names)
+        })
     }
 
-    /// Fits the modality weights (the share of the feature modalities beside the IDs) on the
-    /// validation split, as the same switch does at the end of training before the
-    /// sub-sequence weights; the model is changed here, the run folder is not.
-    pub fn fit_modality_weights(&mut self) -> Result<crate::train::ModalityWeightFit> {
-        let mut model = self.model.clone();
-        let fit = {
-            let (validate, names) = self.validator()?;
-            crate::train::trainer::fit_modality_weights(&mut model, validate, names)?
-        };
-        self.model = model;
-        Ok(fit)
-    }
-
-    /// A validation of any model on this run's data and validation candidates, and the names
-    /// of the two domains.
+    /// Everything [`crate::train::TrainConfig::fit_domain_weights`] fits at the end of
+    /// training, in its order: the modality weights (the share of the feature modalities
+    /// beside the IDs), then the sub-sequence weights, each where the model has them. The model
+    /// is changed here, the run folder is not.
     #[allow(clippy::type_complexity)]
-    fn validator(&self) -> Result<(impl FnMut(&LlmEmf) -> Result<Evaluation> + '_, [&str; 2])> {
+    pub fn fit_score_weights(
+        &mut self,
+    ) -> Result<(
+        Option<crate::train::ModalityWeightFit>,
+        Option<crate::train::DomainWeightFit>,
+    )> {
+        self.fit_with(|model, validate, names| {
+            crate::train::trainer::fit_score_weights(model, validate, names)
+        })
+    }
+
+    /// Runs a fit on a copy of the model (a module's copy shares its tensors) with a
+    /// validation on this run's data and validation candidates (drawn once), then keeps the
+    /// fitted copy.
+    fn fit_with<R>(
+        &mut self,
+        fit: impl FnOnce(
+            &mut LlmEmf,
+            &mut dyn FnMut(&LlmEmf) -> Result<Evaluation>,
+            [&str; 2],
+        ) -> Result<R>,
+    ) -> Result<R> {
         let protocol = self.config.eval.protocol;
         let candidates = self.candidates(Split::Valid, protocol, None)?;
         let dataset = &self.data.dataset;
         let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-        let validate = move |m: &LlmEmf| {
+        let mut validate = |m: &LlmEmf| {
             evaluate(
                 m,
                 &self.features,
@@ -129,7 +134,10 @@ impl TrainedRun {
                 &self.device,
             )
         };
-        Ok((validate, names))
+        let mut model = self.model.clone();
+        let out = fit(&mut model, &mut validate, names)?;
+        self.model = model;
+        Ok(out)
     }
 
     /// Evaluates the model on `split` under `protocol`, with the run's evaluation seed unless

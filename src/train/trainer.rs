@@ -160,6 +160,27 @@ pub(crate) fn fit_modality_weights(
     })
 }
 
+/// The validation fits of [`crate::train::TrainConfig::fit_domain_weights`], in their order:
+/// the modality weights, then the sub-sequence weights, each where the model has them (`None`
+/// otherwise).
+pub(crate) fn fit_score_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<(Option<ModalityWeightFit>, Option<DomainWeightFit>)> {
+    let modality = if has_modality_weights_to_fit(model) {
+        Some(fit_modality_weights(model, &mut validate, domain_names)?)
+    } else {
+        None
+    };
+    let domain = if has_domain_weights_to_fit(model) {
+        Some(fit_domain_weights(model, &mut validate, domain_names)?)
+    } else {
+        None
+    };
+    Ok((modality, domain))
+}
+
 /// Shares of the merged sequence tried by the fit (the trained weights are tried too).
 const MERGED_SHARES: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
 
@@ -404,40 +425,33 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
-    let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-    let modality_weight_fit = if tc.fit_domain_weights && has_modality_weights_to_fit(&best) {
-        let fit = fit_modality_weights(
+    let (modality_weight_fit, domain_weight_fit) = if tc.fit_domain_weights {
+        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+        let fits = fit_score_weights(
             &mut best,
             |m| evaluate_on(m, Split::Valid, &valid_candidates),
             names,
         )?;
         if options.verbose {
-            eprintln!(
-                "modality weights (id, image, text) fitted on validation: {:?}",
-                fit.chosen
-            );
+            if let Some(fit) = &fits.0 {
+                eprintln!(
+                    "modality weights (id, image, text) fitted on validation: {:?}",
+                    fit.chosen
+                );
+            }
+            if let Some(fit) = &fits.1 {
+                eprintln!(
+                    "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
+                    fit.chosen[0], fit.chosen[1]
+                );
+            }
         }
-        save_module(&best, &paths.best_model())?;
-        Some(fit)
-    } else {
-        None
-    };
-    let domain_weight_fit = if tc.fit_domain_weights && has_domain_weights_to_fit(&best) {
-        let fit = fit_domain_weights(
-            &mut best,
-            |m| evaluate_on(m, Split::Valid, &valid_candidates),
-            names,
-        )?;
-        if options.verbose {
-            eprintln!(
-                "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
-                fit.chosen[0], fit.chosen[1]
-            );
+        if fits.0.is_some() || fits.1.is_some() {
+            save_module(&best, &paths.best_model())?;
         }
-        save_module(&best, &paths.best_model())?;
-        Some(fit)
+        fits
     } else {
-        None
+        (None, None)
     };
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
@@ -472,11 +486,7 @@ pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainRe
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
     let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
-    let (modalities, domains) = (
-        has_modality_weights_to_fit(&run.model),
-        has_domain_weights_to_fit(&run.model),
-    );
-    if !modalities && !domains {
+    if !has_modality_weights_to_fit(&run.model) && !has_domain_weights_to_fit(&run.model) {
         return Err(Error::Config(format!(
             "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
             run_dir.display(),
@@ -484,12 +494,7 @@ pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainRe
             run.model.modalities().len()
         )));
     }
-    if modalities {
-        report.modality_weight_fit = Some(run.fit_modality_weights()?);
-    }
-    if domains {
-        report.domain_weight_fit = Some(run.fit_domain_weights()?);
-    }
+    (report.modality_weight_fit, report.domain_weight_fit) = run.fit_score_weights()?;
     save_module(&run.model, &paths.best_model())?;
     let protocol = run.config.eval.protocol;
     report.valid = run.evaluate(Split::Valid, protocol, None)?;
