@@ -266,6 +266,8 @@ pub struct Recommender {
     /// The same tables on the host (row-major values and width), for requests of a few rows:
     /// the recommender holds the output tables twice (64k items x 64 floats: 16 MB a copy).
     host_heads: [[Option<HostTable>; 3]; 2],
+    /// The items' learned logit biases per domain on the host (`ModelConfig::item_bias`).
+    host_bias: [Option<Vec<f32>>; 2],
     /// Logit scale `1 / tau` per modality.
     scales: [f64; 3],
     batcher: SequenceBatcher,
@@ -309,12 +311,18 @@ impl Recommender {
             })
         });
         let scales = model.temperatures().map(|tau| 1.0 / tau);
+        let host_bias = DomainId::BOTH.map(|d| {
+            model
+                .domain_bias(d)
+                .and_then(|b| b.into_data().convert::<f32>().try_into_vec::<f32>().ok())
+        });
         let batcher = config.batcher(&dataset);
         Self {
             model,
             features,
             heads,
             host_heads,
+            host_bias,
             scales,
             batcher,
             dataset,
@@ -372,7 +380,8 @@ impl Recommender {
                 .model
                 .modalities()
                 .iter()
-                .all(|m| self.host_heads[d.index()][m.index()].is_some());
+                .all(|m| self.host_heads[d.index()][m.index()].is_some())
+                && (self.model.item_bias.is_none() || self.host_bias[d.index()].is_some());
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {
@@ -418,8 +427,15 @@ impl Recommender {
                 .try_into_vec::<f32>()
                 .map_err(|e| Error::InvalidInput(format!("reading queries back: {e:?}")))?;
             // `[parts * batch, n]`, sub-sequence-major, as the queries.
-            let logits =
+            let mut logits =
                 crate::fastmath::scaled_dots(table, *width, &q, self.scales[m.index()] as f32);
+            if let Some(bias) = &self.host_bias[d.index()] {
+                for row in logits.chunks_exact_mut(bias.len()) {
+                    for (l, b) in row.iter_mut().zip(bias) {
+                        *l += b;
+                    }
+                }
+            }
             let len = logits.len();
             modalities.push((weight, burn::tensor::TensorData::new(logits, [len])));
         }

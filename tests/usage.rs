@@ -122,6 +122,45 @@ fn recommender_is_shareable_and_answers_single_and_batched_requests() {
 }
 
 #[test]
+fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 2);
+    cfg.model.item_bias = true;
+    let data = cfg.load_data().unwrap();
+    train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let bias: Vec<f32> = run
+        .model
+        .domain_bias(DomainId::Y)
+        .expect("the saved model has its biases")
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(bias.len(), 50);
+    assert!(bias.iter().any(|&b| b != 0.0), "the biases were trained");
+    let rec = run.into_recommender();
+    let history = [0, 45, 3, 60];
+    let single = rec
+        .recommend(&history, DomainId::Y, 8, Exclude::History)
+        .unwrap();
+    // One request is scored on the host, 20 with the backend's matrix product.
+    let many: Vec<Request> = (0..20)
+        .map(|_| Request::new(history.to_vec(), DomainId::Y, 8))
+        .collect();
+    for answer in rec.recommend_batch(&many).unwrap() {
+        assert_eq!(
+            answer.iter().map(|r| r.item).collect::<Vec<_>>(),
+            single.iter().map(|r| r.item).collect::<Vec<_>>()
+        );
+        for (a, b) in answer.iter().zip(&single) {
+            assert!((a.score - b.score).abs() < 1e-4 * b.score.abs().max(1e-9));
+        }
+    }
+}
+
+#[test]
 fn recommender_errors_name_the_problem() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();

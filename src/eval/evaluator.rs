@@ -162,6 +162,8 @@ pub fn evaluate(
 /// lengths); rows whose single-domain sub-sequence is empty are not encoded (they take no
 /// part in the score).
 struct EvalQueries {
+    /// The target domain.
+    domain: DomainId,
     /// Per scored sub-sequence: the sub-sequence, its weight, whether each row has it.
     parts: Vec<(SubSequence, f64, Vec<bool>)>,
     /// Per scored modality: the modality, its weight, the query width.
@@ -233,6 +235,7 @@ impl EvalQueries {
             values.push(part_values);
         }
         Ok(Self {
+            domain: d,
             parts,
             modalities,
             values,
@@ -243,6 +246,7 @@ impl EvalQueries {
     fn rows(&self, rows: std::ops::Range<usize>, device: &Device) -> ScoreQueries {
         let b = rows.len();
         ScoreQueries {
+            domain: self.domain,
             parts: self
                 .parts
                 .iter()
@@ -384,9 +388,9 @@ mod tests {
         )
         .unwrap();
         let batcher = SequenceBatcher::new(dataset, 12);
-        // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture) and the
-        // product of experts.
-        for product in [false, true] {
+        // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture), the
+        // product of experts, and the mixture with learned item biases (set to random values).
+        for (product, item_bias) in [(false, false), (true, false), (false, true)] {
             let config = ModelConfig {
                 id_dim: 8,
                 max_len: 12,
@@ -397,9 +401,18 @@ mod tests {
                 } else {
                     crate::model::DomainObjective::default()
                 },
+                item_bias,
                 ..Default::default()
             };
-            let model = LlmEmf::new(&config, dataset, &features, &device).unwrap();
+            let mut model = LlmEmf::new(&config, dataset, &features, &device).unwrap();
+            if item_bias {
+                let n = dataset.num_items();
+                let bias: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+                model.item_bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias, [n]),
+                    &device,
+                )));
+            }
             for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
                 let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();
                 let want = device_ranks(
@@ -428,10 +441,84 @@ mod tests {
                     assert_eq!(got.n, want.n);
                     assert!(
                         (got.mrr - want.mrr).abs() < 1e-9 && got.hr10 == want.hr10,
-                        "{name}, {protocol:?}, product {product}: {got:?} vs {want:?}"
+                        "{name}, {protocol:?}, product {product}, bias {item_bias}: \
+                         {got:?} vs {want:?}"
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn item_biases_enter_the_score_of_their_own_domain() {
+        let device = test_device();
+        let data = SyntheticConfig {
+            users: 30,
+            items_x: 20,
+            items_y: 25,
+            topics: 3,
+            feature_dim: 8,
+            ..Default::default()
+        }
+        .generate()
+        .unwrap();
+        let dataset = &data.dataset;
+        let config = ModelConfig {
+            id_dim: 8,
+            max_len: 12,
+            dropout: 0.0,
+            item_bias: true,
+            ..Default::default()
+        };
+        let mut model = LlmEmf::new(&config, dataset, &ItemFeatures::none(), &device).unwrap();
+        // Started at 0; then a bias far above any cosine logit (the scale is 10 at init) on one
+        // item of each domain (global ids 3 in X and 20 + 4 in Y) puts it first for every row.
+        let n = dataset.num_items();
+        assert_eq!(model.domain_bias(DomainId::Y).unwrap().dims(), [25]);
+        let mut bias = vec![0.0f32; n];
+        bias[3] = 40.0;
+        bias[24] = 40.0;
+        model.item_bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [n]),
+            &device,
+        )));
+        let batcher = SequenceBatcher::new(dataset, 12);
+        let candidates = Candidates::sample(dataset, Split::Test, Protocol::Full, 7, 20).unwrap();
+        let ranks = device_ranks(
+            &model,
+            &ItemFeatures::none(),
+            dataset,
+            Split::Test,
+            &candidates,
+            &batcher,
+        );
+        let got = evaluate(
+            &model,
+            &ItemFeatures::none(),
+            dataset,
+            Split::Test,
+            &candidates,
+            &batcher,
+            4,
+            &device,
+        )
+        .unwrap();
+        for (d, local) in [(DomainId::X, 3u32), (DomainId::Y, 4)] {
+            let name = &dataset.domain(d).name;
+            // The boosted item is ranked first whenever it is the target.
+            let dom = dataset.domain(d);
+            let targets: Vec<u32> = dataset
+                .examples(Split::Test)
+                .iter()
+                .filter(|e| dom.contains(e.target))
+                .map(|e| dom.local(e.target))
+                .collect();
+            assert_eq!(targets.len(), ranks[name].len());
+            for (rank, t) in ranks[name].iter().zip(&targets) {
+                assert_eq!(*rank == 1, *t == local, "{name}: target {t} ranked {rank}");
+            }
+            let want = DomainMetrics::from_ranks(&ranks[name]);
+            assert!((got.domains[name].mrr - want.mrr).abs() < 1e-9, "{name}");
         }
     }
 }

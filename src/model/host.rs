@@ -49,7 +49,7 @@ impl HostParts {
     ) -> Result<Self> {
         // On the CPU backends, a uniquely owned result is handed over without a copy.
         let modalities = model
-            .stacked_logits(queries.modalities, heads)
+            .stacked_logits(queries.domain, queries.modalities, heads)
             .into_iter()
             .map(|(_, w, logits): (Modality, f64, Tensor<2>)| {
                 (w, logits.into_data().convert::<f32>())

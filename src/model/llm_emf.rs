@@ -155,6 +155,16 @@ pub struct ModelConfig {
     /// CLIP). The features themselves stay frozen. Default false (the paper: encoders at the
     /// features' width, cosine against the frozen vectors).
     pub project_features: bool,
+    /// One encoder per modality for all three sub-sequences: S^X and S^Y are read by the
+    /// merged sequence's encoder, which then also learns from each domain's items alone (the
+    /// single-domain sub-sequences act as views of the merged sequence with the other
+    /// domain's items dropped). No effect unless both `single_domain_sequences` and
+    /// `merged_sequence` are on. Default false (the paper: nine encoders of their own).
+    pub shared_encoders: bool,
+    /// A learned logit bias per item (started at 0), added to every expert's logits before
+    /// its softmax: a popularity prior that cosine heads, blind to norms, cannot express.
+    /// Default false (the paper: cosine logits only).
+    pub item_bias: bool,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -209,17 +219,29 @@ impl Default for ModelConfig {
             positions_from_end: false,
             domain_queries: false,
             project_features: false,
+            shared_encoders: false,
+            item_bias: false,
         }
     }
 }
 
 impl ModelConfig {
+    /// Whether the three sub-sequences share their encoders: `shared_encoders` with both the
+    /// single-domain and the merged sub-sequences on.
+    pub fn shares_encoders(&self) -> bool {
+        self.shared_encoders && self.single_domain_sequences && self.merged_sequence
+    }
+
     /// The recommended preset's model (docs/model.md, "Beyond the paper"): the paper's
     /// encoders and heads, every sub-sequence trained on both domains' next items, the Eq. 11
     /// score trained directly with learned sub-sequence and modality weights, positions counted
     /// from the most recent item.
     pub fn recommended() -> Self {
         Self {
+            // The sizes every multi-seed table of docs/results.md was measured with (Food-Kitchen,
+            // Art-Office); q = 128 over-fitted Food-Kitchen within 8 epochs.
+            id_dim: 64,
+            dropout: 0.5,
             cross_domain_targets: true,
             objective: DomainObjective::Mixture,
             learned_domain_weights: true,
@@ -434,6 +456,8 @@ pub struct LlmEmf {
     pub image_query: Option<DomainQuery>,
     /// Per-target-domain queries of the text encoders' outputs.
     pub text_query: Option<DomainQuery>,
+    /// Learned logit bias of every item (`ModelConfig::item_bias`), `[n_x + n_y]`.
+    pub item_bias: Option<Param<Tensor<1>>>,
     /// Learnable log logit scales (`log(1 / tau)`) of the id, image and text heads, `[3]`.
     pub log_scale: Option<Param<Tensor<1>>>,
     /// Fixed logit scale `1 / tau` when the temperature is not learned.
@@ -448,6 +472,9 @@ pub struct LlmEmf {
     pub domain_loss: DomainLoss,
     /// Whether S^X and S^Y are trained on both domains' items (`ModelConfig::cross_domain_targets`).
     pub cross_domain_targets: bool,
+    /// Whether S^X and S^Y are read by the merged sequence's encoders
+    /// (`ModelConfig::shared_encoders`, with both kinds of sub-sequence on).
+    pub shared_encoders: bool,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -522,10 +549,12 @@ impl LlmEmf {
                     .into(),
             ));
         }
+        let shared_encoders = config.shares_encoders();
         let encoder = |s: SubSequence, m: Modality| -> Option<SequenceEncoder> {
             let on = match s {
                 SubSequence::Merged => config.merged_sequence,
-                _ => config.single_domain_sequences,
+                // S^X and S^Y borrow the merged sequence's encoders (`LlmEmf::encoder`).
+                _ => config.single_domain_sequences && !shared_encoders,
             };
             let d = dims[m.index()]?;
             on.then(|| {
@@ -573,6 +602,9 @@ impl LlmEmf {
             id_query: query(dims[0]),
             image_query: query(dims[1]),
             text_query: query(dims[2]),
+            item_bias: config
+                .item_bias
+                .then(|| Param::from_tensor(Tensor::zeros([n_x + n_y], device))),
             log_scale,
             fixed_scale: scale,
             n_x,
@@ -598,11 +630,15 @@ impl LlmEmf {
                     device,
                 ),
             cross_domain_targets: config.cross_domain_targets,
+            shared_encoders,
         })
     }
 
+    /// The encoder that reads sub-sequence `s` in modality `m`: its own, or the merged
+    /// sequence's when the encoders are shared.
     pub(super) fn encoder(&self, s: SubSequence, m: Modality) -> Option<&SequenceEncoder> {
         use {Modality as M, SubSequence as S};
+        let s = if self.shared_encoders { S::Merged } else { s };
         match (s, m) {
             (S::X, M::Id) => self.x_id.as_ref(),
             (S::X, M::Image) => self.x_image.as_ref(),
@@ -737,6 +773,21 @@ impl LlmEmf {
             DomainId::Y => (self.n_x, self.n_y),
         };
         self.output_rows(m, features, |table| table.narrow(0, start, len))
+    }
+
+    /// The learned logit biases of domain `d`'s items (`ModelConfig::item_bias`), added to
+    /// every expert's logits; `None` without them.
+    ///
+    /// # Shapes
+    /// - output `[n_D]`
+    pub fn domain_bias(&self, d: DomainId) -> Option<Tensor<1>> {
+        let (start, len) = match d {
+            DomainId::X => (0, self.n_x),
+            DomainId::Y => (self.n_x, self.n_y),
+        };
+        self.item_bias
+            .as_ref()
+            .map(|b| b.val().narrow(0, start, len))
     }
 
     /// Rows of a modality's output table: `pick` takes them from the whole table (all items),
@@ -921,7 +972,11 @@ impl LlmEmf {
                 (m, weight, Tensor::cat(queries, 0))
             })
             .collect();
-        ScoreQueries { parts, modalities }
+        ScoreQueries {
+            domain,
+            parts,
+            modalities,
+        }
     }
 
     /// The sub-sequences that enter the Eq. 11 score of target domain `domain` (those with an
@@ -1011,7 +1066,7 @@ impl LlmEmf {
             })
             .collect();
         let b = parts.first().map_or(0, |p| p.present.len());
-        for (m, weight, logits) in self.stacked_logits(queries.modalities, heads) {
+        for (m, weight, logits) in self.stacked_logits(queries.domain, queries.modalities, heads) {
             for (k, part) in parts.iter_mut().enumerate() {
                 part.modalities
                     .push((m, weight, logits.clone().narrow(0, k * b, b)));
@@ -1021,13 +1076,15 @@ impl LlmEmf {
     }
 
     /// The scaled cosine logits of stacked queries ([`ScoreQueries::modalities`]) against
-    /// every item of their domain, per modality with an output table in `heads`: one matrix
-    /// product per modality for all sub-sequences, in the queries' row order.
+    /// every item of their domain `domain` (plus the items' learned biases when the model has
+    /// them), per modality with an output table in `heads`: one matrix product per modality for
+    /// all sub-sequences, in the queries' row order.
     ///
     /// # Shapes
     /// - each output `[parts * batch, n_domain]`
     pub fn stacked_logits(
         &self,
+        domain: DomainId,
         modalities: Vec<(Modality, f64, Tensor<2>)>,
         heads: &[Option<Tensor<2>>; 3],
     ) -> Vec<(Modality, f64, Tensor<2>)> {
@@ -1043,7 +1100,15 @@ impl LlmEmf {
                 } else {
                     queries.matmul(head.clone().transpose())
                 };
-                Some((m, weight, self.scale(m, logits)))
+                let logits = self.scale(m, logits);
+                let logits = match self.domain_bias(domain) {
+                    Some(bias) => {
+                        let [n] = bias.dims();
+                        logits + bias.reshape([1, n])
+                    }
+                    None => logits,
+                };
+                Some((m, weight, logits))
             })
             .collect()
     }
@@ -1132,6 +1197,8 @@ fn product_scores(parts: Vec<ScorePart>, device: &Device) -> Tensor<2> {
 /// The queries of the Eq. 11 score ([`LlmEmf::score_queries`]).
 #[derive(Debug, Clone)]
 pub struct ScoreQueries {
+    /// The target domain whose items are scored.
+    pub domain: DomainId,
     /// Per sub-sequence with a positive weight: the sub-sequence, its weight, and whether each
     /// row has an item of it.
     pub parts: Vec<(SubSequence, f64, Vec<bool>)>,
@@ -1244,6 +1311,44 @@ mod tests {
         .unwrap();
         assert_eq!(baseline.sub_sequences(), vec![SubSequence::Merged]);
         assert_eq!(baseline.modalities(), vec![Modality::Id]);
+    }
+
+    #[test]
+    fn shared_encoders_read_every_sub_sequence_with_the_merged_encoders() {
+        let s = setup();
+        let device = test_device();
+        let features = features(&s, &device);
+        let own = LlmEmf::new(&s.config, &s.data.dataset, &features, &device).unwrap();
+        let config = ModelConfig {
+            shared_encoders: true,
+            ..s.config.clone()
+        };
+        let shared = LlmEmf::new(&config, &s.data.dataset, &features, &device).unwrap();
+        assert_eq!(shared.sub_sequences().len(), 3);
+        for m in Modality::ALL {
+            let merged = shared.encoder(SubSequence::Merged, m).unwrap();
+            for sub in [SubSequence::X, SubSequence::Y] {
+                assert!(std::ptr::eq(shared.encoder(sub, m).unwrap(), merged));
+            }
+        }
+        // Two of each modality's three encoders are gone, nothing else.
+        let encoder_params: usize = Modality::ALL
+            .iter()
+            .map(|&m| own.encoder(SubSequence::X, m).unwrap().num_params())
+            .sum();
+        assert_eq!(own.num_params() - shared.num_params(), 2 * encoder_params);
+        // With one kind of sub-sequence switched off there is nothing to share.
+        let merged_only = ModelConfig {
+            single_domain_sequences: false,
+            ..config.clone()
+        };
+        assert!(!merged_only.shares_encoders());
+        let model = LlmEmf::new(&merged_only, &s.data.dataset, &features, &device).unwrap();
+        assert_eq!(model.sub_sequences(), vec![SubSequence::Merged]);
+        // The loss trains through the shared encoders.
+        let batch = train_batch(&s, &device);
+        let loss = shared.loss(&batch, &features, &DomainId::BOTH, None);
+        assert!(scalar(loss).is_finite());
     }
 
     #[test]

@@ -742,13 +742,25 @@ impl LlmEmf {
     ) -> (Tensor<2>, Tensor<2>) {
         let h = l2_normalise(self.query(m, d, h));
         let [p] = targets.dims();
+        let bias = self.domain_bias(d);
         match negatives {
             None => {
                 let table = self.head(m, d, features);
-                let positive =
-                    self.scale(m, (h.clone() * table.clone().select(0, targets)).sum_dim(1));
+                let positive = self.scale(
+                    m,
+                    (h.clone() * table.clone().select(0, targets.clone())).sum_dim(1),
+                );
                 let logits = self.scale(m, h.matmul(table.transpose()));
-                (positive, logits)
+                match bias {
+                    Some(bias) => {
+                        let [n] = bias.dims();
+                        (
+                            positive + bias.clone().select(0, targets).reshape([p, 1]),
+                            logits + bias.reshape([1, n]),
+                        )
+                    }
+                    None => (positive, logits),
+                }
             }
             Some(neg) => {
                 let [k] = neg.ids.dims();
@@ -762,10 +774,14 @@ impl LlmEmf {
                 let pos_rows = rows.clone().narrow(0, 0, p);
                 let neg_rows = rows.narrow(0, p, k);
                 let log_q = neg.log_q.clone();
-                let positive = self.scale(m, (h.clone() * pos_rows).sum_dim(1))
+                let mut positive = self.scale(m, (h.clone() * pos_rows).sum_dim(1))
                     - log_q.clone().select(0, targets.clone()).reshape([p, 1]);
-                let neg_logits = self.scale(m, h.matmul(neg_rows.transpose()))
+                let mut neg_logits = self.scale(m, h.matmul(neg_rows.transpose()))
                     - log_q.select(0, neg.ids.clone()).reshape([1, k]);
+                if let Some(bias) = bias {
+                    positive = positive + bias.clone().select(0, targets.clone()).reshape([p, 1]);
+                    neg_logits = neg_logits + bias.select(0, neg.ids.clone()).reshape([1, k]);
+                }
                 // A sampled negative equal to the target is an accidental hit: drop it.
                 let hits = targets
                     .reshape([p, 1])

@@ -309,10 +309,19 @@ pub fn train(
     let ec = &config.eval;
     let valid_candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
-    let sampler = match &tc.objective {
+    let objective = tc.objective.for_dataset(dataset);
+    if options.verbose && objective != tc.objective {
+        eprintln!(
+            "the sampled softmax's negatives cover both domains ({} and {} items): training \
+             with the full softmax",
+            dataset.domain(DomainId::X).len,
+            dataset.domain(DomainId::Y).len
+        );
+    }
+    let sampler = match objective {
         Objective::Full => None,
         Objective::Sampled { negatives, sampler } => Some(NegativeSampler::new(
-            dataset, *negatives, sampler, &ad_device,
+            dataset, negatives, &sampler, &ad_device,
         )),
     };
     let target_domains = tc.target_domains.domains();
