@@ -71,3 +71,34 @@ pub use error::{Error, Result};
 pub(crate) fn test_device() -> burn::tensor::Device {
     backend::from_env().expect("the test device is compiled in")
 }
+
+/// A small synthetic two-domain world for the unit tests: 3 topics, 8-wide image and text
+/// features, the generator's other defaults.
+#[cfg(test)]
+pub(crate) fn test_data(users: usize, items_x: usize, items_y: usize) -> data::SyntheticData {
+    data::SyntheticConfig {
+        users,
+        items_x,
+        items_y,
+        topics: 3,
+        feature_dim: 8,
+        ..Default::default()
+    }
+    .generate()
+    .expect("the synthetic test world")
+}
+
+/// The image and text features of [`test_data`]'s world, on `device`.
+#[cfg(test)]
+pub(crate) fn test_features(
+    data: &data::SyntheticData,
+    device: &burn::tensor::Device,
+) -> model::ItemFeatures {
+    model::ItemFeatures::new(
+        Some(&data.image),
+        Some(&data.text),
+        data.dataset.num_items(),
+        device,
+    )
+    .expect("the synthetic test features")
+}

@@ -317,7 +317,6 @@ fn parallel_map<T: Sync, R: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SyntheticConfig;
     use crate::model::ModelConfig;
     use crate::test_device;
 
@@ -369,24 +368,9 @@ mod tests {
     #[test]
     fn evaluation_ranks_equal_the_device_score_of_whole_examples() {
         let device = test_device();
-        let data = SyntheticConfig {
-            users: 60,
-            items_x: 30,
-            items_y: 40,
-            topics: 3,
-            feature_dim: 8,
-            ..Default::default()
-        }
-        .generate()
-        .unwrap();
+        let data = crate::test_data(60, 30, 40);
         let dataset = &data.dataset;
-        let features = ItemFeatures::new(
-            Some(&data.image),
-            Some(&data.text),
-            dataset.num_items(),
-            &device,
-        )
-        .unwrap();
+        let features = crate::test_features(&data, &device);
         let batcher = SequenceBatcher::new(dataset, 12);
         // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture), the
         // product of experts, and the mixture with learned item biases (set to random values).
@@ -452,16 +436,7 @@ mod tests {
     #[test]
     fn item_biases_enter_the_score_of_their_own_domain() {
         let device = test_device();
-        let data = SyntheticConfig {
-            users: 30,
-            items_x: 20,
-            items_y: 25,
-            topics: 3,
-            feature_dim: 8,
-            ..Default::default()
-        }
-        .generate()
-        .unwrap();
+        let data = crate::test_data(30, 20, 25);
         let dataset = &data.dataset;
         let config = ModelConfig {
             id_dim: 8,

@@ -1233,7 +1233,6 @@ pub fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SyntheticConfig;
     use crate::data::batcher::{SequenceBatcher, TrainBatch};
     use crate::test_device;
     use burn::optim::{AdamConfig, GradientsParams};
@@ -1244,16 +1243,7 @@ mod tests {
     }
 
     fn setup() -> Setup {
-        let data = SyntheticConfig {
-            users: 40,
-            items_x: 30,
-            items_y: 40,
-            topics: 3,
-            feature_dim: 8,
-            ..Default::default()
-        }
-        .generate()
-        .unwrap();
+        let data = crate::test_data(40, 30, 40);
         let config = ModelConfig {
             id_dim: 8,
             max_len: 12,
@@ -1264,13 +1254,7 @@ mod tests {
     }
 
     fn features(s: &Setup, device: &Device) -> ItemFeatures {
-        ItemFeatures::new(
-            Some(&s.data.image),
-            Some(&s.data.text),
-            s.data.dataset.num_items(),
-            device,
-        )
-        .unwrap()
+        crate::test_features(&s.data, device)
     }
 
     fn train_batch(s: &Setup, device: &Device) -> TrainBatch {
