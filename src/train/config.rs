@@ -235,7 +235,8 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The recommended preset's recipe (docs/model.md, "Beyond the paper"): a sampled softmax
-    /// with 512 uniform negatives per domain and step, AdamW, a short warm-up, the rate halved
+    /// with 2,048 uniform negatives per domain and step (the full softmax on catalogues that
+    /// small), AdamW, a short warm-up, the rate halved
     /// when validation stalls, more patience, and the sub-sequence weights of the score fitted
     /// on the validation split after training.
     pub fn recommended() -> Self {
@@ -250,7 +251,7 @@ impl TrainConfig {
             plateau: Some(Plateau::default()),
             patience: 10,
             objective: Objective::Sampled {
-                negatives: 512,
+                negatives: 2048,
                 sampler: Sampler::Uniform,
             },
             fit_domain_weights: true,
