@@ -763,15 +763,20 @@ impl LlmEmf {
         Some(encoder.forward(x, input.positions.clone(), &input.bias))
     }
 
+    /// The first row and the number of rows of domain `d`'s items in the global item tables.
+    fn domain_rows(&self, d: DomainId) -> (usize, usize) {
+        match d {
+            DomainId::X => (0, self.n_x),
+            DomainId::Y => (self.n_x, self.n_y),
+        }
+    }
+
     /// The L2-normalised output table of a modality restricted to one domain.
     ///
     /// # Shapes
     /// - output `[n_D, width]`
     pub(super) fn head(&self, m: Modality, d: DomainId, features: &ItemFeatures) -> Tensor<2> {
-        let (start, len) = match d {
-            DomainId::X => (0, self.n_x),
-            DomainId::Y => (self.n_x, self.n_y),
-        };
+        let (start, len) = self.domain_rows(d);
         self.output_rows(m, features, |table| table.narrow(0, start, len))
     }
 
@@ -781,10 +786,7 @@ impl LlmEmf {
     /// # Shapes
     /// - output `[n_D]`
     pub fn domain_bias(&self, d: DomainId) -> Option<Tensor<1>> {
-        let (start, len) = match d {
-            DomainId::X => (0, self.n_x),
-            DomainId::Y => (self.n_x, self.n_y),
-        };
+        let (start, len) = self.domain_rows(d);
         self.item_bias
             .as_ref()
             .map(|b| b.val().narrow(0, start, len))

@@ -236,9 +236,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The recommended preset's recipe (docs/model.md, "Beyond the paper"): a sampled softmax
     /// with 2,048 uniform negatives per domain and step (the full softmax on catalogues that
-    /// small), AdamW, a short warm-up, the rate halved
-    /// when validation stalls, more patience, and the sub-sequence weights of the score fitted
-    /// on the validation split after training.
+    /// small), AdamW, a short warm-up, the rate halved when validation stalls, and the
+    /// sub-sequence weights of the score fitted on the validation split after training.
     pub fn recommended() -> Self {
         Self {
             // The recipe of every multi-seed table of docs/results.md.
@@ -562,16 +561,7 @@ mod tests {
 
     #[test]
     fn negatives_covering_both_domains_train_the_full_softmax() {
-        let data = SyntheticConfig {
-            users: 20,
-            items_x: 10,
-            items_y: 12,
-            topics: 2,
-            feature_dim: 4,
-            ..Default::default()
-        }
-        .generate()
-        .unwrap();
+        let data = crate::test_data(20, 10, 12);
         let sampled = |negatives| Objective::Sampled {
             negatives,
             sampler: Sampler::Uniform,
