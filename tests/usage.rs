@@ -10,7 +10,7 @@ use common::{quiet, tiny_config};
 
 use llm_emf::backend;
 use llm_emf::data::DomainId;
-use llm_emf::recommend::{Exclude, Recommender, Request, TrainedRun};
+use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedRun};
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::experiment::run_experiment;
 use llm_emf::train::{ExperimentConfig, Objective, Preset, fit_run_domain_weights, train};
@@ -29,6 +29,28 @@ fn trained(dir: &Path, preset: Preset) -> Recommender {
     let data = cfg.load_data().unwrap();
     train(&cfg, &data, dir, &device, &quiet()).unwrap();
     Recommender::load(dir, &device).unwrap()
+}
+
+/// A batch of 20 requests for `history` (scored with the backend's matrix product) answers each
+/// as `single`, the answer to one request (scored on the host): same items, same scores.
+fn assert_many_answer_as_one(
+    rec: &Recommender,
+    history: &[u32],
+    domain: DomainId,
+    single: &[Recommendation],
+) {
+    let many: Vec<Request> = (0..20)
+        .map(|_| Request::new(history.to_vec(), domain, single.len()))
+        .collect();
+    for answer in rec.recommend_batch(&many).unwrap() {
+        assert_eq!(
+            answer.iter().map(|r| r.item).collect::<Vec<_>>(),
+            single.iter().map(|r| r.item).collect::<Vec<_>>()
+        );
+        for (a, b) in answer.iter().zip(single) {
+            assert!((a.score - b.score).abs() < 1e-4 * b.score.abs().max(1e-9));
+        }
+    }
 }
 
 #[test]
@@ -83,18 +105,7 @@ fn recommender_is_shareable_and_answers_single_and_batched_requests() {
     }
     assert_eq!(batch[1].len(), 3, "an empty history is answered");
     // Few requests are scored on the host, many with the backend's matrix product: the same.
-    let many: Vec<Request> = (0..20)
-        .map(|_| Request::new(history.to_vec(), DomainId::Y, 5))
-        .collect();
-    for answer in rec.recommend_batch(&many).unwrap() {
-        assert_eq!(
-            answer.iter().map(|r| r.item).collect::<Vec<_>>(),
-            single.iter().map(|r| r.item).collect::<Vec<_>>()
-        );
-        for (a, b) in answer.iter().zip(&single) {
-            assert!((a.score - b.score).abs() < 1e-4 * b.score.abs().max(1e-9));
-        }
-    }
+    assert_many_answer_as_one(&rec, &history, DomainId::Y, &single);
     let mut cands: Vec<u32> = batch[2].iter().map(|r| r.item).collect();
     cands.sort_unstable();
     assert_eq!(
@@ -146,18 +157,7 @@ fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
         .recommend(&history, DomainId::Y, 8, Exclude::History)
         .unwrap();
     // One request is scored on the host, 20 with the backend's matrix product.
-    let many: Vec<Request> = (0..20)
-        .map(|_| Request::new(history.to_vec(), DomainId::Y, 8))
-        .collect();
-    for answer in rec.recommend_batch(&many).unwrap() {
-        assert_eq!(
-            answer.iter().map(|r| r.item).collect::<Vec<_>>(),
-            single.iter().map(|r| r.item).collect::<Vec<_>>()
-        );
-        for (a, b) in answer.iter().zip(&single) {
-            assert!((a.score - b.score).abs() < 1e-4 * b.score.abs().max(1e-9));
-        }
-    }
+    assert_many_answer_as_one(&rec, &history, DomainId::Y, &single);
 }
 
 #[test]

@@ -365,6 +365,31 @@ mod tests {
         out
     }
 
+    /// The test split scored both ways: [`device_ranks`] per domain, and [`evaluate`] in
+    /// batches of `batch_size`.
+    fn device_and_evaluator(
+        model: &LlmEmf,
+        features: &ItemFeatures,
+        dataset: &Dataset,
+        candidates: &Candidates,
+        batcher: &SequenceBatcher,
+        batch_size: usize,
+    ) -> (BTreeMap<String, Vec<usize>>, Evaluation) {
+        let ranks = device_ranks(model, features, dataset, Split::Test, candidates, batcher);
+        let evaluation = evaluate(
+            model,
+            features,
+            dataset,
+            Split::Test,
+            candidates,
+            batcher,
+            batch_size,
+            &test_device(),
+        )
+        .unwrap();
+        (ranks, evaluation)
+    }
+
     #[test]
     fn evaluation_ranks_equal_the_device_score_of_whole_examples() {
         let device = test_device();
@@ -399,26 +424,9 @@ mod tests {
             }
             for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
                 let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();
-                let want = device_ranks(
-                    &model,
-                    &features,
-                    dataset,
-                    Split::Test,
-                    &candidates,
-                    &batcher,
-                );
                 // Batches of 5: several batches per sub-sequence, each sorted by its own lengths.
-                let got = evaluate(
-                    &model,
-                    &features,
-                    dataset,
-                    Split::Test,
-                    &candidates,
-                    &batcher,
-                    5,
-                    &device,
-                )
-                .unwrap();
+                let (want, got) =
+                    device_and_evaluator(&model, &features, dataset, &candidates, &batcher, 5);
                 for (name, ranks) in &want {
                     let want = DomainMetrics::from_ranks(ranks);
                     let got = &got.domains[name];
@@ -459,25 +467,14 @@ mod tests {
         )));
         let batcher = SequenceBatcher::new(dataset, 12);
         let candidates = Candidates::sample(dataset, Split::Test, Protocol::Full, 7, 20).unwrap();
-        let ranks = device_ranks(
+        let (ranks, got) = device_and_evaluator(
             &model,
             &ItemFeatures::none(),
             dataset,
-            Split::Test,
-            &candidates,
-            &batcher,
-        );
-        let got = evaluate(
-            &model,
-            &ItemFeatures::none(),
-            dataset,
-            Split::Test,
             &candidates,
             &batcher,
             4,
-            &device,
-        )
-        .unwrap();
+        );
         for (d, local) in [(DomainId::X, 3u32), (DomainId::Y, 4)] {
             let name = &dataset.domain(d).name;
             // The boosted item is ranked first whenever it is the target.

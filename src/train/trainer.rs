@@ -99,6 +99,12 @@ pub struct ModalityWeightFit {
     pub chosen: [f64; 3],
 }
 
+/// The validation MRR of each named domain in `e` (minus infinity for a domain it lacks), as
+/// the score-weight fits compare them.
+fn domain_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [f64; 2] {
+    domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr))
+}
+
 /// Shares of the feature (image and text) modalities tried by the modality fit (the trained
 /// weights are tried too).
 const FEATURE_SHARES: [f64; 11] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0];
@@ -133,11 +139,8 @@ pub(crate) fn fit_modality_weights(
     let used = model.fusion.used;
     let trained = model.modality_weights();
     let mrr = |e: &Evaluation| {
-        domain_names
-            .iter()
-            .map(|n| e.domains.get(*n).map_or(f64::NEG_INFINITY, |m| m.mrr))
-            .sum::<f64>()
-            / 2.0
+        let [x, y] = domain_mrrs(e, domain_names);
+        (x + y) / 2.0
     };
     let mut best = mrr(&validate(model)?);
     let mut chosen = trained;
@@ -213,7 +216,7 @@ pub(crate) fn fit_domain_weights(
     // chosen on the mean MRR.
     let shared = model.domain_loss.logits.is_none();
     let mrr = |e: &Evaluation| {
-        let per = domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr));
+        let per = domain_mrrs(e, domain_names);
         if shared {
             let mean = (per[0] + per[1]) / 2.0;
             [mean, mean]
