@@ -1,15 +1,15 @@
 //! The example server (`examples/serve.rs`) on a loopback port: good and bad requests, over
 //! HTTP, against a model trained here for one epoch on synthetic data.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/serve.rs"]
 mod serve;
-mod common;
 
 use std::sync::Arc;
 
-use llm_emf::backend;
 use common::{quiet, tiny_config};
+use llm_emf::backend;
 use llm_emf::recommend::Recommender;
 use llm_emf::train::{Preset, train};
 use serde_json::{Value, json};

@@ -161,6 +161,33 @@ fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
 }
 
 #[test]
+fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 2);
+    cfg.model.id_text = true;
+    let data = cfg.load_data().unwrap();
+    train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let map = run
+        .model
+        .id_text_projection
+        .as_ref()
+        .expect("the saved model has its text map");
+    // [text width, q] of the tiny world (8-wide features, q = 16).
+    assert_eq!(map.weight.dims(), [8, 16]);
+    let weights: Vec<f32> = map.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    assert!(weights.iter().all(|w| w.is_finite()));
+    let rec = run.into_recommender();
+    let history = [0, 45, 3, 60];
+    let single = rec
+        .recommend(&history, DomainId::Y, 8, Exclude::History)
+        .unwrap();
+    assert_many_answer_as_one(&rec, &history, DomainId::Y, &single);
+}
+
+#[test]
 fn recommender_errors_name_the_problem() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -165,6 +165,14 @@ pub struct ModelConfig {
     /// its softmax: a popularity prior that cosine heads, blind to norms, cannot express.
     /// Default false (the paper: cosine logits only).
     pub item_bias: bool,
+    /// Text-enriched ID rows: the ID modality's vector of an item, as encoder input and in the
+    /// output table, is its learned row plus a learned linear map (no bias) of its frozen text
+    /// features, `e_i + W t_i`. An item without text (a zero row) keeps its learned row alone.
+    /// Used when text features are given (`features.text`) and the ID modality is on, whether
+    /// or not the text modality itself is; without text features the ID rows are the learned
+    /// rows, as the image and text modalities are off without their features. Default false (the paper: ID rows learned
+    /// from interactions alone).
+    pub id_text: bool,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -221,6 +229,7 @@ impl Default for ModelConfig {
             project_features: false,
             shared_encoders: false,
             item_bias: false,
+            id_text: false,
         }
     }
 }
@@ -475,6 +484,8 @@ pub struct LlmEmf {
     /// Whether S^X and S^Y are read by the merged sequence's encoders
     /// (`ModelConfig::shared_encoders`, with both kinds of sub-sequence on).
     pub shared_encoders: bool,
+    /// Learned map of the frozen text features into the ID rows (`ModelConfig::id_text`).
+    pub id_text_projection: Option<Linear>,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -549,6 +560,20 @@ impl LlmEmf {
                     .into(),
             ));
         }
+        let id_text_projection = match (config.id_text, dims[0], text_dim) {
+            // Unit text rows; N(0, 1/q) weights give the map's output the scale of an ID row
+            // (coordinates of std 1/sqrt(q)).
+            (true, Some(q), Some(t)) => Some(
+                LinearConfig::new(t, q)
+                    .with_bias(false)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 1.0 / (q as f64).sqrt(),
+                    })
+                    .init(device),
+            ),
+            _ => None,
+        };
         let shared_encoders = config.shares_encoders();
         let encoder = |s: SubSequence, m: Modality| -> Option<SequenceEncoder> {
             let on = match s {
@@ -631,6 +656,7 @@ impl LlmEmf {
                 ),
             cross_domain_targets: config.cross_domain_targets,
             shared_encoders,
+            id_text_projection,
         })
     }
 
@@ -725,7 +751,15 @@ impl LlmEmf {
                     .as_ref()
                     .expect("an ID encoder implies the ID table");
                 let q = table.weight.dims()[1];
-                table.forward(items).mul_scalar((q as f64).sqrt())
+                let rows = match &self.id_text_projection {
+                    None => table.forward(items),
+                    Some(_) => {
+                        let flat = items.reshape([batch * len]);
+                        self.id_rows(features, |t| t.select(0, flat.clone()))
+                            .reshape([batch, len, q])
+                    }
+                };
+                rows.mul_scalar((q as f64).sqrt())
             }
             _ => {
                 let table = features
@@ -799,16 +833,10 @@ impl LlmEmf {
         &self,
         m: Modality,
         features: &ItemFeatures,
-        pick: impl FnOnce(Tensor<2>) -> Tensor<2>,
+        pick: impl Fn(Tensor<2>) -> Tensor<2>,
     ) -> Tensor<2> {
         match m {
-            Modality::Id => l2_normalise(pick(
-                self.item_id
-                    .as_ref()
-                    .expect("ID modality without ID table")
-                    .weight
-                    .val(),
-            )),
+            Modality::Id => l2_normalise(self.id_rows(features, pick)),
             _ => self.project_rows(
                 m,
                 pick(
@@ -818,6 +846,31 @@ impl LlmEmf {
                         .clone(),
                 ),
             ),
+        }
+    }
+
+    /// Rows of the ID table picked by `pick` from the whole table (all items), unnormalised:
+    /// the learned rows, plus the mapped text rows with `ModelConfig::id_text`.
+    ///
+    /// # Shapes
+    /// - output `[picked, id_dim]`
+    fn id_rows(&self, features: &ItemFeatures, pick: impl Fn(Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+        let rows = pick(
+            self.item_id
+                .as_ref()
+                .expect("ID modality without ID table")
+                .weight
+                .val(),
+        );
+        match &self.id_text_projection {
+            Some(p) => {
+                let text = features
+                    .table(Modality::Text)
+                    .expect("model.id_text without text features")
+                    .clone();
+                rows + p.forward(pick(text))
+            }
+            None => rows,
         }
     }
 
@@ -862,7 +915,7 @@ impl LlmEmf {
         } else {
             ids.add_scalar(start as i64)
         };
-        self.output_rows(m, features, |table| table.select(0, ids))
+        self.output_rows(m, features, |table| table.select(0, ids.clone()))
     }
 
     /// Multiplies cosines by the modality's logit scale `1 / tau`.
@@ -1297,6 +1350,52 @@ mod tests {
         .unwrap();
         assert_eq!(baseline.sub_sequences(), vec![SubSequence::Merged]);
         assert_eq!(baseline.modalities(), vec![Modality::Id]);
+    }
+
+    #[test]
+    fn id_text_rows_add_the_mapped_text_when_text_features_are_given() {
+        let s = setup();
+        let device = test_device();
+        let config = ModelConfig {
+            id_text: true,
+            modalities: ModalitySwitches {
+                id: true,
+                image: false,
+                text: false,
+            },
+            ..s.config.clone()
+        };
+        // Item 3 has no text: a zero row.
+        let (rows, dim) = (s.data.text.rows(), s.data.text.dim());
+        let mut text = s.data.text.data().to_vec();
+        text[3 * dim..4 * dim].fill(0.0);
+        let text = crate::features::FeatureMatrix::new(rows, dim, text).unwrap();
+        let feats = ItemFeatures::new(None, Some(&text), rows, &device).unwrap();
+        let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+        assert_eq!(model.modalities(), vec![Modality::Id]);
+        let learned = l2_normalise(model.item_id.as_ref().unwrap().weight.val());
+        let head = model.head(Modality::Id, DomainId::X, &feats);
+        let diff = |i: usize| -> f32 {
+            let a = learned.clone().narrow(0, i, 1);
+            let b = head.clone().narrow(0, i, 1);
+            (a - b).abs().max().into_scalar()
+        };
+        assert!(diff(3) < 1e-6, "an item without text keeps its learned row");
+        assert!(
+            diff(2) > 1e-3,
+            "an item with text gets its mapped text added"
+        );
+        // The encoders read the same rows as the head, scaled by sqrt(q).
+        let q = config.id_dim;
+        let items = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 3], [1, 2]), &device);
+        let input = model.embed(Modality::Id, items, &feats).reshape([2, q]);
+        let unit = l2_normalise(input);
+        let both = head.narrow(0, 2, 2);
+        let gap: f32 = (unit - both).abs().max().into_scalar();
+        assert!(gap < 1e-5, "{gap}");
+        // Without text features the ID rows are the learned rows.
+        let plain = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        assert!(plain.id_text_projection.is_none());
     }
 
     #[test]
