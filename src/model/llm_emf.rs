@@ -170,8 +170,8 @@ pub struct ModelConfig {
     /// features, `e_i + W t_i`. An item without text (a zero row) keeps its learned row alone.
     /// Used when text features are given (`features.text`) and the ID modality is on, whether
     /// or not the text modality itself is; without text features the ID rows are the learned
-    /// rows, as the image and text modalities are off without their features. Default false (the paper: ID rows learned
-    /// from interactions alone).
+    /// rows, as the image and text modalities are off without their features. Default false
+    /// (the paper: ID rows learned from interactions alone).
     pub id_text: bool,
 }
 
