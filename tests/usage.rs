@@ -23,12 +23,26 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn trained(dir: &Path, preset: Preset) -> Recommender {
+/// Trains `cfg` silently into `dir` and loads the run back.
+fn train_and_load(dir: &Path, cfg: &ExperimentConfig) -> TrainedRun {
     let device = backend::from_env().unwrap();
-    let cfg = tiny_config(preset, 1);
     let data = cfg.load_data().unwrap();
-    train(&cfg, &data, dir, &device, &quiet()).unwrap();
-    Recommender::load(dir, &device).unwrap()
+    train(cfg, &data, dir, &device, &quiet()).unwrap();
+    TrainedRun::load(dir, &device).unwrap()
+}
+
+fn trained(dir: &Path, preset: Preset) -> Recommender {
+    train_and_load(dir, &tiny_config(preset, 1)).into_recommender()
+}
+
+/// One request for a fixed history of domain Y (scored on the host) and 20 of them (scored
+/// with the backend's matrix product) give the same answer.
+fn assert_host_and_device_serve_alike(rec: &Recommender) {
+    let history = [0, 45, 3, 60];
+    let single = rec
+        .recommend(&history, DomainId::Y, 8, Exclude::History)
+        .unwrap();
+    assert_many_answer_as_one(rec, &history, DomainId::Y, &single);
 }
 
 /// A batch of 20 requests for `history` (scored with the backend's matrix product) answers each
@@ -136,12 +150,9 @@ fn recommender_is_shareable_and_answers_single_and_batched_requests() {
 fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
-    let device = backend::from_env().unwrap();
     let mut cfg = tiny_config(Preset::Recommended, 2);
     cfg.model.item_bias = true;
-    let data = cfg.load_data().unwrap();
-    train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
-    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let run = train_and_load(dir.path(), &cfg);
     let bias: Vec<f32> = run
         .model
         .domain_bias(DomainId::Y)
@@ -151,25 +162,16 @@ fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
         .unwrap();
     assert_eq!(bias.len(), 50);
     assert!(bias.iter().any(|&b| b != 0.0), "the biases were trained");
-    let rec = run.into_recommender();
-    let history = [0, 45, 3, 60];
-    let single = rec
-        .recommend(&history, DomainId::Y, 8, Exclude::History)
-        .unwrap();
-    // One request is scored on the host, 20 with the backend's matrix product.
-    assert_many_answer_as_one(&rec, &history, DomainId::Y, &single);
+    assert_host_and_device_serve_alike(&run.into_recommender());
 }
 
 #[test]
 fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
-    let device = backend::from_env().unwrap();
     let mut cfg = tiny_config(Preset::Recommended, 2);
     cfg.model.id_text = true;
-    let data = cfg.load_data().unwrap();
-    train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
-    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let run = train_and_load(dir.path(), &cfg);
     let map = run
         .model
         .id_text_projection
@@ -179,12 +181,7 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     assert_eq!(map.weight.dims(), [8, 16]);
     let weights: Vec<f32> = map.weight.val().into_data().try_to_vec::<f32>().unwrap();
     assert!(weights.iter().all(|w| w.is_finite()));
-    let rec = run.into_recommender();
-    let history = [0, 45, 3, 60];
-    let single = rec
-        .recommend(&history, DomainId::Y, 8, Exclude::History)
-        .unwrap();
-    assert_many_answer_as_one(&rec, &history, DomainId::Y, &single);
+    assert_host_and_device_serve_alike(&run.into_recommender());
 }
 
 #[test]
