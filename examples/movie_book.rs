@@ -12,7 +12,10 @@
 //! Movie-Book's `traindata_new.txt` is not redistributed with the C2DSR data mirrors: the example
 //! says where to get it when it is missing.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+
+use clap::Parser;
 
 use llm_emf::data::{Format, detect_format, load_dataset};
 use llm_emf::eval::Evaluation;
@@ -25,57 +28,32 @@ const PAPER: [(&str, [f64; 3]); 2] = [("Movie", [6.32, 5.35, 5.78]), ("Book", [2
 const PAPER_SASREC: [(&str, [f64; 3]); 2] =
     [("Movie", [3.79, 3.23, 3.69]), ("Book", [1.81, 1.41, 1.71])];
 
-#[derive(Debug)]
+/// Trains and evaluates LLM-EMF on the C2DSR Movie-Book directory and prints Table 3's layout
+/// next to the paper's numbers.
+#[derive(Debug, Parser)]
+#[command(name = "movie_book")]
 struct Args {
+    /// The C2DSR Movie-Book directory.
+    #[arg(long, default_value = "../shared/data/movie-book")]
     data: PathBuf,
+    /// Frozen image features (`.npy`, one row per item).
+    #[arg(long = "features-img")]
     image: Option<PathBuf>,
+    /// Frozen text features (`.npy`, one row per item).
+    #[arg(long = "features-tex")]
     text: Option<PathBuf>,
-    epochs: Option<usize>,
-    device: String,
-    out: PathBuf,
+    /// The preset: the paper's setting (Table 3's model) or the library's.
+    #[arg(long, value_enum, default_value_t = Preset::Paper)]
     preset: Preset,
-}
-
-fn parse_args() -> std::result::Result<Args, String> {
-    let mut args = Args {
-        data: PathBuf::from("../shared/data/movie-book"),
-        preset: Preset::Paper,
-        image: None,
-        text: None,
-        epochs: None,
-        device: "cpu".into(),
-        out: PathBuf::from("runs/movie-book"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data" => args.data = PathBuf::from(value()?),
-            "--features-img" => args.image = Some(PathBuf::from(value()?)),
-            "--features-tex" => args.text = Some(PathBuf::from(value()?)),
-            "--preset" => {
-                args.preset = match value()?.as_str() {
-                    "paper" => Preset::Paper,
-                    "recommended" => Preset::Recommended,
-                    other => return Err(format!("--preset {other:?}: use paper or recommended")),
-                }
-            }
-            "--epochs" => {
-                args.epochs = Some(
-                    value()?
-                        .parse()
-                        .map_err(|_| "--epochs takes a positive integer")?,
-                )
-            }
-            "--device" => args.device = value()?,
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                return Err("usage: movie_book --data DIR [--features-img F] [--features-tex F] [--preset paper|recommended] [--epochs N] [--device cpu|wgpu|cuda] [--out DIR]".into());
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    Ok(args)
+    /// Epochs (default: the preset's).
+    #[arg(long)]
+    epochs: Option<NonZeroUsize>,
+    /// The device to train on: cpu, wgpu or cuda (the last two need their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The run folder.
+    #[arg(long, default_value = "runs/movie-book")]
+    out: PathBuf,
 }
 
 fn print_table(result: &Evaluation) {
@@ -108,13 +86,7 @@ fn print_table(result: &Evaluation) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("error: {e}");
         if matches!(e, Error::MissingTrainingData { .. }) {
@@ -152,7 +124,7 @@ fn run(args: &Args) -> Result<()> {
     cfg.features.image = args.image.clone();
     cfg.features.text = args.text.clone();
     if let Some(e) = args.epochs {
-        cfg.train.epochs = e;
+        cfg.train.epochs = e.get();
     }
     let device = backend::device(&args.device)?;
     let data = cfg.load_data()?;

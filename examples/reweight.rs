@@ -9,26 +9,27 @@
 
 use std::path::PathBuf;
 
+use clap::Parser;
+
 use llm_emf::backend;
 use llm_emf::data::{DomainId, Split};
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::merged_share;
 
+/// Re-weights a trained run's sub-sequences without retraining and prints MRR per weight.
+#[derive(Debug, Parser)]
+#[command(name = "reweight")]
+struct Args {
+    /// The trained run folder.
+    run: PathBuf,
+    /// Weights of the merged sequence to evaluate (each in [0, 1]).
+    merged: Vec<f64>,
+}
+
 fn main() {
+    let args = Args::parse();
     backend::tune_allocator();
-    let mut args = std::env::args().skip(1);
-    let Some(run) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: reweight RUN_DIR [MERGED_WEIGHT...]");
-        std::process::exit(2);
-    };
-    let weights: Vec<f64> = match args.map(|a| a.parse::<f64>()).collect() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: a merged weight is not a number: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = reweight(&run, &weights) {
+    if let Err(e) = reweight(&args.run, &args.merged) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

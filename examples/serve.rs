@@ -17,6 +17,7 @@
 //! Scoring runs on tokio's blocking pool, so slow requests never stall the server's other work.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clap::Parser;
 use llm_emf::backend;
 use llm_emf::data::{DomainId, ItemId};
 use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request};
@@ -206,56 +208,27 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Serves a trained run's top-k recommendations over HTTP (JSON).
+#[derive(Debug, Parser)]
+#[command(name = "serve")]
 struct Args {
+    /// The run folder (`llm-emf train --out`).
+    #[arg(long)]
     run: PathBuf,
+    /// The address to listen on (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// The device to score on: cpu, wgpu or cuda (the last two need their cargo feature).
+    #[arg(long, default_value = "cpu")]
     device: String,
-    max_batch: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let usage =
-        "usage: serve --run RUN_DIR [--addr 127.0.0.1:8080] [--device cpu] [--max-batch 256]";
-    let mut run = None;
-    let mut args = Args {
-        run: PathBuf::new(),
-        addr: "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?,
-        device: "cpu".into(),
-        max_batch: 256,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{usage}"));
-        match flag.as_str() {
-            "--run" => run = Some(PathBuf::from(value()?)),
-            "--addr" => {
-                args.addr = value()?
-                    .parse()
-                    .map_err(|e| format!("--addr: {e} (expected HOST:PORT)"))?
-            }
-            "--device" => args.device = value()?,
-            "--max-batch" => {
-                args.max_batch = value()?
-                    .parse()
-                    .map_err(|_| "--max-batch takes a positive integer".to_string())?
-            }
-            "-h" | "--help" => return Err(usage.into()),
-            other => return Err(format!("unknown argument {other:?}\n{usage}")),
-        }
-    }
-    args.run = run.ok_or(format!("--run is required\n{usage}"))?;
-    Ok(args)
+    /// The most histories one batch request may hold.
+    #[arg(long, default_value = "256")]
+    max_batch: NonZeroUsize,
 }
 
 #[allow(dead_code)]
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     backend::tune_allocator();
     let recommender =
         backend::device(&args.device).and_then(|device| Recommender::load(&args.run, &device));
@@ -268,7 +241,7 @@ fn main() {
     };
     let state = Arc::new(AppState {
         recommender,
-        max_batch: args.max_batch,
+        max_batch: args.max_batch.get(),
     });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
