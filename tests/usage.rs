@@ -181,6 +181,22 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     assert_eq!(map.weight.dims(), [8, 16]);
     let weights: Vec<f32> = map.weight.val().into_data().try_to_vec::<f32>().unwrap();
     assert!(weights.iter().all(|w| w.is_finite()));
+    assert!(run.model.id_text_projection_y.is_none());
+    assert_host_and_device_serve_alike(&run.into_recommender());
+
+    // One map per domain: both saved and loaded, served alike too.
+    cfg.model.id_text_per_domain = true;
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_and_load(dir.path(), &cfg);
+    for map in [
+        &run.model.id_text_projection,
+        &run.model.id_text_projection_y,
+    ] {
+        assert_eq!(
+            map.as_ref().expect("both maps saved").weight.dims(),
+            [8, 16]
+        );
+    }
     assert_host_and_device_serve_alike(&run.into_recommender());
 }
 

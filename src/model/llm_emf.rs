@@ -173,6 +173,9 @@ pub struct ModelConfig {
     /// rows, as the image and text modalities are off without their features. Default false
     /// (the paper: ID rows learned from interactions alone).
     pub id_text: bool,
+    /// With `id_text`, one text map per domain (X's items through one, Y's through the other)
+    /// instead of one map shared by both catalogues. Default false.
+    pub id_text_per_domain: bool,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -230,6 +233,7 @@ impl Default for ModelConfig {
             shared_encoders: false,
             item_bias: false,
             id_text: false,
+            id_text_per_domain: false,
         }
     }
 }
@@ -484,8 +488,11 @@ pub struct LlmEmf {
     /// Whether S^X and S^Y are read by the merged sequence's encoders
     /// (`ModelConfig::shared_encoders`, with both kinds of sub-sequence on).
     pub shared_encoders: bool,
-    /// Learned map of the frozen text features into the ID rows (`ModelConfig::id_text`).
+    /// Learned map of the frozen text features into the ID rows (`ModelConfig::id_text`); with
+    /// `ModelConfig::id_text_per_domain`, the map of X's items.
     pub id_text_projection: Option<Linear>,
+    /// The map of Y's items with `ModelConfig::id_text_per_domain`.
+    pub id_text_projection_y: Option<Linear>,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -560,7 +567,7 @@ impl LlmEmf {
                     .into(),
             ));
         }
-        let id_text_projection = match (config.id_text, dims[0], text_dim) {
+        let id_text_map = || match (config.id_text, dims[0], text_dim) {
             // Unit text rows; N(0, 1/q) weights give the map's output the scale of an ID row
             // (coordinates of std 1/sqrt(q)).
             (true, Some(q), Some(t)) => Some(
@@ -573,6 +580,12 @@ impl LlmEmf {
                     .init(device),
             ),
             _ => None,
+        };
+        let id_text_projection = id_text_map();
+        let id_text_projection_y = if config.id_text_per_domain {
+            id_text_map()
+        } else {
+            None
         };
         let shared_encoders = config.shares_encoders();
         let encoder = |s: SubSequence, m: Modality| -> Option<SequenceEncoder> {
@@ -657,6 +670,7 @@ impl LlmEmf {
             cross_domain_targets: config.cross_domain_targets,
             shared_encoders,
             id_text_projection,
+            id_text_projection_y,
         })
     }
 
@@ -862,15 +876,28 @@ impl LlmEmf {
                 .weight
                 .val(),
         );
-        match &self.id_text_projection {
-            Some(p) => {
-                let text = features
-                    .table(Modality::Text)
-                    .expect("model.id_text without text features")
-                    .clone();
-                rows + p.forward(pick(text))
+        let Some(p) = &self.id_text_projection else {
+            return rows;
+        };
+        let text = pick(
+            features
+                .table(Modality::Text)
+                .expect("model.id_text without text features")
+                .clone(),
+        );
+        match &self.id_text_projection_y {
+            None => rows + p.forward(text),
+            Some(py) => {
+                // 1 for Y's items, 0 for X's, picked like the rows.
+                let n = self.n_x + self.n_y;
+                let is_y: Vec<f32> = (0..n).map(|i| f32::from(u8::from(i >= self.n_x))).collect();
+                let is_y = pick(Tensor::from_data(
+                    TensorData::new(is_y, [n, 1]),
+                    &rows.device(),
+                ));
+                let x = p.forward(text.clone());
+                rows + x.clone() + (py.forward(text) - x) * is_y
             }
-            None => rows,
         }
     }
 
@@ -1396,6 +1423,57 @@ mod tests {
         // Without text features the ID rows are the learned rows.
         let plain = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
         assert!(plain.id_text_projection.is_none());
+    }
+
+    #[test]
+    fn per_domain_text_maps_send_each_catalogue_through_its_own_map() {
+        let s = setup();
+        let device = test_device();
+        let feats = features(&s, &device);
+        let config = ModelConfig {
+            id_text: true,
+            id_text_per_domain: true,
+            ..s.config.clone()
+        };
+        let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+        let (px, py) = (
+            model.id_text_projection.as_ref().unwrap(),
+            model.id_text_projection_y.as_ref().unwrap(),
+        );
+        let learned = model.item_id.as_ref().unwrap().weight.val();
+        let text = feats.table(Modality::Text).unwrap().clone();
+        let rows = model.id_rows(&feats, |t| t);
+        let n_x = model.n_x;
+        let gap = |a: Tensor<2>, b: Tensor<2>| -> f32 { (a - b).abs().max().into_scalar() };
+        let expect_x =
+            learned.clone().narrow(0, 0, n_x) + px.forward(text.clone().narrow(0, 0, n_x));
+        let expect_y = learned.clone().narrow(0, n_x, model.n_y)
+            + py.forward(text.clone().narrow(0, n_x, model.n_y));
+        assert!(gap(rows.clone().narrow(0, 0, n_x), expect_x) < 1e-5);
+        assert!(gap(rows.clone().narrow(0, n_x, model.n_y), expect_y.clone()) < 1e-5);
+        // The two maps differ, so Y's rows are not what X's map would give them.
+        let through_x =
+            learned.narrow(0, n_x, model.n_y) + px.forward(text.narrow(0, n_x, model.n_y));
+        assert!(gap(expect_y, through_x) > 1e-3);
+        // Picked rows (the encoders' and the sampled heads' path) agree with the whole table.
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(vec![1i64, (n_x + 2) as i64], [2]),
+            &device,
+        );
+        let picked = model.id_rows(&feats, |t| t.select(0, ids.clone()));
+        assert!(gap(picked, rows.select(0, ids)) < 1e-6);
+        // One shared map without the switch.
+        let shared = LlmEmf::new(
+            &ModelConfig {
+                id_text_per_domain: false,
+                ..config
+            },
+            &s.data.dataset,
+            &feats,
+            &device,
+        )
+        .unwrap();
+        assert!(shared.id_text_projection_y.is_none());
     }
 
     #[test]
