@@ -23,7 +23,17 @@ struct Args {
     /// The trained run folder.
     run: PathBuf,
     /// Weights of the merged sequence to evaluate (each in [0, 1]).
+    #[arg(value_parser = unit_weight)]
     merged: Vec<f64>,
+}
+
+/// A merged-sequence weight: a number in [0, 1].
+fn unit_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
+        Ok(w) => Err(format!("{w} is not in [0, 1]")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }
 
 fn main() {
