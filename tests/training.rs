@@ -10,7 +10,10 @@ use common::{quiet, tiny_config};
 use llm_emf::backend;
 use llm_emf::data::{DomainId, Protocol, Split};
 use llm_emf::recommend::TrainedRun;
-use llm_emf::train::{DataSource, ExperimentConfig, Objective, Preset, Sampler, TrainState, train};
+use llm_emf::train::{
+    DataSource, ExperimentConfig, Objective, Preset, Sampler, TrainState, WeightAverageConfig,
+    train,
+};
 
 /// Burn's random generator is process-wide: trainings that must reproduce each other cannot run
 /// beside another one in the same process, so the tests of this file take turns.
@@ -75,19 +78,45 @@ fn same_seed_gives_same_metrics_and_run_folder_is_complete() {
 
 #[test]
 fn interrupted_run_resumes_from_its_last_checkpoint() {
+    resume_matches_uninterrupted_run(|_| {}, &[]);
+}
+
+#[test]
+fn interrupted_run_with_a_weight_average_resumes_it_from_its_checkpoint() {
+    resume_matches_uninterrupted_run(
+        |c| {
+            c.train.weight_average = Some(WeightAverageConfig {
+                half_life_epochs: 1.0,
+            })
+        },
+        &["checkpoint/average-2.bpk"],
+    );
+}
+
+/// Trains `config(3)` (changed by `change`) straight through, and again stopped after two
+/// epochs and resumed: the two runs must agree. `checkpoint_files` must exist after the cut.
+fn resume_matches_uninterrupted_run(
+    change: impl Fn(&mut ExperimentConfig),
+    checkpoint_files: &[&str],
+) {
     let _turn = serial();
     let device = backend::from_env().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let full_run = dir.path().join("full");
-    let cfg = config(3);
+    let mut cfg = config(3);
+    change(&mut cfg);
     let data = cfg.load_data().unwrap();
     let full = train(&cfg, &data, &full_run, &device, &quiet()).unwrap();
 
     // The same run stopped after two epochs, as if killed during the third: its checkpoint says
     // two epochs are done and not finished.
     let cut_run = dir.path().join("cut");
-    let two = config(2);
+    let mut two = config(2);
+    change(&mut two);
     train(&two, &data, &cut_run, &device, &quiet()).unwrap();
+    for name in checkpoint_files {
+        assert!(cut_run.join(name).is_file(), "{name} missing");
+    }
     let state_path = cut_run.join("checkpoint/state.json");
     let mut state: TrainState =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
@@ -117,6 +146,37 @@ fn interrupted_run_resumes_from_its_last_checkpoint() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("another configuration"), "{err}");
+}
+
+#[test]
+fn a_weight_average_without_memory_is_the_latest_weights_and_one_with_memory_is_not() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(2);
+    let data = cfg.load_data().unwrap();
+    let plain = train(&cfg, &data, &dir.path().join("plain"), &device, &quiet()).unwrap();
+    let with = |half_life_epochs: f64, name: &str| {
+        let mut c = cfg.clone();
+        c.train.weight_average = Some(WeightAverageConfig { half_life_epochs });
+        train(&c, &data, &dir.path().join(name), &device, &quiet()).unwrap()
+    };
+    // A half-life far below one step: the average is the latest step's weights.
+    let instant = with(1e-9, "instant");
+    assert_eq!(instant.valid.domains, plain.valid.domains);
+    assert_eq!(instant.test.domains, plain.test.domains);
+    // A half-life of an epoch: validation sees other weights.
+    let slow = with(1.0, "slow");
+    assert_ne!(slow.valid.domains, plain.valid.domains);
+    // A half-life that is not positive is refused before training.
+    let mut bad = cfg.clone();
+    bad.train.weight_average = Some(WeightAverageConfig {
+        half_life_epochs: -1.0,
+    });
+    let err = train(&bad, &data, &dir.path().join("bad"), &device, &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("half_life_epochs"), "{err}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! Run folder layout:
 //! - `config.json`: the [`ExperimentConfig`] of the run;
 //! - `model.bpk`: the best model so far (by mean validation MRR over the two domains);
-//! - `checkpoint/`: the model and optimizer after the last completed epoch, and `state.json`;
+//! - `checkpoint/`: the model and optimizer (and the weight average, when on) after the last
+//!   completed epoch, and `state.json`;
 //! - `log.jsonl`: one line per epoch (loss, validation metrics, seconds, throughput);
 //! - `results.json`: the test metrics of the best model, written when training ends.
 
@@ -109,17 +110,21 @@ pub(super) fn resume(
     Ok((model, optim))
 }
 
-/// Saves the checkpoint of a completed epoch: model and optimizer files first, then the state
-/// that points at them, then the previous epoch's files are dropped. A kill at any point leaves
-/// a state that points at complete files.
+/// Saves the checkpoint of a completed epoch: model, optimizer and weight-average files first,
+/// then the state that points at them, then the previous epoch's files are dropped. A kill at
+/// any point leaves a state that points at complete files.
 pub(super) fn save_checkpoint(
     paths: &RunPaths,
     state: &TrainState,
     model: &LlmEmf,
     optim: &ModuleOptimizer,
+    average: Option<&LlmEmf>,
 ) -> Result<()> {
     let epoch = state.epochs_done;
     save_module(model, &paths.checkpoint_model(epoch))?;
+    if let Some(avg) = average {
+        save_module(avg, &paths.checkpoint_average(epoch))?;
+    }
     let optim_path = paths.checkpoint_optim(epoch);
     let tmp = optim_path.with_extension("bpk.tmp");
     optim
@@ -130,6 +135,7 @@ pub(super) fn save_checkpoint(
     if epoch > 1 {
         let _ = std::fs::remove_file(paths.checkpoint_model(epoch - 1));
         let _ = std::fs::remove_file(paths.checkpoint_optim(epoch - 1));
+        let _ = std::fs::remove_file(paths.checkpoint_average(epoch - 1));
     }
     Ok(())
 }
@@ -176,6 +182,9 @@ impl RunPaths {
     }
     pub(super) fn checkpoint_optim(&self, epoch: usize) -> PathBuf {
         self.checkpoint_dir().join(format!("optim-{epoch}.bpk"))
+    }
+    pub(super) fn checkpoint_average(&self, epoch: usize) -> PathBuf {
+        self.checkpoint_dir().join(format!("average-{epoch}.bpk"))
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::average::WeightAverageConfig;
 use super::batching::Batching;
 use crate::data::recbole::DEFAULT_MAX_HISTORY;
 use crate::data::{
@@ -208,6 +209,9 @@ pub struct TrainConfig {
     /// fit the training transitions best (single-domain sub-sequences, IDs) more than held-out
     /// data does (docs/model.md). The trained weights compete in both grids. Default false.
     pub fit_domain_weights: bool,
+    /// Validate, select and save an exponential moving average of the weights over the steps
+    /// instead of the latest weights (the optimizer still steps the latest). Default: off.
+    pub weight_average: Option<WeightAverageConfig>,
 }
 
 impl Default for TrainConfig {
@@ -229,6 +233,7 @@ impl Default for TrainConfig {
             batching: Batching::default(),
             parallel_shards: 2,
             fit_domain_weights: false,
+            weight_average: None,
         }
     }
 }
@@ -485,6 +490,9 @@ impl ExperimentConfig {
                     "train: the popularity power must be finite".into(),
                 ));
             }
+        }
+        if let Some(w) = &t.weight_average {
+            w.validate()?;
         }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {
             return Err(Error::Config(

@@ -1,5 +1,6 @@
 //! Training: the typed experiment configuration and the training engine.
 
+pub mod average;
 pub mod batching;
 pub mod checkpoint;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod step;
 mod stopping;
 pub mod trainer;
 
+pub use average::WeightAverageConfig;
 pub use batching::Batching;
 pub use checkpoint::{RunPaths, TrainState};
 pub use config::{

@@ -13,6 +13,7 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::average::WeightAverage;
 use super::checkpoint::{RunPaths, load_module, open_run, resume, save_checkpoint, save_module};
 use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer};
 use super::epoch::{EpochPlan, run_epoch};
@@ -308,6 +309,23 @@ pub fn train(
         }
     }
 
+    // The weight average starts at the first step's weights, or resumes from its checkpoint.
+    let mut average = match &tc.weight_average {
+        Some(w) => {
+            let decay = w.decay(sequences.len().div_ceil(tc.batch_size));
+            Some(if state.epochs_done > 0 {
+                let saved = load_module(
+                    LlmEmf::new(&config.model, dataset, &features, device)?,
+                    &paths.checkpoint_average(state.epochs_done),
+                )?;
+                WeightAverage::resume(saved, decay)
+            } else {
+                WeightAverage::new(decay)
+            })
+        }
+        None => None,
+    };
+
     let batcher = config.model.batcher(dataset);
     let ec = &config.eval;
     let valid_candidates =
@@ -372,7 +390,8 @@ pub fn train(
             warmup_epochs: tc.warmup_epochs,
             shards: tc.parallel_shards,
         };
-        let (next, stats) = run_epoch(model, &mut optim, &sequences, &plan, &ctx)?;
+        let (next, stats) =
+            run_epoch(model, &mut optim, &sequences, &plan, &ctx, average.as_mut())?;
         model = next;
         let rate = stats.sequences as f64 / stats.seconds.max(1e-9);
         throughput.push(rate);
@@ -381,7 +400,10 @@ pub fn train(
         let evaluate_now = epoch_no % tc.eval_every == 0 || epoch_no == tc.epochs;
         let mut best = false;
         let valid = if evaluate_now {
-            let snapshot = model.valid();
+            let snapshot = match average.as_ref().and_then(|a| a.model()) {
+                Some(avg) => avg.clone(),
+                None => model.valid(),
+            };
             let v = evaluate_on(&snapshot, Split::Valid, &valid_candidates)?;
             best = record_validation(&mut state, epoch_no, v.mean_mrr());
             if best {
@@ -419,7 +441,13 @@ pub fn train(
         stopped_early = should_stop(&state, tc.patience);
         state.epochs_done = epoch_no;
         state.finished = stopped_early || epoch_no == tc.epochs;
-        save_checkpoint(&paths, &state, &model, &optim)?;
+        save_checkpoint(
+            &paths,
+            &state,
+            &model,
+            &optim,
+            average.as_ref().and_then(|a| a.model()),
+        )?;
         if stopped_early {
             if options.verbose {
                 eprintln!(
