@@ -151,7 +151,7 @@ mod tests {
         let mut c = Collect(HashMap::new());
         model.visit(&mut c);
         c.0.into_iter()
-            .map(|(id, t)| (id, t.to_data().to_vec::<f32>().expect("f32 data")))
+            .map(|(id, t)| (id, t.to_data().try_to_vec::<f32>().expect("f32 data")))
             .collect()
     }
 
