@@ -176,6 +176,12 @@ pub struct ModelConfig {
     /// With `id_text`, one text map per domain (X's items through one, Y's through the other)
     /// instead of one map shared by both catalogues. Default false.
     pub id_text_per_domain: bool,
+    /// Standard deviation of the learned ID rows at initialisation, as a multiple of
+    /// `1 / sqrt(id_dim)`. With `id_text`, a value well below 1 starts every item at its mapped
+    /// text (the learned row then holds what interactions add to it), so an item that training
+    /// never reaches keeps a vector made of its title instead of a random one. Must be positive.
+    /// Default 1.
+    pub id_row_init: f64,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -234,6 +240,7 @@ impl Default for ModelConfig {
             item_bias: false,
             id_text: false,
             id_text_per_domain: false,
+            id_row_init: 1.0,
         }
     }
 }
@@ -298,6 +305,9 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if !(self.id_row_init.is_finite() && self.id_row_init > 0.0) {
+            return bad(format!("id_row_init {} must be positive", self.id_row_init));
         }
         let text_weight = 1.0 - self.alpha - self.beta;
         if self.alpha < 0.0 || self.beta < 0.0 || text_weight < -1e-9 {
@@ -616,13 +626,14 @@ impl LlmEmf {
             Param::from_tensor(Tensor::from_data(TensorData::new(vec![v; 3], [3]), device))
         });
         Ok(Self {
-            // Small rows (std 1/sqrt(q)) so that Adam's steps move their directions, which is
-            // all the cosine head sees; `embed` rescales them by sqrt(q) as encoder inputs.
+            // Small rows (std 1/sqrt(q), times `id_row_init`) so that Adam's steps move their
+            // directions, which is all the cosine head sees; `embed` rescales them by sqrt(q) as
+            // encoder inputs.
             item_id: dims[0].map(|q| {
                 EmbeddingConfig::new(n_x + n_y, q)
                     .with_initializer(Initializer::Normal {
                         mean: 0.0,
-                        std: 1.0 / (q as f64).sqrt(),
+                        std: config.id_row_init / (q as f64).sqrt(),
                     })
                     .init(device)
             }),
@@ -1423,6 +1434,35 @@ mod tests {
         // Without text features the ID rows are the learned rows.
         let plain = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
         assert!(plain.id_text_projection.is_none());
+    }
+
+    #[test]
+    fn id_row_init_scales_the_learned_rows_and_must_be_positive() {
+        let s = setup();
+        let device = test_device();
+        let std_of = |init: f64| -> f64 {
+            let config = ModelConfig {
+                id_dim: 32,
+                id_row_init: init,
+                ..s.config.clone()
+            };
+            let model =
+                LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+            let w = model.item_id.as_ref().unwrap().weight.val();
+            let v: f32 = w.powi_scalar(2).mean().sqrt().into_scalar();
+            v as f64 * (32f64).sqrt()
+        };
+        // About 2,300 draws: the sample std is within a few percent of its target.
+        assert!((std_of(1.0) - 1.0).abs() < 0.1, "{}", std_of(1.0));
+        assert!((std_of(0.1) - 0.1).abs() < 0.01, "{}", std_of(0.1));
+        for bad in [0.0, -1.0, f64::NAN] {
+            let config = ModelConfig {
+                id_row_init: bad,
+                ..s.config.clone()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("id_row_init"), "{err}");
+        }
     }
 
     #[test]
