@@ -110,6 +110,16 @@ pub(super) fn resume(
     Ok((model, optim))
 }
 
+/// Restores the weight average saved after epoch `state.epochs_done`, into the structure (and
+/// parameter ids) of `model`, the restored training model.
+pub(super) fn resume_average(
+    paths: &RunPaths,
+    state: &TrainState,
+    model: &LlmEmf,
+) -> Result<LlmEmf> {
+    load_module(model.valid(), &paths.checkpoint_average(state.epochs_done))
+}
+
 /// Saves the checkpoint of a completed epoch: model, optimizer and weight-average files first,
 /// then the state that points at them, then the previous epoch's files are dropped. A kill at
 /// any point leaves a state that points at complete files.

@@ -14,7 +14,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::average::WeightAverage;
-use super::checkpoint::{RunPaths, load_module, open_run, resume, save_checkpoint, save_module};
+use super::checkpoint::{
+    RunPaths, load_module, open_run, resume, resume_average, save_checkpoint, save_module,
+};
 use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer};
 use super::epoch::{EpochPlan, run_epoch};
 use super::log::EpochLog;
@@ -314,11 +316,7 @@ pub fn train(
         Some(w) => {
             let decay = w.decay(sequences.len().div_ceil(tc.batch_size));
             Some(if state.epochs_done > 0 {
-                let saved = load_module(
-                    LlmEmf::new(&config.model, dataset, &features, device)?,
-                    &paths.checkpoint_average(state.epochs_done),
-                )?;
-                WeightAverage::resume(saved, decay)
+                WeightAverage::resume(resume_average(&paths, &state, &model)?, decay)
             } else {
                 WeightAverage::new(decay)
             })
