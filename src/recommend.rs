@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
 use crate::model::host::HostParts;
 use crate::model::{ItemFeatures, LlmEmf};
-use crate::train::checkpoint::load_module;
+use crate::train::checkpoint::load_model;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
 /// One recommended item.
@@ -24,7 +24,9 @@ pub struct Recommendation {
     /// Its title, when known.
     pub title: Option<String>,
     /// The cross-domain score: Eq. 11's weighted sum of probabilities, or, for a model trained
-    /// with the product-of-experts objective, its weighted sum of logits (a ranking score).
+    /// with the product-of-experts objective, its weighted sum of logits (a ranking score);
+    /// with a popularity adjustment ([`LlmEmf::popularity_exponent`]), times `(1 + c)^gamma`
+    /// (plus `gamma ln(1 + c)` for the product), `c` the item's training interactions.
     pub score: f64,
 }
 
@@ -65,7 +67,7 @@ impl TrainedRun {
             data.dataset.num_items(),
             device,
         )?;
-        let model = load_module(
+        let model = load_model(
             LlmEmf::new(&config.model, &data.dataset, &features, device)?,
             model_path,
         )?
@@ -104,6 +106,15 @@ impl TrainedRun {
     )> {
         self.fit_with(|model, validate, names| {
             crate::train::trainer::fit_score_weights(model, validate, names)
+        })
+    }
+
+    /// Fits the popularity adjustment of the score on the validation split, as
+    /// [`crate::train::TrainConfig::fit_popularity`] does at the end of training. The model is
+    /// changed here, the run folder is not.
+    pub fn fit_popularity(&mut self) -> Result<crate::train::PopularityFit> {
+        self.fit_with(|model, validate, names| {
+            crate::train::trainer::fit_popularity(model, validate, names)
         })
     }
 
@@ -268,6 +279,8 @@ pub struct Recommender {
     host_heads: [[Option<HostTable>; 3]; 2],
     /// The items' learned logit biases per domain on the host (`ModelConfig::item_bias`).
     host_bias: [Option<Vec<f32>>; 2],
+    /// The popularity adjustment per domain on the host ([`LlmEmf::log_prior`]).
+    host_prior: [Option<std::sync::Arc<[f32]>>; 2],
     /// Logit scale `1 / tau` per modality.
     scales: [f64; 3],
     batcher: SequenceBatcher,
@@ -316,6 +329,7 @@ impl Recommender {
                 .domain_bias(d)
                 .and_then(|b| b.into_data().convert::<f32>().try_into_vec::<f32>().ok())
         });
+        let host_prior = DomainId::BOTH.map(|d| HostParts::host_log_prior(&model, d));
         let batcher = config.batcher(&dataset);
         Self {
             model,
@@ -323,6 +337,7 @@ impl Recommender {
             heads,
             host_heads,
             host_bias,
+            host_prior,
             scales,
             batcher,
             dataset,
@@ -381,7 +396,9 @@ impl Recommender {
                 .modalities()
                 .iter()
                 .all(|m| self.host_heads[d.index()][m.index()].is_some())
-                && (self.model.item_bias.is_none() || self.host_bias[d.index()].is_some());
+                && (self.model.item_bias.is_none() || self.host_bias[d.index()].is_some())
+                && (self.model.popularity_exponent[d.index()] == 0.0
+                    || self.host_prior[d.index()].is_some());
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {
@@ -439,11 +456,12 @@ impl Recommender {
             let len = logits.len();
             modalities.push((weight, burn::tensor::TensorData::new(logits, [len])));
         }
-        HostParts::new(
+        Ok(HostParts::new(
             queries.parts.into_iter().map(|(_, w, p)| (w, p)).collect(),
             modalities,
             self.model.product_of_experts(),
-        )
+        )?
+        .with_log_prior(self.host_prior[d.index()].clone()))
     }
 
     fn check(&self, r: &Request) -> std::result::Result<(), String> {

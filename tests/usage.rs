@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{quiet, tiny_config};
 
 use llm_emf::backend;
-use llm_emf::data::DomainId;
+use llm_emf::data::{DomainId, Split};
 use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedRun};
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::experiment::run_experiment;
@@ -460,7 +460,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     }
     // The same fit applied to the finished run (`llm-emf fit-weights`) keeps the training
     // fields and reports a fit again.
-    let refit = fit_run_domain_weights(dir.path(), &device).unwrap();
+    let refit = fit_run_domain_weights(dir.path(), &device, false).unwrap();
     assert_eq!(refit.best_epoch, report.best_epoch);
     assert!(refit.domain_weight_fit.is_some() && refit.modality_weight_fit.is_some());
 
@@ -473,6 +473,22 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .domain_weight_fit
         .expect("fixed weights are fitted too");
     assert_eq!(fit.chosen[0][2], fit.chosen[1][2], "{:?}", fit.chosen);
+    // Fixed weights are constants, not parameters of the model file: the fitted ones are kept
+    // beside it (model.score.json) and applied when it is loaded, so the loaded run scores as
+    // the trained one did.
+    let run = TrainedRun::load(fixed_dir.path(), &device).unwrap();
+    let shares = |w: [f64; 3]| w.map(|x| x / w.iter().sum::<f64>());
+    for d in DomainId::BOTH {
+        let got = shares(run.model.domain_weights(d));
+        let want = shares(fit.chosen[d.index()]);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-9, "{d:?}: {got:?} vs {want:?}");
+        }
+    }
+    let test = run
+        .evaluate(Split::Test, fixed.eval.protocol, None)
+        .unwrap();
+    assert_eq!(test.domains, report.test.domains);
 
     // A single-sequence model has no weights to fit: a clear error naming the run.
     let base_dir = tempfile::tempdir().unwrap();
@@ -482,7 +498,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     base.model.modalities.text = false;
     let report = train(&base, &data, base_dir.path(), &device, &quiet()).unwrap();
     assert!(report.domain_weight_fit.is_none() && report.modality_weight_fit.is_none());
-    let err = fit_run_domain_weights(base_dir.path(), &device)
+    let err = fit_run_domain_weights(base_dir.path(), &device, false)
         .unwrap_err()
         .to_string();
     assert!(err.contains("no weights to fit"), "{err}");
@@ -490,4 +506,38 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         err.contains(&base_dir.path().display().to_string()),
         "{err}"
     );
+
+    // The popularity adjustment needs no weights: it is fitted on the same run, each domain's
+    // exponent the best of its grid on validation, kept beside the model file and applied when
+    // the run is loaded.
+    let refit = fit_run_domain_weights(base_dir.path(), &device, true).unwrap();
+    let pfit = refit.popularity_fit.clone().expect("a popularity fit");
+    assert_eq!(pfit.grid.len(), 13);
+    for d in 0..2 {
+        let chosen = pfit
+            .grid
+            .iter()
+            .find(|g| g.0 == pfit.chosen[d])
+            .expect("the chosen exponent is a grid point (0 is one)");
+        assert!(pfit.grid.iter().all(|g| g.1[d] <= chosen.1[d]), "{pfit:?}");
+    }
+    let run = TrainedRun::load(base_dir.path(), &device).unwrap();
+    assert_eq!(run.model.popularity_exponent, pfit.chosen);
+    let test = run.evaluate(Split::Test, base.eval.protocol, None).unwrap();
+    assert_eq!(test.domains, refit.test.domains);
+    // A recommender serves the adjustment alike on the host (one request) and the device.
+    let mut adjusted = TrainedRun::load(base_dir.path(), &device).unwrap();
+    adjusted
+        .model
+        .set_popularity_exponent(DomainId::Y, -0.7)
+        .unwrap();
+    assert_host_and_device_serve_alike(&adjusted.into_recommender());
+    // A damaged settings file is an error that names it, never a silently different model.
+    let settings = base_dir.path().join("model.score.json");
+    std::fs::write(&settings, "{\"modality_weights\": [1").unwrap();
+    let err = match TrainedRun::load(base_dir.path(), &device) {
+        Ok(_) => panic!("a damaged model.score.json was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("model.score.json"), "{err}");
 }

@@ -169,6 +169,10 @@ enum Command {
         /// Run folders.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
+        /// Also fit the popularity adjustment after the weights (what `train.fit_popularity`
+        /// does after training).
+        #[arg(long)]
+        popularity: bool,
         /// Device: cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -591,10 +595,14 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", summary_markdown(&cfg, &summary));
             println!("experiment folder: {}", out.display());
         }
-        Command::FitWeights { runs, device } => {
+        Command::FitWeights {
+            runs,
+            popularity,
+            device,
+        } => {
             let device = backend::device(&device)?;
             for run in runs {
-                let report = llm_emf::train::fit_run_domain_weights(&run, &device)?;
+                let report = llm_emf::train::fit_run_domain_weights(&run, &device, popularity)?;
                 let mrr = |e: &llm_emf::eval::Evaluation| {
                     e.domains
                         .iter()
@@ -614,6 +622,9 @@ fn run(cli: Cli) -> Result<()> {
                         "weights (X, Y, merged) target X {:?}, target Y {:?}",
                         fit.chosen[0], fit.chosen[1]
                     ));
+                }
+                if let Some(fit) = &report.popularity_fit {
+                    fitted.push(format!("popularity exponents (X, Y) {:?}", fit.chosen));
                 }
                 println!(
                     "{}: {}; valid MRR {}; test MRR {}",

@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{DomainMetrics, rank};
+use super::metrics::{DomainMetrics, PopularitySlice, rank};
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::data::{Candidates, Dataset, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
@@ -24,6 +24,11 @@ pub struct Evaluation {
     pub seed: u64,
     /// Metrics per target domain, by domain name.
     pub domains: BTreeMap<String, DomainMetrics>,
+    /// Per target domain, the metrics of the examples split by how many training interactions
+    /// their target has ([`PopularitySlice`]: cold items, rare ones, popular ones). Empty when
+    /// the dataset has no training sequences (and in results written before it existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub popularity: BTreeMap<String, Vec<PopularitySlice>>,
     /// Examples scored per second (model and ranking), on this run's device.
     pub examples_per_second: f64,
 }
@@ -64,6 +69,25 @@ impl std::fmt::Display for Evaluation {
                 m.n
             )?;
         }
+        if let Some(slices) = self.popularity.values().next() {
+            writeln!(
+                f,
+                "MRR in % (examples) by the target's training interactions"
+            )?;
+            write!(f, "{:<12}", "domain")?;
+            for s in slices {
+                write!(f, " {:>15}", s.label())?;
+            }
+            writeln!(f)?;
+            for (name, slices) in &self.popularity {
+                write!(f, "{name:<12}")?;
+                for s in slices {
+                    let cell = format!("{:.2} ({})", 100.0 * s.metrics.mrr, s.metrics.n);
+                    write!(f, " {cell:>15}")?;
+                }
+                writeln!(f)?;
+            }
+        }
         Ok(())
     }
 }
@@ -88,7 +112,9 @@ pub fn evaluate(
     let start = Instant::now();
     let examples = dataset.examples(split);
     let protocol = candidates.info.protocol;
+    let counts = dataset.has_train().then(|| dataset.train_counts());
     let mut domains = BTreeMap::new();
+    let mut popularity = BTreeMap::new();
     for d in DomainId::BOTH {
         let dom = dataset.domain(d);
         let indices: Vec<usize> = (0..examples.len())
@@ -145,6 +171,16 @@ pub fn evaluate(
             .collect::<Result<Vec<_>>>()?
             .concat();
         domains.insert(dom.name.clone(), DomainMetrics::from_ranks(&ranks));
+        if let Some(counts) = &counts {
+            let target_counts: Vec<u32> = indices
+                .iter()
+                .map(|&i| counts[examples[i].target as usize])
+                .collect();
+            popularity.insert(
+                dom.name.clone(),
+                PopularitySlice::split(&ranks, &target_counts),
+            );
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(Evaluation {
@@ -152,6 +188,7 @@ pub fn evaluate(
         split,
         seed: candidates.info.seed,
         domains,
+        popularity,
         examples_per_second: examples.len() as f64 / seconds.max(1e-9),
     })
 }
@@ -398,8 +435,15 @@ mod tests {
         let features = crate::test_features(&data, &device);
         let batcher = SequenceBatcher::new(dataset, 12);
         // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture), the
-        // product of experts, and the mixture with learned item biases (set to random values).
-        for (product, item_bias) in [(false, false), (true, false), (false, true)] {
+        // product of experts, and the mixture with learned item biases (set to random values);
+        // both combinations with a popularity adjustment.
+        for (product, item_bias, popularity) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (false, false, true),
+            (true, false, true),
+        ] {
             let config = ModelConfig {
                 id_dim: 8,
                 max_len: 12,
@@ -422,19 +466,33 @@ mod tests {
                     &device,
                 )));
             }
+            let unadjusted = popularity.then(|| model.clone());
+            if popularity {
+                model.set_popularity_exponent(DomainId::X, 0.8).unwrap();
+                model.set_popularity_exponent(DomainId::Y, -0.6).unwrap();
+            }
             for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
                 let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();
                 // Batches of 5: several batches per sub-sequence, each sorted by its own lengths.
                 let (want, got) =
                     device_and_evaluator(&model, &features, dataset, &candidates, &batcher, 5);
+                if let Some(plain) = &unadjusted {
+                    // The adjustment changes the ranking (and both paths apply it alike).
+                    let (_, before) =
+                        device_and_evaluator(plain, &features, dataset, &candidates, &batcher, 5);
+                    assert_ne!(
+                        before.domains, got.domains,
+                        "{protocol:?}, product {product}"
+                    );
+                }
                 for (name, ranks) in &want {
                     let want = DomainMetrics::from_ranks(ranks);
                     let got = &got.domains[name];
                     assert_eq!(got.n, want.n);
                     assert!(
                         (got.mrr - want.mrr).abs() < 1e-9 && got.hr10 == want.hr10,
-                        "{name}, {protocol:?}, product {product}, bias {item_bias}: \
-                         {got:?} vs {want:?}"
+                        "{name}, {protocol:?}, product {product}, bias {item_bias}, \
+                         popularity {popularity}: {got:?} vs {want:?}"
                     );
                 }
             }

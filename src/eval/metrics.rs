@@ -83,6 +83,64 @@ impl DomainMetrics {
     }
 }
 
+/// Upper bounds (inclusive) of the popularity slices: a target is put in the first slice
+/// whose bound is at least its number of training interactions; the last slice is open.
+pub const POPULARITY_BOUNDS: [u32; 3] = [0, 4, 19];
+
+/// The metrics of the examples whose target has a given range of training interactions: how a
+/// model does on cold items (never seen in training) against popular ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PopularitySlice {
+    /// Fewest training interactions of a target in the slice.
+    pub min: u32,
+    /// Most training interactions of a target in the slice (`None`: no upper bound).
+    pub max: Option<u32>,
+    /// The slice's metrics.
+    pub metrics: DomainMetrics,
+}
+
+impl PopularitySlice {
+    /// The slice's range as text: `0`, `1-4`, `20+`.
+    pub fn label(&self) -> String {
+        match self.max {
+            Some(max) if max == self.min => format!("{max}"),
+            Some(max) => format!("{}-{max}", self.min),
+            None => format!("{}+", self.min),
+        }
+    }
+
+    /// Splits one domain's ranks by the training count of each example's target
+    /// ([`POPULARITY_BOUNDS`]); `counts[k]` belongs to `ranks[k]`. Every slice is returned,
+    /// empty ones with `n = 0`.
+    ///
+    /// # Panics
+    /// If `ranks` and `counts` differ in length.
+    pub fn split(ranks: &[usize], counts: &[u32]) -> Vec<Self> {
+        assert_eq!(ranks.len(), counts.len(), "one training count per rank");
+        let mut lower = 0;
+        let mut slices = Vec::with_capacity(POPULARITY_BOUNDS.len() + 1);
+        for max in POPULARITY_BOUNDS
+            .iter()
+            .map(|&b| Some(b))
+            .chain(std::iter::once(None))
+        {
+            let inside: Vec<usize> = ranks
+                .iter()
+                .zip(counts)
+                .filter(|&(_, &c)| c >= lower && max.is_none_or(|m| c <= m))
+                .map(|(&r, _)| r)
+                .collect();
+            slices.push(Self {
+                min: lower,
+                max,
+                metrics: DomainMetrics::from_ranks(&inside),
+            });
+            lower = max.map_or(lower, |m| m + 1);
+        }
+        slices
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +176,27 @@ mod tests {
     fn empty_ranks_give_zero() {
         let m = DomainMetrics::from_ranks(&[]);
         assert_eq!((m.mrr, m.hr10, m.n), (0.0, 0.0, 0));
+    }
+
+    #[test]
+    fn popularity_slices_partition_the_ranks_by_training_count() {
+        let ranks = [1, 2, 4, 10, 100, 5];
+        let counts = [0, 0, 3, 4, 19, 250];
+        let slices = PopularitySlice::split(&ranks, &counts);
+        let labels: Vec<String> = slices.iter().map(PopularitySlice::label).collect();
+        assert_eq!(labels, ["0", "1-4", "5-19", "20+"]);
+        let n: Vec<usize> = slices.iter().map(|s| s.metrics.n).collect();
+        assert_eq!(n, [2, 2, 1, 1]);
+        assert!((slices[0].metrics.mrr - 0.75).abs() < 1e-12);
+        assert!((slices[1].metrics.mrr - (0.25 + 0.1) / 2.0).abs() < 1e-12);
+        assert!((slices[2].metrics.mrr - 0.01).abs() < 1e-12);
+        assert!((slices[3].metrics.mrr - 0.2).abs() < 1e-12);
+        // Weighted by their sizes, the slices give back the whole domain's MRR.
+        let whole = DomainMetrics::from_ranks(&ranks).mrr;
+        let pooled: f64 = slices
+            .iter()
+            .map(|s| s.metrics.mrr * s.metrics.n as f64)
+            .sum();
+        assert!((pooled / ranks.len() as f64 - whole).abs() < 1e-12);
     }
 }

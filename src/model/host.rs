@@ -3,6 +3,8 @@
 //! rows; evaluation under a sampled protocol mixes only the candidates' columns, each
 //! sub-sequence's softmax still normalised over the whole domain.
 
+use std::sync::Arc;
+
 use burn::tensor::{Tensor, TensorData};
 
 use super::{LlmEmf, Modality, ScoreQueries};
@@ -19,6 +21,10 @@ pub(crate) struct HostParts {
     modalities: Vec<(f64, TensorData)>,
     /// Combine as a product of experts (weighted logits) instead of Eq. 11's mixture.
     product: bool,
+    /// The popularity adjustment per item of the domain, added to a log-score
+    /// ([`LlmEmf::log_prior`]): the mixture is multiplied by its `exp`, the product's score
+    /// gets it added.
+    log_prior: Option<Arc<[f32]>>,
 }
 
 impl HostParts {
@@ -37,7 +43,39 @@ impl HostParts {
             parts,
             modalities,
             product,
+            log_prior: None,
         })
+    }
+
+    /// The same parts with the popularity adjustment `log_prior` (one value per item of the
+    /// domain, [`LlmEmf::log_prior`]) applied to every mixed score.
+    pub(crate) fn with_log_prior(mut self, log_prior: Option<Arc<[f32]>>) -> Self {
+        self.log_prior = log_prior;
+        self
+    }
+
+    /// The host copy of `model`'s popularity adjustment of domain `d` (`None` without one, or
+    /// when it cannot be read back).
+    pub(crate) fn host_log_prior(model: &LlmEmf, d: crate::data::DomainId) -> Option<Arc<[f32]>> {
+        model
+            .log_prior(d)
+            .and_then(|p| p.into_data().convert::<f32>().try_into_vec::<f32>().ok())
+            .map(Arc::from)
+    }
+
+    /// Applies the popularity adjustment to `score`, whose entry `k` is item `item(k)`.
+    fn adjust(&self, score: &mut [f32], item: impl Fn(usize) -> usize) {
+        let Some(prior) = &self.log_prior else {
+            return;
+        };
+        for (k, s) in score.iter_mut().enumerate() {
+            let p = prior[item(k)];
+            if self.product {
+                *s += p;
+            } else {
+                *s *= p.exp();
+            }
+        }
     }
 
     /// Scores `queries` against `heads` on the device ([`LlmEmf::stacked_logits`]) and reads
@@ -55,11 +93,13 @@ impl HostParts {
                 (w, logits.into_data().convert::<f32>())
             })
             .collect();
-        Self::new(
+        let domain = queries.domain;
+        Ok(Self::new(
             queries.parts.into_iter().map(|(_, w, p)| (w, p)).collect(),
             modalities,
             model.product_of_experts(),
-        )
+        )?
+        .with_log_prior(Self::host_log_prior(model, domain)))
     }
 
     /// Rows of the batch.
@@ -116,6 +156,7 @@ impl HostParts {
                 fastmath::add_softmax(l, c, &mut buf, &mut score);
             }
         });
+        self.adjust(&mut score, |k| k);
         score
     }
 
@@ -144,6 +185,7 @@ impl HostParts {
                 }
             }
         });
+        self.adjust(&mut score, |k| columns[k] as usize);
         score
     }
 }
@@ -209,6 +251,35 @@ mod tests {
         for i in 0..n {
             let want = 0.6 * l0[n + i] + 0.4 * l1[n + i];
             assert!((row1[i] - want).abs() < 1e-5, "{} vs {want}", row1[i]);
+        }
+    }
+
+    #[test]
+    fn the_popularity_adjustment_scales_the_mixture_and_shifts_the_product() {
+        let n = 7;
+        let prior: Arc<[f32]> = (0..n).map(|i| 0.3 * i as f32 - 1.0).collect();
+        for product in [false, true] {
+            let plain = parts(product);
+            let adjusted = parts(product).with_log_prior(Some(prior.clone()));
+            for row in 0..2 {
+                let base = plain.mix_row(row, n);
+                let got = adjusted.mix_row(row, n);
+                for i in 0..n {
+                    let want = if product {
+                        base[i] + prior[i]
+                    } else {
+                        base[i] * prior[i].exp()
+                    };
+                    assert!((got[i] - want).abs() <= 1e-6 * want.abs().max(1e-3));
+                }
+                // The candidates' columns get their own items' adjustment.
+                let columns = [6u32, 0, 3];
+                let picked = adjusted.mix_columns(row, n, &columns);
+                for (&c, value) in columns.iter().zip(picked) {
+                    let want = got[c as usize];
+                    assert!((value - want).abs() <= 1e-6 * want.abs().max(1e-3));
+                }
+            }
         }
     }
 }

@@ -503,6 +503,31 @@ pub struct LlmEmf {
     pub id_text_projection: Option<Linear>,
     /// The map of Y's items with `ModelConfig::id_text_per_domain`.
     pub id_text_projection_y: Option<Linear>,
+    /// `ln(1 + c_i)` for every item, `c_i` its interactions in the training sequences
+    /// (computed from the dataset when the model is built; not a parameter, not saved).
+    pub train_log_counts: Tensor<1>,
+    /// Per target domain (X, Y), the exponent `gamma_D` of the popularity adjustment: every
+    /// score of domain D is multiplied by `(1 + c_i)^gamma_D` (added as `gamma_D ln(1 + c_i)`
+    /// to a log-score), chosen on the validation split by `TrainConfig::fit_popularity`.
+    /// 0 (the default) leaves Eq. 11 unchanged. Not saved in the model file: kept in the
+    /// score settings beside it ([`ScoreSettings`]).
+    pub popularity_exponent: [f64; 2],
+}
+
+/// The settings of the score that a validation fit may change after training and that the
+/// model file does not hold (fixed weights and the popularity adjustment are constants, not
+/// parameters): saved as JSON beside the model file and applied when the model is loaded
+/// ([`LlmEmf::apply_score_settings`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreSettings {
+    /// Modality weights (id, image, text) of the fusion (Eq. 8).
+    pub modality_weights: [f64; 3],
+    /// Sub-sequence weights (X, Y, merged) per target domain (X, Y) (Eq. 11).
+    pub domain_weights: [[f64; 3]; 2],
+    /// Exponents of the popularity adjustment per target domain (X, Y).
+    #[serde(default)]
+    pub popularity_exponent: [f64; 2],
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -682,6 +707,18 @@ impl LlmEmf {
             shared_encoders,
             id_text_projection,
             id_text_projection_y,
+            train_log_counts: Tensor::from_data(
+                TensorData::new(
+                    dataset
+                        .train_counts()
+                        .iter()
+                        .map(|&c| (c as f32).ln_1p())
+                        .collect::<Vec<f32>>(),
+                    [dataset.num_items()],
+                ),
+                device,
+            ),
+            popularity_exponent: [0.0; 2],
         })
     }
 
@@ -750,6 +787,64 @@ impl LlmEmf {
     /// `(1, lambda1, lambda2)` by role, or their learned values.
     pub fn domain_weights(&self, d: DomainId) -> [f64; 3] {
         self.domain_loss.weights(d)
+    }
+
+    /// The popularity adjustment of domain `d`'s scores, `gamma_D ln(1 + c_i)` per item of the
+    /// domain (to add to a log-score); `None` when `gamma_D` is 0.
+    ///
+    /// # Shapes
+    /// - output `[n_D]`
+    pub fn log_prior(&self, d: DomainId) -> Option<Tensor<1>> {
+        let gamma = self.popularity_exponent[d.index()];
+        if gamma == 0.0 {
+            return None;
+        }
+        let (start, len) = self.domain_rows(d);
+        Some(
+            self.train_log_counts
+                .clone()
+                .narrow(0, start, len)
+                .mul_scalar(gamma),
+        )
+    }
+
+    /// Sets the popularity adjustment's exponent of target domain `d`
+    /// ([`Self::popularity_exponent`]); an error unless finite.
+    pub fn set_popularity_exponent(&mut self, d: DomainId, gamma: f64) -> Result<()> {
+        if !gamma.is_finite() {
+            return Err(Error::Config(format!(
+                "popularity exponent {gamma} must be finite"
+            )));
+        }
+        self.popularity_exponent[d.index()] = gamma;
+        Ok(())
+    }
+
+    /// The score's settings that the model file does not hold ([`ScoreSettings`]).
+    pub fn score_settings(&self) -> ScoreSettings {
+        ScoreSettings {
+            modality_weights: self.modality_weights(),
+            domain_weights: DomainId::BOTH.map(|d| self.domain_weights(d)),
+            popularity_exponent: self.popularity_exponent,
+        }
+    }
+
+    /// Applies saved score settings: the fixed modality and sub-sequence weights (learned ones
+    /// live in the model file and are left as loaded) and the popularity adjustment.
+    pub fn apply_score_settings(&mut self, s: &ScoreSettings) -> Result<()> {
+        if self.fusion.logits.is_none() {
+            self.fusion.set_weights(s.modality_weights)?;
+        }
+        if self.domain_loss.logits.is_none() {
+            for d in DomainId::BOTH {
+                self.domain_loss
+                    .set_weights(d, s.domain_weights[d.index()])?;
+            }
+        }
+        for d in DomainId::BOTH {
+            self.set_popularity_exponent(d, s.popularity_exponent[d.index()])?;
+        }
+        Ok(())
     }
 
     /// Whether scores combine the sub-sequences as a product of experts
@@ -1220,9 +1315,30 @@ impl LlmEmf {
     ) -> Tensor<2> {
         let device = inputs[0].items.device();
         let parts = self.score_parts(plan, inputs, features, domain, heads);
-        if self.domain_loss.product {
-            return product_scores(parts, &device);
+        let scores = if self.domain_loss.product {
+            product_scores(parts, &device)
+        } else {
+            self.mixture_scores(domain, parts, &device)
+        };
+        match self.log_prior(domain) {
+            Some(prior) => {
+                let [n] = prior.dims();
+                scores + prior.reshape([1, n])
+            }
+            None => scores,
         }
+    }
+
+    /// Eq. 11's log-mixture of the parts (the mixture objective's score).
+    ///
+    /// # Shapes
+    /// - output `[batch, n_domain]`
+    fn mixture_scores(
+        &self,
+        domain: DomainId,
+        parts: Vec<ScorePart>,
+        device: &Device,
+    ) -> Tensor<2> {
         let terms = parts
             .into_iter()
             .map(|part| {
@@ -1241,7 +1357,7 @@ impl LlmEmf {
                         .iter()
                         .map(|&p| if p { 0.0 } else { MASKED })
                         .collect();
-                    log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), &device)
+                    log_p + Tensor::<2>::from_data(TensorData::new(mask, [b, 1]), device)
                 };
                 (part.sub_sequence, log_p)
             })

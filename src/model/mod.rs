@@ -55,7 +55,7 @@ pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};
 pub use llm_emf::{
     DomainNegatives, DomainObjective, ItemFeatures, LlmEmf, Modality, ModalitySwitches,
-    ModelConfig, ScorePart, ScoreQueries, TemperatureConfig,
+    ModelConfig, ScorePart, ScoreQueries, ScoreSettings, TemperatureConfig,
 };
 pub use loss::{DomainLoss, DomainLossConfig, TrainHidden};
 pub use query::{DomainQuery, DomainQueryConfig};

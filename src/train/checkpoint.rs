@@ -208,6 +208,34 @@ pub(crate) fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// The file of the score settings saved beside a model file (`model.bpk` ->
+/// `model.score.json`): what a validation fit changed that the model file cannot hold.
+pub fn score_settings_path(model_path: &Path) -> PathBuf {
+    model_path.with_extension("score.json")
+}
+
+/// Saves a model with its score settings beside it ([`crate::model::ScoreSettings`]): the
+/// settings first, so that a model file never sits beside settings older than itself.
+pub(crate) fn save_model(model: &LlmEmf, path: &Path) -> Result<()> {
+    crate::io::write_json(&score_settings_path(path), &model.score_settings())?;
+    save_module(model, path)
+}
+
+/// Loads a model saved by [`save_model`] into `model`'s structure and applies the score
+/// settings saved beside it (a model file without them, written before they existed, keeps the
+/// settings of its configuration).
+pub(crate) fn load_model(model: LlmEmf, path: &Path) -> Result<LlmEmf> {
+    let mut model = load_module(model, path)?;
+    let settings_path = score_settings_path(path);
+    if settings_path.is_file() {
+        let settings: crate::model::ScoreSettings = crate::io::read_json(&settings_path)?;
+        model
+            .apply_score_settings(&settings)
+            .map_err(|e| Error::checkpoint(&settings_path, e.to_string()))?;
+    }
+    Ok(model)
+}
+
 /// Loads a module saved by [`save_module`] into `module`'s structure.
 pub(crate) fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     if !path.is_file() {
@@ -216,4 +244,63 @@ pub(crate) fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     module
         .try_load_file(path)
         .map_err(|e| Error::checkpoint(path, format!("{e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DomainId;
+    use crate::model::ModelConfig;
+
+    #[test]
+    fn fixed_weights_and_the_popularity_adjustment_survive_a_save_and_a_load() {
+        let device = crate::test_device();
+        let data = crate::test_data(30, 20, 25);
+        let features = crate::test_features(&data, &device);
+        // Fixed (not learned) weights: constants of the module, absent from the model file.
+        let config = ModelConfig {
+            id_dim: 8,
+            max_len: 12,
+            learned_domain_weights: false,
+            learned_modality_weights: false,
+            ..Default::default()
+        };
+        let fresh = || LlmEmf::new(&config, &data.dataset, &features, &device).unwrap();
+        let mut model = fresh();
+        model
+            .domain_loss
+            .set_weights(DomainId::X, [0.2, 0.05, 0.75])
+            .unwrap();
+        model.fusion.set_weights([0.6, 0.1, 0.3]).unwrap();
+        model.set_popularity_exponent(DomainId::Y, -0.4).unwrap();
+        let want = model.score_settings();
+        assert_ne!(
+            want,
+            fresh().score_settings(),
+            "the settings differ from the config's"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bpk");
+        save_model(&model, &path).unwrap();
+        assert!(score_settings_path(&path).is_file());
+        let loaded = load_model(fresh(), &path).unwrap();
+        assert_eq!(loaded.score_settings(), want);
+        // The module file alone gives the config's settings back: what was lost before.
+        let bare = load_module(fresh(), &path).unwrap();
+        assert_eq!(bare.score_settings(), fresh().score_settings());
+
+        // Settings that do not fit the model are an error naming their file.
+        std::fs::write(
+            score_settings_path(&path),
+            r#"{"modality_weights": [1, 0, 0], "domain_weights": [[0, 0, 0], [1, 1, 1]]}"#,
+        )
+        .unwrap();
+        let err = load_model(fresh(), &path).unwrap_err().to_string();
+        assert!(err.contains("model.score.json"), "{err}");
+        // A model file without settings (written before they existed) keeps its config's.
+        std::fs::remove_file(score_settings_path(&path)).unwrap();
+        let old = load_model(fresh(), &path).unwrap();
+        assert_eq!(old.score_settings(), fresh().score_settings());
+    }
 }

@@ -209,6 +209,14 @@ pub struct TrainConfig {
     /// fit the training transitions best (single-domain sub-sequences, IDs) more than held-out
     /// data does (docs/model.md). The trained weights compete in both grids. Default false.
     pub fit_domain_weights: bool,
+    /// After training (and after the weight fits), choose per target domain the exponent
+    /// `gamma_D` of a popularity adjustment on the validation split: every score of domain D
+    /// is multiplied by `(1 + c_i)^gamma_D`, `c_i` the item's training interactions (13 values
+    /// from -1 to 0.75; 0 leaves the score unchanged and competes). Training teaches the model
+    /// that items never seen in training are never the next item, which held-out targets
+    /// contradict; the validation targets, held out like the test ones, measure by how much.
+    /// Kept beside the saved model (`model.score.json`). Default false.
+    pub fit_popularity: bool,
     /// Validate, select and save an exponential moving average of the weights over the steps
     /// instead of the latest weights (the optimizer still steps the latest). Default: off.
     pub weight_average: Option<WeightAverageConfig>,
@@ -233,6 +241,7 @@ impl Default for TrainConfig {
             batching: Batching::default(),
             parallel_shards: 2,
             fit_domain_weights: false,
+            fit_popularity: false,
             weight_average: None,
         }
     }

@@ -22,6 +22,6 @@ pub use config::{
 pub use log::EpochLog;
 pub use step::StepProfile;
 pub use trainer::{
-    DomainWeightFit, ModalityWeightFit, TrainOptions, TrainReport, feature_share,
+    DomainWeightFit, ModalityWeightFit, PopularityFit, TrainOptions, TrainReport, feature_share,
     fit_run_domain_weights, merged_share, train,
 };

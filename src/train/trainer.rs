@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::average::WeightAverage;
 use super::checkpoint::{
-    RunPaths, load_module, open_run, resume, resume_average, save_checkpoint, save_module,
+    RunPaths, load_model, open_run, resume, resume_average, save_checkpoint, save_model,
 };
 use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer};
 use super::epoch::{EpochPlan, run_epoch};
@@ -75,6 +75,64 @@ pub struct TrainReport {
     /// switch; models with a feature modality beside the IDs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modality_weight_fit: Option<ModalityWeightFit>,
+    /// The validation fit of the popularity adjustment (`TrainConfig::fit_popularity`), after
+    /// the weight fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popularity_fit: Option<PopularityFit>,
+}
+
+/// The grid search of [`crate::train::TrainConfig::fit_popularity`]: the exponent `gamma_D`
+/// of the popularity adjustment per target domain ([`LlmEmf::popularity_exponent`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PopularityFit {
+    /// The exponents before the fit (X, Y).
+    pub before: [f64; 2],
+    /// Per exponent tried: the exponent and the validation MRR of each target domain.
+    pub grid: Vec<(f64, [f64; 2])>,
+    /// The chosen exponents (X, Y).
+    pub chosen: [f64; 2],
+}
+
+/// Exponents of the popularity adjustment tried by the fit (the model's current ones are
+/// tried too). Negative values lift rarely seen items against popular ones.
+const POPULARITY_EXPONENTS: [f64; 13] = [
+    -1.0, -0.75, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.5, 0.75,
+];
+
+/// Chooses per target domain the exponent of the popularity adjustment with the best
+/// validation MRR (the current exponents compete too), sets it in `model` and reports the
+/// grid. A domain's exponent changes only that domain's scores, so the two are chosen
+/// independently from one pass over the grid.
+pub(crate) fn fit_popularity(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<PopularityFit> {
+    let before = model.popularity_exponent;
+    let mut best = domain_mrrs(&validate(model)?, domain_names);
+    let mut chosen = before;
+    let mut grid = Vec::new();
+    for gamma in POPULARITY_EXPONENTS {
+        for d in DomainId::BOTH {
+            model.set_popularity_exponent(d, gamma)?;
+        }
+        let got = domain_mrrs(&validate(model)?, domain_names);
+        for d in 0..2 {
+            if got[d] > best[d] {
+                best[d] = got[d];
+                chosen[d] = gamma;
+            }
+        }
+        grid.push((gamma, got));
+    }
+    for d in DomainId::BOTH {
+        model.set_popularity_exponent(d, chosen[d.index()])?;
+    }
+    Ok(PopularityFit {
+        before,
+        grid,
+        chosen,
+    })
 }
 
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
@@ -405,7 +463,7 @@ pub fn train(
             let v = evaluate_on(&snapshot, Split::Valid, &valid_candidates)?;
             best = record_validation(&mut state, epoch_no, v.mean_mrr());
             if best {
-                save_module(&snapshot, &paths.best_model())?;
+                save_model(&snapshot, &paths.best_model())?;
             }
             if let Some(p) = &tc.plateau
                 && plateau_step(&mut state, best, p)
@@ -458,7 +516,7 @@ pub fn train(
     }
 
     // Test the best model, its sub-sequence weights first fitted on validation when asked.
-    let mut best = load_module(
+    let mut best = load_model(
         LlmEmf::new(&config.model, dataset, &features, device)?,
         &paths.best_model(),
     )?
@@ -485,11 +543,29 @@ pub fn train(
             }
         }
         if fits.0.is_some() || fits.1.is_some() {
-            save_module(&best, &paths.best_model())?;
+            save_model(&best, &paths.best_model())?;
         }
         fits
     } else {
         (None, None)
+    };
+    let popularity_fit = if tc.fit_popularity {
+        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+        let fit = fit_popularity(
+            &mut best,
+            |m| evaluate_on(m, Split::Valid, &valid_candidates),
+            names,
+        )?;
+        if options.verbose {
+            eprintln!(
+                "popularity exponents fitted on validation: {:?}",
+                fit.chosen
+            );
+        }
+        save_model(&best, &paths.best_model())?;
+        Some(fit)
+    } else {
+        None
     };
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
@@ -509,6 +585,7 @@ pub fn train(
         parameters,
         domain_weight_fit,
         modality_weight_fit,
+        popularity_fit,
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
@@ -516,15 +593,22 @@ pub fn train(
 
 /// Fits the score's weights of a finished run on its validation split (the feature
 /// modalities' share, then the sub-sequence weights, each where the model has them), as
-/// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, and rewrites
-/// the run's best model and `results.json` (validation and test metrics, and the fit; the
-/// training fields are kept). For runs trained without the switch; the result equals what the
-/// switch would have given, since the fit happens after training.
-pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainReport> {
+/// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, then, with
+/// `popularity`, the popularity adjustment as [`crate::train::TrainConfig::fit_popularity`]
+/// does, and rewrites the run's best model, its score settings and `results.json` (validation
+/// and test metrics, and the fits; the training fields are kept). For runs trained without the
+/// switches; the result equals what the switches would have given, since the fits happen after
+/// training.
+pub fn fit_run_domain_weights(
+    run_dir: &Path,
+    device: &Device,
+    popularity: bool,
+) -> Result<TrainReport> {
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
     let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
-    if !has_modality_weights_to_fit(&run.model) && !has_domain_weights_to_fit(&run.model) {
+    let weights = has_modality_weights_to_fit(&run.model) || has_domain_weights_to_fit(&run.model);
+    if !weights && !popularity {
         return Err(Error::Config(format!(
             "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
             run_dir.display(),
@@ -532,8 +616,13 @@ pub fn fit_run_domain_weights(run_dir: &Path, device: &Device) -> Result<TrainRe
             run.model.modalities().len()
         )));
     }
-    (report.modality_weight_fit, report.domain_weight_fit) = run.fit_score_weights()?;
-    save_module(&run.model, &paths.best_model())?;
+    if weights {
+        (report.modality_weight_fit, report.domain_weight_fit) = run.fit_score_weights()?;
+    }
+    if popularity {
+        report.popularity_fit = Some(run.fit_popularity()?);
+    }
+    save_model(&run.model, &paths.best_model())?;
     let protocol = run.config.eval.protocol;
     report.valid = run.evaluate(Split::Valid, protocol, None)?;
     report.test = run.evaluate(Split::Test, protocol, None)?;
