@@ -188,6 +188,7 @@ fn trained_run_evaluates_under_every_protocol_and_recommends() {
     cfg.train.objective = Objective::Sampled {
         negatives: 16,
         sampler: Sampler::Popularity { power: 0.75 },
+        seen_only: false,
     };
     let data = cfg.load_data().unwrap();
     let report = train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();

@@ -512,17 +512,22 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     // the run is loaded.
     let refit = fit_run_domain_weights(base_dir.path(), &device, true).unwrap();
     let pfit = refit.popularity_fit.clone().expect("a popularity fit");
-    assert_eq!(pfit.grid.len(), 13);
-    for d in 0..2 {
-        let chosen = pfit
-            .grid
-            .iter()
-            .find(|g| g.0 == pfit.chosen[d])
-            .expect("the chosen exponent is a grid point (0 is one)");
-        assert!(pfit.grid.iter().all(|g| g.1[d] <= chosen.1[d]), "{pfit:?}");
+    assert_eq!((pfit.grid.len(), pfit.unseen_grid.len()), (13, 12));
+    for (grid, chosen) in [
+        (&pfit.grid, pfit.chosen),
+        (&pfit.unseen_grid, pfit.unseen_chosen),
+    ] {
+        for (d, value) in chosen.into_iter().enumerate() {
+            let at = grid
+                .iter()
+                .find(|g| g.0 == value)
+                .expect("the chosen value is a grid point (0 is one)");
+            assert!(grid.iter().all(|g| g.1[d] <= at.1[d]), "{pfit:?}");
+        }
     }
     let run = TrainedRun::load(base_dir.path(), &device).unwrap();
     assert_eq!(run.model.popularity_exponent, pfit.chosen);
+    assert_eq!(run.model.unseen_boost, pfit.unseen_chosen);
     let test = run.evaluate(Split::Test, base.eval.protocol, None).unwrap();
     assert_eq!(test.domains, refit.test.domains);
     // A recommender serves the adjustment alike on the host (one request) and the device.
@@ -531,6 +536,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .model
         .set_popularity_exponent(DomainId::Y, -0.7)
         .unwrap();
+    adjusted.model.set_unseen_boost(DomainId::Y, 2.0).unwrap();
     assert_host_and_device_serve_alike(&adjusted.into_recommender());
     // A damaged settings file is an error that names it, never a silently different model.
     let settings = base_dir.path().join("model.score.json");

@@ -624,7 +624,10 @@ fn run(cli: Cli) -> Result<()> {
                     ));
                 }
                 if let Some(fit) = &report.popularity_fit {
-                    fitted.push(format!("popularity exponents (X, Y) {:?}", fit.chosen));
+                    fitted.push(format!(
+                        "popularity exponents (X, Y) {:?}, unseen-item boosts {:?}",
+                        fit.chosen, fit.unseen_chosen
+                    ));
                 }
                 println!(
                     "{}: {}; valid MRR {}; test MRR {}",

@@ -470,6 +470,7 @@ mod tests {
             if popularity {
                 model.set_popularity_exponent(DomainId::X, 0.8).unwrap();
                 model.set_popularity_exponent(DomainId::Y, -0.6).unwrap();
+                model.set_unseen_boost(DomainId::Y, 1.5).unwrap();
             }
             for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
                 let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();

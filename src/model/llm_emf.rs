@@ -512,6 +512,11 @@ pub struct LlmEmf {
     /// 0 (the default) leaves Eq. 11 unchanged. Not saved in the model file: kept in the
     /// score settings beside it ([`ScoreSettings`]).
     pub popularity_exponent: [f64; 2],
+    /// Per target domain (X, Y), `b_D`: the scores of domain D's items without any training
+    /// interaction are multiplied by `exp(b_D)` (`b_D` added to a log-score), chosen on the
+    /// validation split after the exponent. 0 (the default) leaves them unchanged. Kept in
+    /// the score settings like the exponent.
+    pub unseen_boost: [f64; 2],
 }
 
 /// The settings of the score that a validation fit may change after training and that the
@@ -528,6 +533,9 @@ pub struct ScoreSettings {
     /// Exponents of the popularity adjustment per target domain (X, Y).
     #[serde(default)]
     pub popularity_exponent: [f64; 2],
+    /// Log-boosts of items without training interactions per target domain (X, Y).
+    #[serde(default)]
+    pub unseen_boost: [f64; 2],
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -719,6 +727,7 @@ impl LlmEmf {
                 device,
             ),
             popularity_exponent: [0.0; 2],
+            unseen_boost: [0.0; 2],
         })
     }
 
@@ -790,22 +799,23 @@ impl LlmEmf {
     }
 
     /// The popularity adjustment of domain `d`'s scores, `gamma_D ln(1 + c_i)` per item of the
-    /// domain (to add to a log-score); `None` when `gamma_D` is 0.
+    /// domain, plus `b_D` for the items without training interactions (to add to a
+    /// log-score); `None` when both are 0.
     ///
     /// # Shapes
     /// - output `[n_D]`
     pub fn log_prior(&self, d: DomainId) -> Option<Tensor<1>> {
-        let gamma = self.popularity_exponent[d.index()];
-        if gamma == 0.0 {
+        let (gamma, boost) = (
+            self.popularity_exponent[d.index()],
+            self.unseen_boost[d.index()],
+        );
+        if gamma == 0.0 && boost == 0.0 {
             return None;
         }
         let (start, len) = self.domain_rows(d);
-        Some(
-            self.train_log_counts
-                .clone()
-                .narrow(0, start, len)
-                .mul_scalar(gamma),
-        )
+        let log_counts = self.train_log_counts.clone().narrow(0, start, len);
+        let unseen = log_counts.clone().equal_elem(0.0).float();
+        Some(log_counts.mul_scalar(gamma) + unseen.mul_scalar(boost))
     }
 
     /// Sets the popularity adjustment's exponent of target domain `d`
@@ -820,12 +830,25 @@ impl LlmEmf {
         Ok(())
     }
 
+    /// Sets the log-boost of target domain `d`'s items without training interactions
+    /// ([`Self::unseen_boost`]); an error unless finite.
+    pub fn set_unseen_boost(&mut self, d: DomainId, boost: f64) -> Result<()> {
+        if !boost.is_finite() {
+            return Err(Error::Config(format!(
+                "unseen-item boost {boost} must be finite"
+            )));
+        }
+        self.unseen_boost[d.index()] = boost;
+        Ok(())
+    }
+
     /// The score's settings that the model file does not hold ([`ScoreSettings`]).
     pub fn score_settings(&self) -> ScoreSettings {
         ScoreSettings {
             modality_weights: self.modality_weights(),
             domain_weights: DomainId::BOTH.map(|d| self.domain_weights(d)),
             popularity_exponent: self.popularity_exponent,
+            unseen_boost: self.unseen_boost,
         }
     }
 
@@ -843,6 +866,7 @@ impl LlmEmf {
         }
         for d in DomainId::BOTH {
             self.set_popularity_exponent(d, s.popularity_exponent[d.index()])?;
+            self.set_unseen_boost(d, s.unseen_boost[d.index()])?;
         }
         Ok(())
     }

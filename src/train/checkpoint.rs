@@ -273,6 +273,7 @@ mod tests {
             .unwrap();
         model.fusion.set_weights([0.6, 0.1, 0.3]).unwrap();
         model.set_popularity_exponent(DomainId::Y, -0.4).unwrap();
+        model.set_unseen_boost(DomainId::X, 3.0).unwrap();
         let want = model.score_settings();
         assert_ne!(
             want,

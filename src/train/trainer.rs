@@ -81,60 +81,6 @@ pub struct TrainReport {
     pub popularity_fit: Option<PopularityFit>,
 }
 
-/// The grid search of [`crate::train::TrainConfig::fit_popularity`]: the exponent `gamma_D`
-/// of the popularity adjustment per target domain ([`LlmEmf::popularity_exponent`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PopularityFit {
-    /// The exponents before the fit (X, Y).
-    pub before: [f64; 2],
-    /// Per exponent tried: the exponent and the validation MRR of each target domain.
-    pub grid: Vec<(f64, [f64; 2])>,
-    /// The chosen exponents (X, Y).
-    pub chosen: [f64; 2],
-}
-
-/// Exponents of the popularity adjustment tried by the fit (the model's current ones are
-/// tried too). Negative values lift rarely seen items against popular ones.
-const POPULARITY_EXPONENTS: [f64; 13] = [
-    -1.0, -0.75, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.5, 0.75,
-];
-
-/// Chooses per target domain the exponent of the popularity adjustment with the best
-/// validation MRR (the current exponents compete too), sets it in `model` and reports the
-/// grid. A domain's exponent changes only that domain's scores, so the two are chosen
-/// independently from one pass over the grid.
-pub(crate) fn fit_popularity(
-    model: &mut LlmEmf,
-    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
-    domain_names: [&str; 2],
-) -> Result<PopularityFit> {
-    let before = model.popularity_exponent;
-    let mut best = domain_mrrs(&validate(model)?, domain_names);
-    let mut chosen = before;
-    let mut grid = Vec::new();
-    for gamma in POPULARITY_EXPONENTS {
-        for d in DomainId::BOTH {
-            model.set_popularity_exponent(d, gamma)?;
-        }
-        let got = domain_mrrs(&validate(model)?, domain_names);
-        for d in 0..2 {
-            if got[d] > best[d] {
-                best[d] = got[d];
-                chosen[d] = gamma;
-            }
-        }
-        grid.push((gamma, got));
-    }
-    for d in DomainId::BOTH {
-        model.set_popularity_exponent(d, chosen[d.index()])?;
-    }
-    Ok(PopularityFit {
-        before,
-        grid,
-        chosen,
-    })
-}
-
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainWeightFit {
@@ -312,6 +258,114 @@ pub(crate) fn fit_domain_weights(
     })
 }
 
+/// The grid searches of [`crate::train::TrainConfig::fit_popularity`], per target domain: the
+/// exponent `gamma_D` of the popularity adjustment ([`LlmEmf::popularity_exponent`]), then the
+/// log-boost `b_D` of the items without training interactions ([`LlmEmf::unseen_boost`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PopularityFit {
+    /// The exponents before the fit (X, Y).
+    pub before: [f64; 2],
+    /// Per exponent tried: the exponent and the validation MRR of each target domain.
+    pub grid: Vec<(f64, [f64; 2])>,
+    /// The chosen exponents (X, Y).
+    pub chosen: [f64; 2],
+    /// The boosts before the fit (X, Y).
+    #[serde(default)]
+    pub unseen_before: [f64; 2],
+    /// Per boost tried (with the chosen exponents): the boost and the validation MRR of each
+    /// target domain.
+    #[serde(default)]
+    pub unseen_grid: Vec<(f64, [f64; 2])>,
+    /// The chosen boosts (X, Y).
+    #[serde(default)]
+    pub unseen_chosen: [f64; 2],
+}
+
+/// Exponents of the popularity adjustment tried by the fit (the model's current ones are
+/// tried too). Negative values lift rarely seen items against popular ones.
+const POPULARITY_EXPONENTS: [f64; 13] = [
+    -1.0, -0.75, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.5, 0.75,
+];
+
+/// Log-boosts of the items without training interactions tried by the fit (the current ones
+/// are tried too): their scores times `exp(b)`.
+const UNSEEN_BOOSTS: [f64; 12] = [
+    -4.0, -2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0,
+];
+
+/// The values a per-domain grid search tried, each with the validation MRR of both target
+/// domains.
+type PerDomainGrid = Vec<(f64, [f64; 2])>;
+
+/// One grid search per target domain of a score setting that changes only that domain's
+/// scores (so both are chosen from one pass over the grid): `set(model, d, value)` sets it,
+/// the current values compete. Returns the grid and the chosen values, set in `model`.
+fn fit_per_domain(
+    model: &mut LlmEmf,
+    validate: &mut impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+    current: [f64; 2],
+    values: &[f64],
+    set: impl Fn(&mut LlmEmf, DomainId, f64) -> Result<()>,
+) -> Result<(PerDomainGrid, [f64; 2])> {
+    let mut best = domain_mrrs(&validate(model)?, domain_names);
+    let mut chosen = current;
+    let mut grid = Vec::new();
+    for &value in values {
+        for d in DomainId::BOTH {
+            set(model, d, value)?;
+        }
+        let got = domain_mrrs(&validate(model)?, domain_names);
+        for d in 0..2 {
+            if got[d] > best[d] {
+                best[d] = got[d];
+                chosen[d] = value;
+            }
+        }
+        grid.push((value, got));
+    }
+    for d in DomainId::BOTH {
+        set(model, d, chosen[d.index()])?;
+    }
+    Ok((grid, chosen))
+}
+
+/// Chooses per target domain the exponent of the popularity adjustment, then the boost of the
+/// items without training interactions, each with the best validation MRR (the current values
+/// compete too), sets them in `model` and reports the grids.
+pub(crate) fn fit_popularity(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<PopularityFit> {
+    let before = model.popularity_exponent;
+    let (grid, chosen) = fit_per_domain(
+        model,
+        &mut validate,
+        domain_names,
+        before,
+        &POPULARITY_EXPONENTS,
+        LlmEmf::set_popularity_exponent,
+    )?;
+    let unseen_before = model.unseen_boost;
+    let (unseen_grid, unseen_chosen) = fit_per_domain(
+        model,
+        &mut validate,
+        domain_names,
+        unseen_before,
+        &UNSEEN_BOOSTS,
+        LlmEmf::set_unseen_boost,
+    )?;
+    Ok(PopularityFit {
+        before,
+        grid,
+        chosen,
+        unseen_before,
+        unseen_grid,
+        unseen_chosen,
+    })
+}
+
 /// Trains LLM-EMF on `data` as `config` says, writing the run folder `run_dir`. Resumes from
 /// `run_dir`'s last checkpoint when it holds an unfinished run of the same configuration.
 pub fn train(
@@ -397,8 +451,12 @@ pub fn train(
     }
     let sampler = match objective {
         Objective::Full => None,
-        Objective::Sampled { negatives, sampler } => Some(NegativeSampler::new(
-            dataset, negatives, &sampler, &ad_device,
+        Objective::Sampled {
+            negatives,
+            sampler,
+            seen_only,
+        } => Some(NegativeSampler::new(
+            dataset, negatives, &sampler, seen_only, &ad_device,
         )),
     };
     let target_domains = tc.target_domains.domains();
@@ -558,8 +616,8 @@ pub fn train(
         )?;
         if options.verbose {
             eprintln!(
-                "popularity exponents fitted on validation: {:?}",
-                fit.chosen
+                "popularity exponents fitted on validation: {:?}, unseen-item boosts {:?}",
+                fit.chosen, fit.unseen_chosen
             );
         }
         save_model(&best, &paths.best_model())?;
