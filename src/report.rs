@@ -232,6 +232,54 @@ pub fn markdown_table(groups: &[Group]) -> String {
     out
 }
 
+/// The markdown table of test MRR (in %) by the target's training interactions
+/// ([`crate::eval::PopularitySlice`]), one row per group and domain, the mean over the group's
+/// runs with the number of examples; `None` when no run has these slices (results written
+/// before they existed). Groups or domains without them are left out.
+pub fn popularity_table(groups: &[Group]) -> Option<String> {
+    let slices_of = |r: &RunRecord, d: &str| r.results.test.popularity.get(d).cloned();
+    let labels: Vec<String> = groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .flat_map(|r| r.results.test.popularity.values())
+        .next()?
+        .iter()
+        .map(crate::eval::PopularitySlice::label)
+        .collect();
+    let mut out = String::from(
+        "Test MRR in % (examples) by the target's interactions in training.\n\n| model | domain |",
+    );
+    for l in &labels {
+        out.push_str(&format!(" {l} |"));
+    }
+    out.push_str("\n| --- | --- |");
+    out.push_str(&" --- |".repeat(labels.len()));
+    out.push('\n');
+    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
+    domains.sort();
+    domains.dedup();
+    for d in &domains {
+        for g in groups {
+            let per_run: Vec<_> = g.runs.iter().filter_map(|r| slices_of(r, d)).collect();
+            if per_run.len() != g.runs.len() || per_run.iter().any(|s| s.len() != labels.len()) {
+                continue;
+            }
+            out.push_str(&format!("| {} | {d} |", g.label));
+            for k in 0..labels.len() {
+                let mrrs: Vec<f64> = per_run.iter().map(|s| s[k].metrics.mrr).collect();
+                let (mean, _) = mean_std(&mrrs)?;
+                out.push_str(&format!(
+                    " {:.2} ({}) |",
+                    100.0 * mean,
+                    per_run[0][k].metrics.n
+                ));
+            }
+            out.push('\n');
+        }
+    }
+    Some(out)
+}
+
 /// Writes `report.md`, `loss.svg`, `valid_mrr.svg` and `test_metrics.svg` into `out_dir`;
 /// returns their paths.
 pub fn write_report(groups: &[Group], out_dir: &Path) -> Result<Vec<PathBuf>> {
@@ -246,8 +294,11 @@ pub fn write_report(groups: &[Group], out_dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
         Ok(())
     };
+    let popularity = popularity_table(groups)
+        .map(|t| format!("\n{t}"))
+        .unwrap_or_default();
     let md = format!(
-        "# Report\n\n{}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
+        "# Report\n\n{}{popularity}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
         markdown_table(groups)
     );
     put("report.md", md)?;

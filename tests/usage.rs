@@ -366,6 +366,20 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         md.contains("| recommended | X | 2 |") && md.contains("| single | Y | 1 |"),
         "{md}"
     );
+    // Where the runs gain or lose, by how often their targets were seen in training.
+    let (_, by_count) = md
+        .split_once("| model | domain | 0 | 1-4 | 5-19 | 20+ |")
+        .expect("a table by training interactions");
+    let rows: Vec<&str> = by_count
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+        .collect();
+    assert_eq!(rows.len(), 4, "two groups x two domains: {md}");
+    assert!(
+        rows.iter()
+            .all(|r| r.matches(" (").count() == 4 && r.ends_with(") |")),
+        "{md}"
+    );
     for chart in ["loss.svg", "valid_mrr.svg", "test_metrics.svg"] {
         let svg = std::fs::read_to_string(report.join(chart)).unwrap();
         assert!(
