@@ -84,7 +84,9 @@ pub enum Objective {
         /// vector it started with (with `model.id_text` and a small `model.id_row_init`, its
         /// mapped title) instead of being pushed below every other item. Held-out targets
         /// include such items (on Food-Kitchen 8.7% of Kitchen's test targets, from 3.6% of
-        /// its catalogue). Default false.
+        /// its catalogue). Where the objective becomes the full softmax
+        /// ([`Objective::for_dataset`]: as many negatives as the larger domain has items),
+        /// every item is in it and this has no effect. Default false.
         #[serde(default)]
         seen_only: bool,
     },
