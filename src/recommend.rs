@@ -397,8 +397,7 @@ impl Recommender {
                 .iter()
                 .all(|m| self.host_heads[d.index()][m.index()].is_some())
                 && (self.model.item_bias.is_none() || self.host_bias[d.index()].is_some())
-                && (self.model.popularity_exponent[d.index()] == 0.0
-                    || self.host_prior[d.index()].is_some());
+                && (!self.model.has_log_prior(d) || self.host_prior[d.index()].is_some());
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {

@@ -195,6 +195,24 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
     Some((mean, var.sqrt()))
 }
 
+/// The domain names of every group's test results, sorted, each once.
+fn all_domains(groups: &[Group]) -> Vec<String> {
+    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
+    domains.sort();
+    domains.dedup();
+    domains
+}
+
+/// A markdown table's header and separator lines: the `lead` columns, then `columns`.
+fn table_header(lead: &[&str], columns: impl Iterator<Item = String>) -> String {
+    let names: Vec<String> = lead.iter().map(|c| c.to_string()).chain(columns).collect();
+    format!(
+        "| {} |\n|{}\n",
+        names.join(" | "),
+        " --- |".repeat(names.len())
+    )
+}
+
 /// The markdown table of test metrics (in %), one row per group and domain.
 pub fn markdown_table(groups: &[Group]) -> String {
     let mut out = String::new();
@@ -205,16 +223,11 @@ pub fn markdown_table(groups: &[Group]) -> String {
             r.results.test.protocol
         ));
     }
-    out.push_str("| model | domain | runs |");
-    for m in Metric::ALL {
-        out.push_str(&format!(" {} |", m.name()));
-    }
-    out.push_str("\n| --- | --- | --- |");
-    out.push_str(&" --- |".repeat(Metric::ALL.len()));
-    out.push('\n');
-    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
-    domains.sort();
-    domains.dedup();
+    out.push_str(&table_header(
+        &["model", "domain", "runs"],
+        Metric::ALL.iter().map(|m| m.name().to_string()),
+    ));
+    let domains = all_domains(groups);
     for d in &domains {
         for g in groups {
             out.push_str(&format!("| {} | {d} | {} |", g.label, g.runs.len()));
@@ -246,18 +259,10 @@ pub fn popularity_table(groups: &[Group]) -> Option<String> {
         .iter()
         .map(crate::eval::PopularitySlice::label)
         .collect();
-    let mut out = String::from(
-        "Test MRR in % (examples) by the target's interactions in training.\n\n| model | domain |",
-    );
-    for l in &labels {
-        out.push_str(&format!(" {l} |"));
-    }
-    out.push_str("\n| --- | --- |");
-    out.push_str(&" --- |".repeat(labels.len()));
-    out.push('\n');
-    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
-    domains.sort();
-    domains.dedup();
+    let mut out =
+        String::from("Test MRR in % (examples) by the target's interactions in training.\n\n");
+    out.push_str(&table_header(&["model", "domain"], labels.iter().cloned()));
+    let domains = all_domains(groups);
     for d in &domains {
         for g in groups {
             let per_run: Vec<_> = g.runs.iter().filter_map(|r| slices_of(r, d)).collect();
@@ -361,9 +366,7 @@ fn loss_chart(groups: &[Group]) -> Result<String> {
 }
 
 fn valid_chart(groups: &[Group]) -> Result<String> {
-    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
-    domains.sort();
-    domains.dedup();
+    let domains = all_domains(groups);
     let mut svg = String::new();
     {
         let width = 520 * domains.len().max(1) as u32;
@@ -450,9 +453,7 @@ fn draw_lines<DB: DrawingBackend>(
 /// Grouped bars: one cluster per (domain, metric), one bar per group, with ± std whiskers.
 fn bar_chart(groups: &[Group]) -> Result<String> {
     let metrics = [Metric::Mrr, Metric::Ndcg10, Metric::Hr10];
-    let mut domains: Vec<String> = groups.iter().flat_map(Group::domains).collect();
-    domains.sort();
-    domains.dedup();
+    let domains = all_domains(groups);
     let clusters: Vec<(String, Metric)> = domains
         .iter()
         .flat_map(|d| metrics.iter().map(move |&m| (d.clone(), m)))

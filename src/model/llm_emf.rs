@@ -805,40 +805,35 @@ impl LlmEmf {
     /// # Shapes
     /// - output `[n_D]`
     pub fn log_prior(&self, d: DomainId) -> Option<Tensor<1>> {
+        if !self.has_log_prior(d) {
+            return None;
+        }
         let (gamma, boost) = (
             self.popularity_exponent[d.index()],
             self.unseen_boost[d.index()],
         );
-        if gamma == 0.0 && boost == 0.0 {
-            return None;
-        }
         let (start, len) = self.domain_rows(d);
         let log_counts = self.train_log_counts.clone().narrow(0, start, len);
         let unseen = log_counts.clone().equal_elem(0.0).float();
         Some(log_counts.mul_scalar(gamma) + unseen.mul_scalar(boost))
     }
 
+    /// Whether domain `d`'s scores have a popularity adjustment ([`Self::log_prior`]).
+    pub fn has_log_prior(&self, d: DomainId) -> bool {
+        self.popularity_exponent[d.index()] != 0.0 || self.unseen_boost[d.index()] != 0.0
+    }
+
     /// Sets the popularity adjustment's exponent of target domain `d`
     /// ([`Self::popularity_exponent`]); an error unless finite.
     pub fn set_popularity_exponent(&mut self, d: DomainId, gamma: f64) -> Result<()> {
-        if !gamma.is_finite() {
-            return Err(Error::Config(format!(
-                "popularity exponent {gamma} must be finite"
-            )));
-        }
-        self.popularity_exponent[d.index()] = gamma;
+        self.popularity_exponent[d.index()] = finite(gamma, "popularity exponent")?;
         Ok(())
     }
 
     /// Sets the log-boost of target domain `d`'s items without training interactions
     /// ([`Self::unseen_boost`]); an error unless finite.
     pub fn set_unseen_boost(&mut self, d: DomainId, boost: f64) -> Result<()> {
-        if !boost.is_finite() {
-            return Err(Error::Config(format!(
-                "unseen-item boost {boost} must be finite"
-            )));
-        }
-        self.unseen_boost[d.index()] = boost;
+        self.unseen_boost[d.index()] = finite(boost, "unseen-item boost")?;
         Ok(())
     }
 
@@ -1387,6 +1382,15 @@ impl LlmEmf {
             })
             .collect();
         self.domain_loss.mix(domain, terms)
+    }
+}
+
+/// `value`, or an error naming it (`what`) unless it is finite.
+fn finite(value: f64, what: &str) -> Result<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Error::Config(format!("{what} {value} must be finite")))
     }
 }
 

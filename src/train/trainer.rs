@@ -579,8 +579,8 @@ pub fn train(
         &paths.best_model(),
     )?
     .valid();
+    let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
     let (modality_weight_fit, domain_weight_fit) = if tc.fit_domain_weights {
-        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
         let fits = fit_score_weights(
             &mut best,
             |m| evaluate_on(m, Split::Valid, &valid_candidates),
@@ -608,7 +608,6 @@ pub fn train(
         (None, None)
     };
     let popularity_fit = if tc.fit_popularity {
-        let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
         let fit = fit_popularity(
             &mut best,
             |m| evaluate_on(m, Split::Valid, &valid_candidates),
