@@ -11,8 +11,8 @@ use llm_emf::backend;
 use llm_emf::data::{DomainId, Protocol, Split};
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::{
-    DataSource, ExperimentConfig, Objective, Preset, Sampler, TrainState, WeightAverageConfig,
-    train,
+    DataSource, ExperimentConfig, Objective, Plateau, Preset, Sampler, TrainState,
+    WeightAverageConfig, train,
 };
 
 /// Burn's random generator is process-wide: trainings that must reproduce each other cannot run
@@ -177,6 +177,63 @@ fn a_weight_average_without_memory_is_the_latest_weights_and_one_with_memory_is_
         .unwrap_err()
         .to_string();
     assert!(err.contains("half_life_epochs"), "{err}");
+}
+
+/// With `plateau.restore_best`, the epoch whose validation stalls ends on the best weights:
+/// its checkpoint scores exactly as the saved best model; without the switch it does not.
+#[test]
+fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_plateau = |epochs: usize, restore_best: bool| {
+        let mut c = config(epochs);
+        // A rate high enough that validation stalls within a few epochs; every stall decays.
+        c.train.learning_rate = 0.05;
+        c.train.warmup_epochs = 0;
+        c.train.patience = 100;
+        c.train.fit_domain_weights = false;
+        c.train.fit_popularity = false;
+        c.train.plateau = Some(Plateau {
+            patience: 1,
+            factor: 0.5,
+            min_scale: 0.01,
+            restore_best,
+        });
+        c
+    };
+    let probe = with_plateau(8, true);
+    let data = probe.load_data().unwrap();
+    train(&probe, &data, &dir.path().join("probe"), &device, &quiet()).unwrap();
+    // The first epoch whose validation is not the best so far (the run is deterministic, so a
+    // run of exactly that many epochs ends on it).
+    let stall = log_lines(&dir.path().join("probe"))
+        .iter()
+        .position(|l| l["best"] == false)
+        .expect("validation never stalled in 8 epochs: raise the learning rate of this test")
+        + 1;
+    assert!(stall >= 2);
+    let checkpoint_scores_as_best = |restore_best: bool| {
+        let run = dir.path().join(format!("stall-{restore_best}"));
+        let cfg = with_plateau(stall, restore_best);
+        train(&cfg, &data, &run, &device, &quiet()).unwrap();
+        let best = TrainedRun::load(&run, &device)
+            .unwrap()
+            .evaluate(Split::Valid, Protocol::C2dsr, None)
+            .unwrap();
+        std::fs::copy(
+            run.join(format!("checkpoint/model-{stall}.bpk")),
+            run.join("model.bpk"),
+        )
+        .unwrap();
+        let last = TrainedRun::load(&run, &device)
+            .unwrap()
+            .evaluate(Split::Valid, Protocol::C2dsr, None)
+            .unwrap();
+        best.domains == last.domains
+    };
+    assert!(checkpoint_scores_as_best(true));
+    assert!(!checkpoint_scores_as_best(false));
 }
 
 #[test]

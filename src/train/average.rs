@@ -64,6 +64,12 @@ impl WeightAverage {
         }
     }
 
+    /// Forgets the average: the next step's weights start a new one (used when training goes
+    /// back to the best weights, see [`crate::train::Plateau::restore_best`]).
+    pub fn restart(&mut self) {
+        self.model = None;
+    }
+
     /// Folds `model`'s current weights into the average. Parameters are matched by id, so
     /// the average must come from `model` (or from a saved average of it).
     pub fn update(&mut self, model: &LlmEmf) {

@@ -160,6 +160,10 @@ pub struct Plateau {
     pub factor: f64,
     /// The rate never falls below `min_scale` times the base rate. Default 0.01.
     pub min_scale: f64,
+    /// At each decay, go back to the best weights so far (the saved best model) and restart
+    /// the optimizer's moments (and the weight average, when on), so that the lower rate
+    /// refines the best model instead of the over-fitted one that stalled. Default false.
+    pub restore_best: bool,
 }
 
 impl Default for Plateau {
@@ -168,6 +172,7 @@ impl Default for Plateau {
             patience: 3,
             factor: 0.5,
             min_scale: 0.01,
+            restore_best: false,
         }
     }
 }

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::average::WeightAverage;
 use super::checkpoint::{
-    RunPaths, load_model, open_run, resume, resume_average, save_checkpoint, save_model,
+    RunPaths, load_model, load_module, open_run, resume, resume_average, save_checkpoint,
+    save_model,
 };
-use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer};
+use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer, TrainConfig};
 use super::epoch::{EpochPlan, run_epoch};
 use super::log::EpochLog;
 use super::sampler::NegativeSampler;
@@ -402,16 +403,7 @@ pub fn train(
     ad_device.seed(tc.seed);
     let mut model = LlmEmf::new(&config.model, dataset, &features, &ad_device)?;
     let parameters = model.num_params();
-    let mut optim: ModuleOptimizer = match tc.optimizer {
-        Optimizer::Adam => AdamConfig::new()
-            .with_epsilon(tc.adam_epsilon as f32)
-            .with_weight_decay((tc.l2 > 0.0).then(|| WeightDecayConfig::new(tc.l2 as f32)))
-            .init(),
-        Optimizer::AdamW { weight_decay } => AdamWConfig::new()
-            .with_epsilon(tc.adam_epsilon as f32)
-            .with_weight_decay(weight_decay as f32)
-            .init(),
-    };
+    let mut optim = new_optimizer(tc);
     if state.epochs_done > 0 {
         (model, optim) = resume(&paths, &state, model, optim)?;
         if options.verbose {
@@ -525,9 +517,25 @@ pub fn train(
             }
             if let Some(p) = &tc.plateau
                 && plateau_step(&mut state, best, p)
-                && options.verbose
             {
-                eprintln!("validation stalled: learning rate x{}", state.lr_scale);
+                if p.restore_best {
+                    model = load_module(model, &paths.best_model())?;
+                    optim = new_optimizer(tc);
+                    if let Some(a) = average.as_mut() {
+                        a.restart();
+                    }
+                }
+                if options.verbose {
+                    eprintln!(
+                        "validation stalled: learning rate x{}{}",
+                        state.lr_scale,
+                        if p.restore_best {
+                            format!(", from the best weights (epoch {})", state.best_epoch)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
             }
             Some(v)
         } else {
@@ -685,4 +693,18 @@ pub fn fit_run_domain_weights(
     report.test = run.evaluate(Split::Test, protocol, None)?;
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
+}
+
+/// A fresh optimizer of the configured kind (no moments yet).
+fn new_optimizer(tc: &TrainConfig) -> ModuleOptimizer {
+    match tc.optimizer {
+        Optimizer::Adam => AdamConfig::new()
+            .with_epsilon(tc.adam_epsilon as f32)
+            .with_weight_decay((tc.l2 > 0.0).then(|| WeightDecayConfig::new(tc.l2 as f32)))
+            .init(),
+        Optimizer::AdamW { weight_decay } => AdamWConfig::new()
+            .with_epsilon(tc.adam_epsilon as f32)
+            .with_weight_decay(weight_decay as f32)
+            .init(),
+    }
 }
