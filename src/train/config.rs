@@ -265,8 +265,9 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The recommended preset's recipe (docs/model.md, "Beyond the paper"): a sampled softmax
     /// with 2,048 uniform negatives per domain and step (the full softmax on catalogues that
-    /// small), AdamW, a short warm-up, the rate halved when validation stalls, and the
-    /// sub-sequence weights of the score fitted on the validation split after training.
+    /// small), AdamW, a short warm-up, the rate halved from the best weights when validation
+    /// stalls for two evaluations, and the sub-sequence weights of the score fitted on the
+    /// validation split after training.
     pub fn recommended() -> Self {
         Self {
             // The recipe of every multi-seed table of docs/results.md.
@@ -276,7 +277,11 @@ impl TrainConfig {
             optimizer: Optimizer::AdamW { weight_decay: 0.01 },
             l2: 0.0,
             warmup_epochs: 1,
-            plateau: Some(Plateau::default()),
+            plateau: Some(Plateau {
+                patience: 2,
+                restore_best: true,
+                ..Plateau::default()
+            }),
             patience: 10,
             objective: Objective::Sampled {
                 negatives: 2048,
