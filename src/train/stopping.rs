@@ -85,6 +85,7 @@ mod tests {
             patience: 2,
             factor: 0.5,
             min_scale: 0.2,
+            restore_best: false,
         };
         assert!(!plateau_step(&mut state, false, &p));
         assert!(plateau_step(&mut state, false, &p));
