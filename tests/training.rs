@@ -234,6 +234,36 @@ fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
     };
     assert!(checkpoint_scores_as_best(true));
     assert!(!checkpoint_scores_as_best(false));
+
+    // With a weight average, the average restarts at the best weights and is checkpointed, so
+    // a run killed right after the stalled epoch can resume.
+    let averaged = |epochs: usize| {
+        let mut c = with_plateau(epochs, true);
+        c.train.weight_average = Some(WeightAverageConfig {
+            half_life_epochs: 1.0,
+        });
+        c
+    };
+    train(
+        &averaged(8),
+        &data,
+        &dir.path().join("avg-probe"),
+        &device,
+        &quiet(),
+    )
+    .unwrap();
+    let stall = log_lines(&dir.path().join("avg-probe"))
+        .iter()
+        .position(|l| l["best"] == false)
+        .expect("validation never stalled in 8 epochs with the average")
+        + 1;
+    let run = dir.path().join("avg-stall");
+    train(&averaged(stall), &data, &run, &device, &quiet()).unwrap();
+    assert!(
+        run.join(format!("checkpoint/average-{stall}.bpk"))
+            .is_file(),
+        "no average checkpointed after the restoring epoch {stall}"
+    );
 }
 
 #[test]

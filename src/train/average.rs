@@ -64,10 +64,11 @@ impl WeightAverage {
         }
     }
 
-    /// Forgets the average: the next step's weights start a new one (used when training goes
-    /// back to the best weights, see [`crate::train::Plateau::restore_best`]).
-    pub fn restart(&mut self) {
-        self.model = None;
+    /// Starts the average again at `model`'s weights (used when training goes back to the
+    /// best weights, see [`crate::train::Plateau::restore_best`]). Not empty, so that the
+    /// checkpoint of that epoch holds an average to resume from.
+    pub fn restart_at(&mut self, model: &LlmEmf) {
+        self.model = Some(model.valid());
     }
 
     /// Folds `model`'s current weights into the average. Parameters are matched by id, so

@@ -160,9 +160,10 @@ pub struct Plateau {
     pub factor: f64,
     /// The rate never falls below `min_scale` times the base rate. Default 0.01.
     pub min_scale: f64,
-    /// At each decay, go back to the best weights so far (the saved best model) and restart
-    /// the optimizer's moments (and the weight average, when on), so that the lower rate
-    /// refines the best model instead of the over-fitted one that stalled. Default false.
+    /// At each decay, go back to the best weights so far (the saved best model), restart the
+    /// optimizer's moments and, when on, the weight average at those weights, so that the
+    /// lower rate refines the best model instead of the over-fitted one that stalled.
+    /// Default false.
     pub restore_best: bool,
 }
 

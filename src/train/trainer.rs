@@ -522,7 +522,7 @@ pub fn train(
                     model = load_module(model, &paths.best_model())?;
                     optim = new_optimizer(tc);
                     if let Some(a) = average.as_mut() {
-                        a.restart();
+                        a.restart_at(&model);
                     }
                 }
                 if options.verbose {
