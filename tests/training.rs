@@ -202,17 +202,24 @@ fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
         });
         c
     };
-    let probe = with_plateau(8, true);
-    let data = probe.load_data().unwrap();
-    train(&probe, &data, &dir.path().join("probe"), &device, &quiet()).unwrap();
-    // The first epoch whose validation is not the best so far (the run is deterministic, so a
-    // run of exactly that many epochs ends on it).
-    let stall = log_lines(&dir.path().join("probe"))
-        .iter()
-        .position(|l| l["best"] == false)
-        .expect("validation never stalled in 8 epochs: raise the learning rate of this test")
-        + 1;
-    assert!(stall >= 2);
+    let data = with_plateau(1, true).load_data().unwrap();
+    // The first epoch whose validation is not the best so far, in an 8-epoch run of
+    // `config_for(8)` (the run is deterministic, so a run of exactly that many epochs ends on
+    // it).
+    let first_stall = |config_for: &dyn Fn(usize) -> ExperimentConfig, name: &str| {
+        let probe = dir.path().join(name);
+        train(&config_for(8), &data, &probe, &device, &quiet()).unwrap();
+        let stall = log_lines(&probe)
+            .iter()
+            .position(|l| l["best"] == false)
+            .unwrap_or_else(|| {
+                panic!("{name}: validation never stalled in 8 epochs: raise the learning rate of this test")
+            })
+            + 1;
+        assert!(stall >= 2);
+        stall
+    };
+    let stall = first_stall(&|epochs| with_plateau(epochs, true), "probe");
     let checkpoint_scores_as_best = |restore_best: bool| {
         let run = dir.path().join(format!("stall-{restore_best}"));
         let cfg = with_plateau(stall, restore_best);
@@ -244,19 +251,7 @@ fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
         });
         c
     };
-    train(
-        &averaged(8),
-        &data,
-        &dir.path().join("avg-probe"),
-        &device,
-        &quiet(),
-    )
-    .unwrap();
-    let stall = log_lines(&dir.path().join("avg-probe"))
-        .iter()
-        .position(|l| l["best"] == false)
-        .expect("validation never stalled in 8 epochs with the average")
-        + 1;
+    let stall = first_stall(&averaged, "avg-probe");
     let run = dir.path().join("avg-stall");
     train(&averaged(stall), &data, &run, &device, &quiet()).unwrap();
     assert!(
