@@ -24,6 +24,9 @@ pub struct RunRecord {
     pub log: Vec<EpochLog>,
     /// `results.json`.
     pub results: TrainReport,
+    /// The training seed (`train.seed` of the run's `config.json`); `None` when the folder
+    /// has no `config.json`. Runs of two groups are paired by it.
+    pub seed: Option<u64>,
 }
 
 /// Runs of one model (one run, or several seeds).
@@ -56,10 +59,28 @@ impl RunRecord {
                 Error::InvalidInput(format!("{}:{}: {e}", paths.log().display(), no + 1))
             })?);
         }
+        let config = paths.config();
+        let seed = if config.is_file() {
+            let value: serde_json::Value = crate::io::read_json(&config)?;
+            Some(
+                value
+                    .pointer("/train/seed")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!(
+                            "{}: no train.seed (a non-negative integer)",
+                            config.display()
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             path: path.to_path_buf(),
             log,
             results,
+            seed,
         })
     }
 }
@@ -285,12 +306,112 @@ pub fn popularity_table(groups: &[Group]) -> Option<String> {
     Some(out)
 }
 
+/// The markdown table of paired differences against the group `reference` (an index into
+/// `groups`): for every other group and domain, the runs of the two groups are matched by
+/// training seed, and each test metric shows the mean ± standard deviation of the per-seed
+/// differences (in % points) and on how many of the paired seeds the group is above the
+/// reference. Seeds differ more from one another than the groups often do, so a paired
+/// difference over the same seeds shows an effect that the two groups' own means ± std hide.
+/// Errors: a group with two runs of one seed (the pairing would be ambiguous).
+pub fn paired_table(groups: &[Group], reference: usize) -> Result<String> {
+    let by_seed = |g: &Group| -> Result<BTreeMap<u64, usize>> {
+        let mut map = BTreeMap::new();
+        for (i, r) in g.runs.iter().enumerate() {
+            if let Some(seed) = r.seed
+                && let Some(j) = map.insert(seed, i)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "{}: two runs of seed {seed} ({} and {}), so its runs cannot be paired with another group's by seed",
+                    g.label,
+                    g.runs[j].path.display(),
+                    r.path.display()
+                )));
+            }
+        }
+        Ok(map)
+    };
+    let base = groups.get(reference).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "reference {reference} out of range ({} groups)",
+            groups.len()
+        ))
+    })?;
+    let base_seeds = by_seed(base)?;
+    let mut out = format!(
+        "Paired differences against {}: test metric of the same training seed minus the reference's, in % points (mean ± std over the paired seeds; in brackets, on how many of them the row is above).\n\n",
+        base.label
+    );
+    out.push_str(&table_header(
+        &["model", "domain", "paired seeds"],
+        Metric::ALL.iter().map(|m| m.name().to_string()),
+    ));
+    let domains = all_domains(groups);
+    for d in &domains {
+        for (gi, g) in groups.iter().enumerate() {
+            if gi == reference {
+                continue;
+            }
+            let seeds = by_seed(g)?;
+            let pairs: Vec<(&RunRecord, &RunRecord)> = seeds
+                .iter()
+                .filter_map(|(s, &i)| base_seeds.get(s).map(|&j| (&g.runs[i], &base.runs[j])))
+                .filter(|(a, b)| {
+                    a.results.test.domains.contains_key(d) && b.results.test.domains.contains_key(d)
+                })
+                .collect();
+            out.push_str(&format!("| {} | {d} | {} |", g.label, pairs.len()));
+            for m in Metric::ALL {
+                let diffs: Vec<f64> = pairs
+                    .iter()
+                    .map(|(a, b)| {
+                        100.0
+                            * (m.of(&a.results.test.domains[d]) - m.of(&b.results.test.domains[d]))
+                    })
+                    .collect();
+                let cell = match mean_std(&diffs) {
+                    Some((mean, std)) => format!(
+                        "{mean:+.2} ± {std:.2} ({}/{})",
+                        diffs.iter().filter(|&&x| x > 0.0).count(),
+                        diffs.len()
+                    ),
+                    None => "-".into(),
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The index of the group labelled `label`; the error lists the labels there are.
+pub fn group_index(groups: &[Group], label: &str) -> Result<usize> {
+    groups.iter().position(|g| g.label == label).ok_or_else(|| {
+        let labels: Vec<&str> = groups.iter().map(|g| g.label.as_str()).collect();
+        Error::InvalidInput(format!(
+            "no group labelled {label:?} to compare against (the groups: {})",
+            labels.join(", ")
+        ))
+    })
+}
+
 /// Writes `report.md`, `loss.svg`, `valid_mrr.svg` and `test_metrics.svg` into `out_dir`;
-/// returns their paths.
-pub fn write_report(groups: &[Group], out_dir: &Path) -> Result<Vec<PathBuf>> {
+/// returns their paths. With a `reference` (an index into `groups`), `report.md` also holds
+/// the [`paired_table`] against it.
+pub fn write_report(
+    groups: &[Group],
+    reference: Option<usize>,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
     if groups.is_empty() {
         return Err(Error::InvalidInput("no run to report".into()));
     }
+    // Everything that can fail on the inputs runs before the first file is written.
+    let paired = reference
+        .map(|r| paired_table(groups, r))
+        .transpose()?
+        .map(|t| format!("\n{t}"))
+        .unwrap_or_default();
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut written = Vec::new();
     let mut put = |name: &str, text: String| -> Result<()> {
@@ -303,7 +424,7 @@ pub fn write_report(groups: &[Group], out_dir: &Path) -> Result<Vec<PathBuf>> {
         .map(|t| format!("\n{t}"))
         .unwrap_or_default();
     let md = format!(
-        "# Report\n\n{}{popularity}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
+        "# Report\n\n{}{paired}{popularity}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
         markdown_table(groups)
     );
     put("report.md", md)?;
@@ -547,4 +668,86 @@ fn bar_chart(groups: &[Group]) -> Result<String> {
         root.present().map_err(chart_error)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A run of `seed` whose test MRR in domain X is `mrr` (every other metric `mrr / 2`).
+    fn run(name: &str, seed: Option<u64>, mrr: f64) -> RunRecord {
+        let metrics = json!({"mrr": mrr, "ndcg5": mrr / 2.0, "ndcg10": mrr / 2.0, "hr1": mrr / 2.0,
+            "hr5": mrr / 2.0, "hr10": mrr / 2.0, "n": 10});
+        let eval = |split: &str| {
+            json!({"protocol": "abxi", "split": split, "seed": 1, "domains": {"X": metrics},
+                "examples_per_second": 1.0})
+        };
+        let results = json!({"epochs": 1, "best_epoch": 1, "stopped_early": false,
+            "valid": eval("valid"), "test": eval("test"), "train_sequences_per_second": 1.0,
+            "parameters": 1});
+        RunRecord {
+            path: PathBuf::from(name),
+            log: Vec::new(),
+            results: serde_json::from_value(results).unwrap(),
+            seed,
+        }
+    }
+
+    fn group(label: &str, runs: Vec<RunRecord>) -> Group {
+        Group {
+            label: label.into(),
+            runs,
+        }
+    }
+
+    #[test]
+    fn paired_differences_match_runs_by_seed() {
+        let reference = group(
+            "ref",
+            vec![
+                run("r1", Some(1), 0.10),
+                run("r2", Some(2), 0.20),
+                run("r3", Some(3), 0.30),
+            ],
+        );
+        // Seeds 2 and 3 in another order, seed 9 without a partner.
+        let other = group(
+            "new",
+            vec![
+                run("n3", Some(3), 0.33),
+                run("n9", Some(9), 0.90),
+                run("n2", Some(2), 0.19),
+            ],
+        );
+        let lone = group("lone", vec![run("l", None, 0.5)]);
+        let table = paired_table(&[reference, other, lone], 0).unwrap();
+        assert!(table.contains("against ref"), "{table}");
+        // Differences +3 and -1 points: mean +1, sample std sqrt(8) = 2.83, above on 1 of 2.
+        assert!(
+            table.contains("| new | X | 2 | +1.00 ± 2.83 (1/2) | +0.50 ± 1.41 (1/2) |"),
+            "{table}"
+        );
+        assert!(table.contains("| lone | X | 0 | - |"), "{table}");
+        assert!(!table.contains("| ref |"), "{table}");
+    }
+
+    #[test]
+    fn two_runs_of_one_seed_cannot_be_paired() {
+        let reference = group("ref", vec![run("r1", Some(1), 0.1)]);
+        let twice = group(
+            "twice",
+            vec![run("a", Some(1), 0.1), run("b", Some(1), 0.2)],
+        );
+        let e = paired_table(&[reference, twice], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("twice") && e.contains("seed 1") && e.contains('b'),
+            "{e}"
+        );
+        let groups = [group("a", vec![run("x", Some(1), 0.1)])];
+        let e = group_index(&groups, "b").unwrap_err().to_string();
+        assert!(e.contains("\"b\"") && e.contains("the groups: a"), "{e}");
+    }
 }

@@ -359,7 +359,7 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
     assert_eq!(groups[0].runs.len(), 2);
     assert_eq!(groups[1].label, "single");
     let report = dir.path().join("report");
-    let written = write_report(&groups, &report).unwrap();
+    let written = write_report(&groups, None, &report).unwrap();
     assert_eq!(written.len(), 4);
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(
@@ -400,6 +400,33 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no finished run"), "{e}");
+
+    // Paired with the experiment seed by seed: the runs carry their training seeds, and a
+    // group with no seed in common gets an empty row instead of a made-up difference.
+    let seeds: Vec<_> = groups[0].runs.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, vec![Some(1), Some(2)]);
+    assert_eq!(groups[1].runs[0].seed, Some(5));
+    let same = Group::load(&format!("again={}", out.display())).unwrap();
+    let paired = vec![groups[0].clone(), groups[1].clone(), same];
+    write_report(&paired, Some(0), &report).unwrap();
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("Paired differences against recommended")
+            && md.contains("| single | X | 0 | - |")
+            && md.contains("| again | Y | 2 | +0.00 ± 0.00 (0/2) |"),
+        "{md}"
+    );
+    // A run whose config.json cannot be read is named.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["results.json", "log.jsonl"] {
+        std::fs::copy(single.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(broken.join("config.json"), "{").unwrap();
+    let e = Group::load(broken.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config.json"), "{e}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use llm_emf::features::{
     ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextEmbed, TextSource,
 };
 use llm_emf::recommend::TrainedRun;
-use llm_emf::report::{Group, markdown_table, write_report};
+use llm_emf::report::{Group, group_index, markdown_table, paired_table, write_report};
 use llm_emf::train::experiment::{run_experiment, summary_markdown};
 use llm_emf::train::{Batching, DataSource, ExperimentConfig, Preset, TrainOptions, train};
 use llm_emf::{Error, Result, backend};
@@ -185,6 +185,10 @@ enum Command {
         /// Where to write report.md and the charts.
         #[arg(long, default_value = "report")]
         out: PathBuf,
+        /// The label of a group to compare the others with, seed by seed: adds a table of
+        /// paired differences (runs matched by their training seed) to report.md and prints it.
+        #[arg(long)]
+        reference: Option<String>,
     },
     /// Evaluate the best model of a run folder.
     Evaluate {
@@ -638,13 +642,23 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Report { runs, out } => {
+        Command::Report {
+            runs,
+            out,
+            reference,
+        } => {
             let groups = runs
                 .iter()
                 .map(|r| Group::load(r))
                 .collect::<Result<Vec<_>>>()?;
-            let written = write_report(&groups, &out)?;
+            let reference = reference
+                .map(|label| group_index(&groups, &label))
+                .transpose()?;
+            let written = write_report(&groups, reference, &out)?;
             print!("{}", markdown_table(&groups));
+            if let Some(r) = reference {
+                print!("\n{}", paired_table(&groups, r)?);
+            }
             for p in written {
                 println!("wrote {}", p.display());
             }
