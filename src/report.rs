@@ -336,7 +336,8 @@ pub fn paired_table(groups: &[Group], reference: usize) -> Result<String> {
             groups.len()
         ))
     })?;
-    let base_seeds = by_seed(base)?;
+    let seeds_of = groups.iter().map(by_seed).collect::<Result<Vec<_>>>()?;
+    let base_seeds = &seeds_of[reference];
     let mut out = format!(
         "Paired differences against {}: test metric of the same training seed minus the reference's, in % points (mean ± std over the paired seeds; in brackets, on how many of them the row is above).\n\n",
         base.label
@@ -351,8 +352,7 @@ pub fn paired_table(groups: &[Group], reference: usize) -> Result<String> {
             if gi == reference {
                 continue;
             }
-            let seeds = by_seed(g)?;
-            let pairs: Vec<(&RunRecord, &RunRecord)> = seeds
+            let pairs: Vec<(&RunRecord, &RunRecord)> = seeds_of[gi]
                 .iter()
                 .filter_map(|(s, &i)| base_seeds.get(s).map(|&j| (&g.runs[i], &base.runs[j])))
                 .filter(|(a, b)| {
