@@ -20,7 +20,8 @@ use crate::train::{EpochLog, RunPaths, TrainReport};
 pub struct RunRecord {
     /// The run folder.
     pub path: PathBuf,
-    /// `log.jsonl`, one entry per epoch.
+    /// `log.jsonl`, one entry per epoch; empty for a run kept without its log (its results
+    /// count in every table; it has no curve).
     pub log: Vec<EpochLog>,
     /// `results.json`.
     pub results: TrainReport,
@@ -48,7 +49,12 @@ impl RunRecord {
                 path.display()
             ))
         })?;
-        let text = read_text(&paths.log())?;
+        // An archived run (results and config kept, training log not) loads without curves.
+        let text = if paths.log().exists() {
+            read_text(&paths.log())?
+        } else {
+            String::new()
+        };
         let mut log = Vec::new();
         for (no, line) in text
             .lines()
@@ -423,8 +429,22 @@ pub fn write_report(
     let popularity = popularity_table(groups)
         .map(|t| format!("\n{t}"))
         .unwrap_or_default();
+    let without_log: Vec<String> = groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .filter(|r| r.log.is_empty())
+        .map(|r| format!("`{}`", r.path.display()))
+        .collect();
+    let without_log = if without_log.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nRuns without a training log (in the tables, not in the curves): {}.\n",
+            without_log.join(", ")
+        )
+    };
     let md = format!(
-        "# Report\n\n{}{paired}{popularity}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
+        "# Report\n\n{}{paired}{popularity}{without_log}\n![training loss](loss.svg)\n\n![validation MRR](valid_mrr.svg)\n\n![test metrics](test_metrics.svg)\n",
         markdown_table(groups)
     );
     put("report.md", md)?;
@@ -730,6 +750,47 @@ mod tests {
         );
         assert!(table.contains("| lone | X | 0 | - |"), "{table}");
         assert!(!table.contains("| ref |"), "{table}");
+    }
+
+    #[test]
+    fn a_run_kept_without_its_log_counts_in_the_tables_and_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("exp");
+        let kept = run("kept", Some(4), 0.25);
+        for (seed, with_log) in [(4u64, false), (5, true)] {
+            let run_dir = folder.join(format!("seed-{seed}"));
+            std::fs::create_dir_all(&run_dir).unwrap();
+            let results = serde_json::to_string(&kept.results).unwrap();
+            std::fs::write(run_dir.join("results.json"), results).unwrap();
+            let config = json!({"train": {"seed": seed}}).to_string();
+            std::fs::write(run_dir.join("config.json"), config).unwrap();
+            if with_log {
+                let line = json!({"epoch": 1, "loss": 2.5, "train_seconds": 1.0,
+                    "train_sequences_per_second": 1.0, "best": true, "temperatures": [1.0, 1.0, 1.0]});
+                std::fs::write(run_dir.join("log.jsonl"), format!("{line}\n")).unwrap();
+            }
+        }
+        let g = Group::load(&format!("exp={}", folder.display())).unwrap();
+        assert_eq!(g.runs.len(), 2);
+        assert_eq!((g.runs[0].seed, g.runs[0].log.len()), (Some(4), 0));
+        assert_eq!((g.runs[1].seed, g.runs[1].log.len()), (Some(5), 1));
+        let out = dir.path().join("report");
+        write_report(&[g], None, &out).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let line = md
+            .lines()
+            .find(|l| l.starts_with("Runs without a training log"))
+            .unwrap_or_else(|| panic!("{md}"));
+        assert!(
+            line.contains("seed-4") && !line.contains("seed-5"),
+            "{line}"
+        );
+        // A log that is there but malformed is still an error naming the file and line.
+        std::fs::write(folder.join("seed-4/log.jsonl"), "\nnot json\n").unwrap();
+        let e = Group::load(folder.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seed-4/log.jsonl:2"), "{e}");
     }
 
     #[test]
