@@ -2,8 +2,9 @@
 //! runs of a group) and SVG charts of training loss, validation MRR per epoch and the test
 //! metrics per model and domain, for one or more run folders or groups of run folders.
 //!
-//! A *run* is a folder written by [`crate::train::train`] (`log.jsonl`, `results.json`). A
-//! *group* is a run, or a folder whose sub-folders are runs (the seeds of an experiment); its
+//! A *run* is a folder written by [`crate::train::train`] (`log.jsonl`, `results.json`), or
+//! one kept without its log (`results.json` and `config.json`, as `docs/experiments/` keeps
+//! runs whose folders are gone): it counts in the tables and has no curve. A *group* is a run, or a folder whose sub-folders are runs (the seeds of an experiment); its
 //! label is the folder's name unless given as `LABEL=PATH`.
 
 use std::collections::BTreeMap;
