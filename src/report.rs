@@ -4,8 +4,9 @@
 //!
 //! A *run* is a folder written by [`crate::train::train`] (`log.jsonl`, `results.json`), or
 //! one kept without its log (`results.json` and `config.json`, as `docs/experiments/` keeps
-//! runs whose folders are gone): it counts in the tables and has no curve. A *group* is a run, or a folder whose sub-folders are runs (the seeds of an experiment); its
-//! label is the folder's name unless given as `LABEL=PATH`.
+//! runs whose folders are gone): it counts in the tables and has no curve. A *group* is a
+//! run, or a folder whose sub-folders are runs (the seeds of an experiment); its label is the
+//! folder's name unless given as `LABEL=PATH`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,9 @@ impl RunRecord {
             ))
         })?;
         // An archived run (results and config kept, training log not) loads without curves.
-        let text = if paths.log().exists() {
-            read_text(&paths.log())?
+        let log_path = paths.log();
+        let text = if log_path.exists() {
+            read_text(&log_path)?
         } else {
             String::new()
         };
@@ -63,7 +65,7 @@ impl RunRecord {
             .filter(|(_, l)| !l.trim().is_empty())
         {
             log.push(serde_json::from_str(line).map_err(|e| {
-                Error::InvalidInput(format!("{}:{}: {e}", paths.log().display(), no + 1))
+                Error::InvalidInput(format!("{}:{}: {e}", log_path.display(), no + 1))
             })?);
         }
         let config = paths.config();
