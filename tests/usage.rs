@@ -12,6 +12,7 @@ use llm_emf::backend;
 use llm_emf::data::{DomainId, Split};
 use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedRun};
 use llm_emf::report::{Group, write_report};
+use llm_emf::train::archive_experiment;
 use llm_emf::train::experiment::run_experiment;
 use llm_emf::train::{ExperimentConfig, Objective, Preset, fit_run_domain_weights, train};
 
@@ -427,6 +428,128 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("config.json"), "{e}");
+
+    // The archive of the experiment: everything but the weights, read back by the report with
+    // the same numbers, and finished again by the experiment command without training.
+    let kept = dir.path().join("kept");
+    let archive = kept.join("exp");
+    let a = archive_experiment(&out, &archive, false).unwrap();
+    assert_eq!(a.copied, vec![1, 2]);
+    assert!(a.linked.is_empty() && !a.replaced);
+    for f in [
+        "experiment.json",
+        "summary.json",
+        "summary.md",
+        "seed-1/config.json",
+        "seed-1/results.json",
+        "seed-2/log.jsonl",
+    ] {
+        assert!(archive.join(f).is_file(), "{f}");
+    }
+    for seed in ["seed-1", "seed-2"] {
+        let score = Path::new(seed).join("model.score.json");
+        assert_eq!(out.join(&score).is_file(), archive.join(&score).is_file());
+        assert!(!archive.join(seed).join("model.bpk").exists());
+        assert!(!archive.join(seed).join("checkpoint").exists());
+    }
+    let from_archive = Group::load(&format!("kept={}", archive.display())).unwrap();
+    let mrr = |g: &Group| -> Vec<f64> {
+        g.runs
+            .iter()
+            .map(|r| r.results.test.domains["X"].mrr)
+            .collect()
+    };
+    assert_eq!(mrr(&from_archive), mrr(&groups[0]));
+    let rewritten = run_experiment(&cfg, &data, &[1, 2], &archive, &device, &quiet()).unwrap();
+    assert_eq!(rewritten.per_seed, again.per_seed);
+    assert!(
+        !archive.join("seed-1/model.bpk").exists(),
+        "nothing was trained"
+    );
+
+    // An existing archive is replaced only when asked.
+    let e = archive_experiment(&out, &archive, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("exists already") && e.contains("--replace"),
+        "{e}"
+    );
+    assert!(archive_experiment(&out, &archive, true).unwrap().replaced);
+    assert!(archive.join("seed-2/results.json").is_file());
+
+    // What is not a finished experiment is refused by name, and nothing is written.
+    let e = archive_experiment(&single, &kept.join("single"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("single") && e.contains("no experiment.json"),
+        "{e}"
+    );
+    let unfinished = dir.path().join("unfinished");
+    std::fs::create_dir_all(unfinished.join("seed-1")).unwrap();
+    std::fs::create_dir_all(unfinished.join("seed-2")).unwrap();
+    std::fs::copy(
+        out.join("experiment.json"),
+        unfinished.join("experiment.json"),
+    )
+    .unwrap();
+    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not finished") && e.contains("summary.json"),
+        "{e}"
+    );
+    for f in ["summary.json", "summary.md"] {
+        std::fs::copy(out.join(f), unfinished.join(f)).unwrap();
+    }
+    for f in ["config.json", "results.json"] {
+        std::fs::copy(
+            out.join("seed-1").join(f),
+            unfinished.join("seed-1").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        out.join("seed-2/config.json"),
+        unfinished.join("seed-2/config.json"),
+    )
+    .unwrap();
+    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seed-2") && e.contains("results.json"), "{e}");
+    std::fs::write(unfinished.join("seed-2/results.json"), "{\"valid\": 1}").unwrap();
+    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seed-2") && e.contains("results.json"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec!["exp".to_string()], "no partial archive is left");
+
+    // Seeds gathered by links: a link to a run archived beside the destination stays a link,
+    // any other seed folder is copied.
+    #[cfg(unix)]
+    {
+        let gather = dir.path().join("gather");
+        std::fs::create_dir(&gather).unwrap();
+        for f in ["experiment.json", "summary.json", "summary.md"] {
+            std::fs::copy(out.join(f), gather.join(f)).unwrap();
+        }
+        std::os::unix::fs::symlink("../exp/seed-1", gather.join("seed-1")).unwrap();
+        std::os::unix::fs::symlink(out.join("seed-2"), gather.join("seed-2")).unwrap();
+        let a = archive_experiment(&gather, &kept.join("gather"), false).unwrap();
+        assert_eq!((a.copied, a.linked), (vec![2], vec![1]));
+        let linked = kept.join("gather/seed-1");
+        assert!(std::fs::symlink_metadata(&linked).unwrap().is_symlink());
+        assert!(linked.join("results.json").is_file());
+        let g = Group::load(&format!("gathered={}", kept.join("gather").display())).unwrap();
+        assert_eq!(mrr(&g), mrr(&groups[0]));
+    }
 }
 
 #[test]

@@ -15,7 +15,9 @@ use llm_emf::features::{
 use llm_emf::recommend::TrainedRun;
 use llm_emf::report::{Group, group_index, markdown_table, paired_table, write_report};
 use llm_emf::train::experiment::{run_experiment, summary_markdown};
-use llm_emf::train::{Batching, DataSource, ExperimentConfig, Preset, TrainOptions, train};
+use llm_emf::train::{
+    Batching, DataSource, ExperimentConfig, Preset, TrainOptions, archive_experiment, train,
+};
 use llm_emf::{Error, Result, backend};
 use serde_json::json;
 
@@ -160,6 +162,21 @@ enum Command {
         /// Print nothing while training.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Copy the record of a finished experiment, everything but its weights (experiment.json,
+    /// the summary, and each seed's config.json, results.json, log.jsonl and
+    /// model.score.json), to a folder that `report` and `experiment` read: what a repository
+    /// keeps after the run folder is gone. Seed folders that link to runs archived beside the
+    /// destination stay links.
+    Archive {
+        /// Experiment folder (`experiment --out`).
+        src: PathBuf,
+        /// Archive folder to write (written whole or not at all).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace an existing archive at --to.
+        #[arg(long)]
+        replace: bool,
     },
     /// Fit the score's weights of finished runs on their validation split (what
     /// `train.fit_domain_weights` does after training: the feature modalities' share beside
@@ -598,6 +615,22 @@ fn run(cli: Cli) -> Result<()> {
             let summary = run_experiment(&cfg, &data, &seeds, &out, &device, &options)?;
             print!("{}", summary_markdown(&cfg, &summary));
             println!("experiment folder: {}", out.display());
+        }
+        Command::Archive { src, to, replace } => {
+            let a = archive_experiment(&src, &to, replace)?;
+            let mut how = format!("{} files, seeds {:?} copied", a.files, a.copied);
+            if !a.linked.is_empty() {
+                how.push_str(&format!(", seeds {:?} linked", a.linked));
+            }
+            println!(
+                "{} {} ({how})",
+                if a.replaced {
+                    "replaced"
+                } else {
+                    "archived to"
+                },
+                a.dest.display()
+            );
         }
         Command::FitWeights {
             runs,

@@ -1,5 +1,6 @@
 //! Training: the typed experiment configuration and the training engine.
 
+pub mod archive;
 pub mod average;
 pub mod batching;
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod step;
 mod stopping;
 pub mod trainer;
 
+pub use archive::{Archived, archive_experiment};
 pub use average::WeightAverageConfig;
 pub use batching::Batching;
 pub use checkpoint::{RunPaths, TrainState};
