@@ -476,6 +476,20 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         "{e}"
     );
     assert!(archive_experiment(&out, &archive, true).unwrap().replaced);
+    // Replacing never deletes the source or a folder that is not an archive.
+    for (to, says) in [
+        (out.clone(), "holds the experiment"),
+        (dir.path().to_path_buf(), "holds the experiment"),
+        (single.clone(), "not an experiment archive"),
+    ] {
+        let e = archive_experiment(&out, &to, true).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+    let e = archive_experiment(&out, &out.join("inside"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inside the experiment"), "{e}");
+    assert!(out.join("seed-1/model.bpk").is_file() && single.join("model.bpk").is_file());
     assert!(archive.join("seed-2/results.json").is_file());
 
     // What is not a finished experiment is refused by name, and nothing is written.

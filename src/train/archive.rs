@@ -60,8 +60,9 @@ pub struct Archived {
 ///
 /// Errors, each before anything is written: `src` is not an experiment folder (no
 /// `experiment.json`), it is not finished (no `summary.json`, or one over other seeds), a seed
-/// lacks its `config.json` or `results.json` or has an unreadable one, or `dest` exists and
-/// `replace` is false.
+/// lacks its `config.json` or `results.json` or has an unreadable one, `dest` exists and
+/// `replace` is false, `dest` is or holds `src`, lies inside it, or exists and is not an
+/// archive (no `summary.json`: replacing deletes it).
 pub fn archive_experiment(src: &Path, dest: &Path, replace: bool) -> Result<Archived> {
     let spec_path = src.join("experiment.json");
     if !spec_path.is_file() {
@@ -88,10 +89,42 @@ pub fn archive_experiment(src: &Path, dest: &Path, replace: bool) -> Result<Arch
             ),
         ));
     }
-    if dest.exists() && !replace {
+    if dest.exists() {
+        if !replace {
+            return Err(Error::format(
+                dest,
+                "exists already: choose another destination, or replace it (--replace)",
+            ));
+        }
+        // Replacing deletes the folder: only an earlier archive (or experiment) that neither
+        // is nor holds the source.
+        let (s, d) = (canonical(src)?, canonical(dest)?);
+        if s.starts_with(&d) {
+            return Err(Error::format(
+                dest,
+                format!(
+                    "holds the experiment being archived ({}): not replaced",
+                    src.display()
+                ),
+            ));
+        }
+        if !dest.join("summary.json").is_file() {
+            return Err(Error::format(
+                dest,
+                "is not an experiment archive (no summary.json): not replaced",
+            ));
+        }
+    } else if let (Ok(s), Some(d)) = (
+        canonical(src),
+        dest.parent().and_then(|p| canonical(p).ok()),
+    ) && d.starts_with(&s)
+    {
         return Err(Error::format(
             dest,
-            "exists already: choose another destination, or replace it (--replace)",
+            format!(
+                "is inside the experiment being archived ({})",
+                src.display()
+            ),
         ));
     }
     let name = dest
@@ -147,6 +180,10 @@ pub fn archive_experiment(src: &Path, dest: &Path, replace: bool) -> Result<Arch
         })?;
     }
     Ok(archived)
+}
+
+fn canonical(path: &Path) -> Result<PathBuf> {
+    fs::canonicalize(path).map_err(|e| Error::io(path, e))
 }
 
 /// How one seed is archived.
