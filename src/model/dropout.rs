@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
@@ -35,7 +35,14 @@ pub fn dropout<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
     if !dropout.training.is_enabled() || !x.device().is_autodiff() || p <= 0.0 {
         return x;
     }
-    let shape = x.dims();
+    let mask = keep_mask(x.dims(), p, &x.device());
+    x * mask
+}
+
+/// A dropout mask of `shape` from this thread's generator: each element 0 with probability
+/// `p`, otherwise `1 / (1 - p)`. A dimension of size 1 broadcasts it (a `[rows, 1]` mask drops
+/// whole rows).
+pub fn keep_mask<const D: usize>(shape: [usize; D], p: f64, device: &Device) -> Tensor<D> {
     let n: usize = shape.iter().product();
     let threshold = (p * 65536.0).round() as u32;
     let keep = (1.0 / (1.0 - p)) as f32;
@@ -52,8 +59,7 @@ pub fn dropout<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
             }
         }
     });
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
-    x * mask
+    Tensor::<D>::from_data(TensorData::new(mask, shape), device)
 }
 
 #[cfg(test)]

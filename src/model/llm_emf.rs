@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::FfActivation;
+use super::dropout::keep_mask;
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig, log_sum_exp};
 use super::loss::{DomainLoss, DomainLossConfig};
@@ -182,6 +183,13 @@ pub struct ModelConfig {
     /// never reaches keeps a vector made of its title instead of a random one. Must be positive.
     /// Default 1.
     pub id_row_init: f64,
+    /// With `id_text`, the probability that an item's learned row is left out of its ID
+    /// vector at a training step (the whole row, independently per use: each position of the
+    /// input and each row of the output table; the rows kept are scaled by `1 / (1 - p)`), so
+    /// that the mapped text alone must place the item, as it has to for items that training
+    /// rarely reaches. Inference uses every row. Must be in [0, 1); 0 (the default) leaves
+    /// training unchanged.
+    pub id_row_dropout: f64,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -241,6 +249,7 @@ impl Default for ModelConfig {
             id_text: false,
             id_text_per_domain: false,
             id_row_init: 1.0,
+            id_row_dropout: 0.0,
         }
     }
 }
@@ -308,6 +317,18 @@ impl ModelConfig {
         }
         if !(self.id_row_init.is_finite() && self.id_row_init > 0.0) {
             return bad(format!("id_row_init {} must be positive", self.id_row_init));
+        }
+        if !(0.0..1.0).contains(&self.id_row_dropout) {
+            return bad(format!(
+                "id_row_dropout {} is not in [0, 1)",
+                self.id_row_dropout
+            ));
+        }
+        if self.id_row_dropout > 0.0 && !self.id_text {
+            return bad(
+                "id_row_dropout needs id_text (without text in the ID rows, a dropped row leaves nothing)"
+                    .into(),
+            );
         }
         let text_weight = 1.0 - self.alpha - self.beta;
         if self.alpha < 0.0 || self.beta < 0.0 || text_weight < -1e-9 {
@@ -503,6 +524,8 @@ pub struct LlmEmf {
     pub id_text_projection: Option<Linear>,
     /// The map of Y's items with `ModelConfig::id_text_per_domain`.
     pub id_text_projection_y: Option<Linear>,
+    /// `ModelConfig::id_row_dropout`: the probability of leaving a learned row out in training.
+    pub id_row_dropout: f64,
     /// `ln(1 + c_i)` for every item, `c_i` its interactions in the training sequences
     /// (computed from the dataset when the model is built; not a parameter, not saved).
     pub train_log_counts: Tensor<1>,
@@ -715,6 +738,7 @@ impl LlmEmf {
             shared_encoders,
             id_text_projection,
             id_text_projection_y,
+            id_row_dropout: config.id_row_dropout,
             train_log_counts: Tensor::from_data(
                 TensorData::new(
                     dataset
@@ -1003,6 +1027,13 @@ impl LlmEmf {
         );
         let Some(p) = &self.id_text_projection else {
             return rows;
+        };
+        let rows = if self.id_row_dropout > 0.0 && rows.device().is_autodiff() {
+            let [picked, _] = rows.dims();
+            let mask = keep_mask([picked, 1], self.id_row_dropout, &rows.device());
+            rows * mask
+        } else {
+            rows
         };
         let text = pick(
             features
@@ -1578,6 +1609,90 @@ mod tests {
         // Without text features the ID rows are the learned rows.
         let plain = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
         assert!(plain.id_text_projection.is_none());
+    }
+
+    #[test]
+    fn id_row_dropout_leaves_whole_learned_rows_out_in_training_only() {
+        let s = setup();
+        let device = test_device().autodiff();
+        let config = ModelConfig {
+            id_text: true,
+            id_row_dropout: 0.5,
+            ..s.config.clone()
+        };
+        let feats =
+            ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &device).unwrap();
+        let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+        let learned = model.item_id.as_ref().unwrap().weight.val();
+        let mapped = model
+            .id_text_projection
+            .as_ref()
+            .unwrap()
+            .forward(feats.table(Modality::Text).unwrap().clone());
+        let gap = |a: Tensor<2>, b: Tensor<2>| -> Vec<f32> {
+            (a - b)
+                .abs()
+                .max_dim(1)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        // Training (autodiff device): each row is its mapped text alone, or the text plus its
+        // learned row scaled by 1 / (1 - p).
+        crate::model::dropout::seed_dropout(3);
+        let rows = model.id_rows(&feats, |t| t);
+        let alone = gap(rows.clone(), mapped.clone());
+        let kept = gap(rows, mapped.clone() + learned.clone().mul_scalar(2.0));
+        let n = alone.len();
+        let dropped = alone.iter().filter(|&&g| g < 1e-6).count();
+        assert!(
+            alone.iter().zip(&kept).all(|(a, k)| a.min(*k) < 1e-5),
+            "every row is whole or dropped whole"
+        );
+        assert!(
+            n >= 20 && dropped > n / 5 && dropped < n - n / 5,
+            "{dropped} of {n}"
+        );
+        // Inference (the model off the autodiff device): every learned row, unscaled.
+        let inner = model.valid();
+        let inner_feats =
+            ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &test_device())
+                .unwrap();
+        let rows = inner.id_rows(&inner_feats, |t| t);
+        let want = inner.item_id.as_ref().unwrap().weight.val()
+            + inner
+                .id_text_projection
+                .as_ref()
+                .unwrap()
+                .forward(inner_feats.table(Modality::Text).unwrap().clone());
+        assert!(gap(rows, want).iter().all(|&g| g < 1e-5));
+        // Bad values are refused by name.
+        for (bad, says) in [
+            (
+                ModelConfig {
+                    id_row_dropout: 1.0,
+                    ..config.clone()
+                },
+                "id_row_dropout",
+            ),
+            (
+                ModelConfig {
+                    id_row_dropout: -0.1,
+                    ..config.clone()
+                },
+                "id_row_dropout",
+            ),
+            (
+                ModelConfig {
+                    id_text: false,
+                    ..config.clone()
+                },
+                "needs id_text",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]
