@@ -493,9 +493,17 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
     assert!(archive.join("seed-2/results.json").is_file());
 
     // What is not a finished experiment is refused by name, and nothing is written.
-    let e = archive_experiment(&single, &kept.join("single"), false)
-        .unwrap_err()
-        .to_string();
+    let copy = |from: &Path, to: &Path, names: &[&str]| {
+        for f in names {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
+    let refusal = |src: &Path| {
+        archive_experiment(src, &kept.join("refused"), false)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refusal(&single);
     assert!(
         e.contains("single") && e.contains("no experiment.json"),
         "{e}"
@@ -503,41 +511,27 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
     let unfinished = dir.path().join("unfinished");
     std::fs::create_dir_all(unfinished.join("seed-1")).unwrap();
     std::fs::create_dir_all(unfinished.join("seed-2")).unwrap();
-    std::fs::copy(
-        out.join("experiment.json"),
-        unfinished.join("experiment.json"),
-    )
-    .unwrap();
-    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
-        .unwrap_err()
-        .to_string();
+    copy(&out, &unfinished, &["experiment.json"]);
+    let e = refusal(&unfinished);
     assert!(
         e.contains("not finished") && e.contains("summary.json"),
         "{e}"
     );
-    for f in ["summary.json", "summary.md"] {
-        std::fs::copy(out.join(f), unfinished.join(f)).unwrap();
-    }
-    for f in ["config.json", "results.json"] {
-        std::fs::copy(
-            out.join("seed-1").join(f),
-            unfinished.join("seed-1").join(f),
-        )
-        .unwrap();
-    }
-    std::fs::copy(
-        out.join("seed-2/config.json"),
-        unfinished.join("seed-2/config.json"),
-    )
-    .unwrap();
-    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
-        .unwrap_err()
-        .to_string();
+    copy(&out, &unfinished, &["summary.json", "summary.md"]);
+    copy(
+        &out.join("seed-1"),
+        &unfinished.join("seed-1"),
+        &["config.json", "results.json"],
+    );
+    copy(
+        &out.join("seed-2"),
+        &unfinished.join("seed-2"),
+        &["config.json"],
+    );
+    let e = refusal(&unfinished);
     assert!(e.contains("seed-2") && e.contains("results.json"), "{e}");
     std::fs::write(unfinished.join("seed-2/results.json"), "{\"valid\": 1}").unwrap();
-    let e = archive_experiment(&unfinished, &kept.join("unfinished"), false)
-        .unwrap_err()
-        .to_string();
+    let e = refusal(&unfinished);
     assert!(e.contains("seed-2") && e.contains("results.json"), "{e}");
     let left: Vec<_> = std::fs::read_dir(&kept)
         .unwrap()
@@ -551,9 +545,11 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
     {
         let gather = dir.path().join("gather");
         std::fs::create_dir(&gather).unwrap();
-        for f in ["experiment.json", "summary.json", "summary.md"] {
-            std::fs::copy(out.join(f), gather.join(f)).unwrap();
-        }
+        copy(
+            &out,
+            &gather,
+            &["experiment.json", "summary.json", "summary.md"],
+        );
         std::os::unix::fs::symlink("../exp/seed-1", gather.join("seed-1")).unwrap();
         std::os::unix::fs::symlink(out.join("seed-2"), gather.join("seed-2")).unwrap();
         let a = archive_experiment(&gather, &kept.join("gather"), false).unwrap();

@@ -146,40 +146,38 @@ pub fn archive_experiment(src: &Path, dest: &Path, replace: bool) -> Result<Arch
 
     fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let staging = parent.join(format!(".{name}.archive-{}", std::process::id()));
-    let result = assemble(src, &staging, &plan);
-    let archived = match result {
-        Ok((files, copied, linked)) => Archived {
+    let old = parent.join(format!(".{name}.replaced-{}", std::process::id()));
+    let replaced = dest.exists();
+    let archived = assemble(src, &staging, &plan).and_then(|(files, copied, linked)| {
+        install(&staging, dest, replaced.then_some(old.as_path()))?;
+        Ok(Archived {
             dest: dest.to_path_buf(),
             copied,
             linked,
             files,
-            replaced: dest.exists(),
-        },
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    if archived.replaced {
-        let old = parent.join(format!(".{name}.replaced-{}", std::process::id()));
-        fs::rename(dest, &old).map_err(|e| {
-            let _ = fs::remove_dir_all(&staging);
-            Error::io(dest, e)
-        })?;
-        if let Err(e) = fs::rename(&staging, dest) {
-            // Put the old archive back: the destination is never left empty.
-            let _ = fs::rename(&old, dest);
-            let _ = fs::remove_dir_all(&staging);
-            return Err(Error::io(dest, e));
-        }
-        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    } else {
-        fs::rename(&staging, dest).map_err(|e| {
-            let _ = fs::remove_dir_all(&staging);
-            Error::io(dest, e)
-        })?;
+            replaced,
+        })
+    });
+    if archived.is_err() {
+        // Nothing half-written stays behind (gone already when the rename succeeded).
+        let _ = fs::remove_dir_all(&staging);
     }
-    Ok(archived)
+    archived
+}
+
+/// Moves the assembled archive `staging` to `dest`; with `old`, the existing `dest` is moved
+/// there first and deleted once the new archive is in place (put back if it cannot be).
+fn install(staging: &Path, dest: &Path, old: Option<&Path>) -> Result<()> {
+    let Some(old) = old else {
+        return fs::rename(staging, dest).map_err(|e| Error::io(dest, e));
+    };
+    fs::rename(dest, old).map_err(|e| Error::io(dest, e))?;
+    if let Err(e) = fs::rename(staging, dest) {
+        // Put the old archive back: the destination is never left empty.
+        let _ = fs::rename(old, dest);
+        return Err(Error::io(dest, e));
+    }
+    fs::remove_dir_all(old).map_err(|e| Error::io(old, e))
 }
 
 fn canonical(path: &Path) -> Result<PathBuf> {
