@@ -30,14 +30,6 @@ use super::trainer::TrainReport;
 use crate::error::{Error, Result};
 use crate::io::read_json;
 
-/// The files of a run folder that an archive keeps, and whether each is required.
-const RUN_FILES: [(&str, bool); 4] = [
-    ("config.json", true),
-    ("results.json", true),
-    ("log.jsonl", false),
-    ("model.score.json", false),
-];
-
 /// The files of an experiment folder that an archive keeps (all required).
 const EXPERIMENT_FILES: [&str; 3] = ["experiment.json", "summary.json", "summary.md"];
 
@@ -187,7 +179,7 @@ fn canonical(path: &Path) -> Result<PathBuf> {
 /// How one seed is archived.
 enum SeedPlan {
     /// Copy these files of the run folder.
-    Copy(PathBuf, Vec<&'static str>),
+    Copy(Vec<PathBuf>),
     /// Recreate this relative link (its target, and the run folder it resolves to from the
     /// destination).
     Link(PathBuf, PathBuf),
@@ -207,20 +199,22 @@ fn plan_seed(run: &Path, dest: &Path) -> Result<SeedPlan> {
     }
     let paths = RunPaths::new(run);
     let mut files = Vec::new();
-    for (file, required) in RUN_FILES {
-        let path = run.join(file);
+    for (path, required) in paths.record_files() {
         if path.is_file() {
-            files.push(file);
+            files.push(path);
         } else if required {
             return Err(Error::format(
                 run,
-                format!("the run has no {file}: only finished runs are archived"),
+                format!(
+                    "the run has no {}: only finished runs are archived",
+                    file_name(&path).to_string_lossy()
+                ),
             ));
         }
     }
     // The results must be a run's results (the report reads them back).
     let _: TrainReport = read_json(&paths.results())?;
-    Ok(SeedPlan::Copy(run.to_path_buf(), files))
+    Ok(SeedPlan::Copy(files))
 }
 
 /// `target`, a relative link inside `dir`, resolved without touching the file system (`dir`
@@ -247,7 +241,15 @@ fn resolve_from(dir: &Path, target: &Path) -> Option<PathBuf> {
 
 /// Whether `dir` holds an archived (or finished) run.
 fn is_archived_run(dir: &Path) -> bool {
-    dir.join("results.json").is_file() && dir.join("config.json").is_file()
+    RunPaths::new(dir)
+        .record_files()
+        .iter()
+        .all(|(path, required)| !required || path.is_file())
+}
+
+/// The last component of a path built by [`RunPaths`] (always a file name).
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().unwrap_or(path.as_os_str())
 }
 
 /// Writes the archive into `staging`; returns (files copied, seeds copied, seeds linked).
@@ -269,10 +271,10 @@ fn assemble(
     for (seed, how) in plan {
         let to = seed_dir(staging, *seed);
         match how {
-            SeedPlan::Copy(run, names) => {
+            SeedPlan::Copy(paths) => {
                 fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
-                for name in names {
-                    copy(&run.join(name), &to.join(name))?;
+                for path in paths {
+                    copy(path, &to.join(file_name(path)))?;
                     files += 1;
                 }
                 copied.push(*seed);
@@ -300,9 +302,9 @@ fn link(target: &Path, _resolved: &Path, at: &Path) -> Result<()> {
 fn link(_target: &Path, from: &Path, at: &Path) -> Result<()> {
     // Without symbolic links, copy the linked run's files.
     fs::create_dir_all(at).map_err(|e| Error::io(at, e))?;
-    for (name, _) in RUN_FILES {
-        if from.join(name).is_file() {
-            copy(&from.join(name), &at.join(name))?;
+    for (path, _) in RunPaths::new(from).record_files() {
+        if path.is_file() {
+            copy(&path, &at.join(file_name(&path)))?;
         }
     }
     Ok(())

@@ -181,6 +181,18 @@ impl RunPaths {
     pub fn results(&self) -> PathBuf {
         self.root.join("results.json")
     }
+    /// The files that record a finished run without its weights, each with whether a
+    /// finished run always has it: the config, the test results, the per-epoch log and the
+    /// best model's score settings (what [`archive_experiment`](super::archive_experiment)
+    /// keeps).
+    pub fn record_files(&self) -> [(PathBuf, bool); 4] {
+        [
+            (self.config(), true),
+            (self.results(), true),
+            (self.log(), false),
+            (score_settings_path(&self.best_model()), false),
+        ]
+    }
     pub(super) fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoint")
     }
