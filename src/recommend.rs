@@ -118,6 +118,15 @@ impl TrainedRun {
         })
     }
 
+    /// Fits the prior count of the learned ID rows on the validation split, as
+    /// [`crate::train::TrainConfig::fit_row_shrinkage`] does at the end of training. The model
+    /// is changed here, the run folder is not.
+    pub fn fit_row_shrinkage(&mut self) -> Result<crate::train::RowShrinkageFit> {
+        self.fit_with(|model, validate, names| {
+            crate::train::trainer::fit_row_shrinkage(model, validate, names)
+        })
+    }
+
     /// Runs a fit on a copy of the model (a module's copy shares its tensors) with a
     /// validation on this run's data and validation candidates (drawn once), then keeps the
     /// fitted copy.

@@ -14,7 +14,9 @@ use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedR
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::archive_experiment;
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{ExperimentConfig, Objective, Preset, fit_run_domain_weights, train};
+use llm_emf::train::{
+    ExperimentConfig, Objective, Preset, RunFits, fit_run, fit_run_domain_weights, train,
+};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -184,6 +186,56 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     assert!(weights.iter().all(|w| w.is_finite()));
     assert!(run.model.id_text_projection_y.is_none());
     assert_host_and_device_serve_alike(&run.into_recommender());
+
+    // The learned rows' prior count fitted on the finished run (`llm-emf fit-weights --rows
+    // --skip-weights`): one count for both domains, the best of the grid on the sum of the
+    // validation MRRs (whole rows compete), kept beside the model file, applied when the run
+    // is loaded, and served alike.
+    let device = backend::from_env().unwrap();
+    let only_rows = RunFits {
+        weights: false,
+        popularity: false,
+        row_shrinkage: true,
+    };
+    let refit = fit_run(dir.path(), &device, only_rows).unwrap();
+    let fit = refit
+        .row_shrinkage_fit
+        .clone()
+        .expect("a row-shrinkage fit");
+    assert_eq!(fit.before, [None, None]);
+    assert_eq!(fit.grid.len(), 9);
+    assert_eq!(fit.chosen[0], fit.chosen[1]);
+    let sum = |g: &(Option<f64>, [f64; 2])| g.1[0] + g.1[1];
+    let at = fit
+        .grid
+        .iter()
+        .find(|g| g.0 == fit.chosen[0])
+        .expect("the chosen count is a grid point (whole rows are one)");
+    assert!(fit.grid.iter().all(|g| sum(g) <= sum(at)), "{fit:?}");
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    assert_eq!(
+        DomainId::BOTH.map(|d| run.model.row_shrinkage(d)),
+        fit.chosen
+    );
+    let test = run.evaluate(Split::Test, cfg.eval.protocol, None).unwrap();
+    assert_eq!(test.domains, refit.test.domains);
+    let mut shrunk = run;
+    shrunk
+        .model
+        .set_row_shrinkage(DomainId::X, Some(0.0))
+        .unwrap();
+    shrunk
+        .model
+        .set_row_shrinkage(DomainId::Y, Some(2.0))
+        .unwrap();
+    assert_host_and_device_serve_alike(&shrunk.into_recommender());
+    // Nothing asked for is an error naming the run, before anything is written.
+    let none = RunFits {
+        row_shrinkage: false,
+        ..only_rows
+    };
+    let err = fit_run(dir.path(), &device, none).unwrap_err().to_string();
+    assert!(err.contains("no fit asked for"), "{err}");
 
     // One map per domain: both saved and loaded, served alike too.
     cfg.model.id_text_per_domain = true;
@@ -676,6 +728,20 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .unwrap_err()
         .to_string();
     assert!(err.contains("no weights to fit"), "{err}");
+    assert!(
+        err.contains(&base_dir.path().display().to_string()),
+        "{err}"
+    );
+    // Nor title rows to shrink: the row-shrinkage fit is refused, naming the run.
+    let rows = RunFits {
+        weights: false,
+        popularity: false,
+        row_shrinkage: true,
+    };
+    let err = fit_run(base_dir.path(), &device, rows)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("title rows"), "{err}");
     assert!(
         err.contains(&base_dir.path().display().to_string()),
         "{err}"

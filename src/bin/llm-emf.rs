@@ -190,6 +190,13 @@ enum Command {
         /// does after training).
         #[arg(long)]
         popularity: bool,
+        /// Also fit the prior count of the learned ID rows (what `train.fit_row_shrinkage`
+        /// does after training; models with title rows).
+        #[arg(long)]
+        rows: bool,
+        /// Leave the score's weights as they are (fit only what --popularity and --rows ask).
+        #[arg(long)]
+        skip_weights: bool,
         /// Device: cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -635,11 +642,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::FitWeights {
             runs,
             popularity,
+            rows,
+            skip_weights,
             device,
         } => {
             let device = backend::device(&device)?;
+            let fits = llm_emf::train::RunFits {
+                weights: !skip_weights,
+                popularity,
+                row_shrinkage: rows,
+            };
             for run in runs {
-                let report = llm_emf::train::fit_run_domain_weights(&run, &device, popularity)?;
+                let report = llm_emf::train::fit_run(&run, &device, fits)?;
                 let mrr = |e: &llm_emf::eval::Evaluation| {
                     e.domains
                         .iter()
@@ -648,22 +662,32 @@ fn run(cli: Cli) -> Result<()> {
                         .join(", ")
                 };
                 let mut fitted = Vec::new();
-                if let Some(fit) = &report.modality_weight_fit {
+                if let Some(fit) = report
+                    .modality_weight_fit
+                    .as_ref()
+                    .filter(|_| !skip_weights)
+                {
                     fitted.push(format!(
                         "modality weights (id, image, text) {:?}",
                         fit.chosen
                     ));
                 }
-                if let Some(fit) = &report.domain_weight_fit {
+                if let Some(fit) = report.domain_weight_fit.as_ref().filter(|_| !skip_weights) {
                     fitted.push(format!(
                         "weights (X, Y, merged) target X {:?}, target Y {:?}",
                         fit.chosen[0], fit.chosen[1]
                     ));
                 }
-                if let Some(fit) = &report.popularity_fit {
+                if let Some(fit) = report.popularity_fit.as_ref().filter(|_| popularity) {
                     fitted.push(format!(
                         "popularity exponents (X, Y) {:?}, unseen-item boosts {:?}",
                         fit.chosen, fit.unseen_chosen
+                    ));
+                }
+                if let Some(fit) = report.row_shrinkage_fit.as_ref().filter(|_| rows) {
+                    fitted.push(format!(
+                        "learned rows' prior counts (X, Y; None: whole) {:?}",
+                        fit.chosen
                     ));
                 }
                 println!(

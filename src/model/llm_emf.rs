@@ -540,6 +540,10 @@ pub struct LlmEmf {
     /// validation split after the exponent. 0 (the default) leaves them unchanged. Kept in
     /// the score settings like the exponent.
     pub unseen_boost: [f64; 2],
+    /// Per item domain (X, Y), the prior count `k` of the learned rows at inference
+    /// ([`Self::row_shrinkage`]); negative when off (the default). Private so that the
+    /// sentinel never leaks.
+    row_shrinkage: [f64; 2],
 }
 
 /// The settings of the score that a validation fit may change after training and that the
@@ -559,6 +563,10 @@ pub struct ScoreSettings {
     /// Log-boosts of items without training interactions per target domain (X, Y).
     #[serde(default)]
     pub unseen_boost: [f64; 2],
+    /// Per item domain (X, Y), the prior count of the learned ID rows at inference
+    /// ([`LlmEmf::row_shrinkage`]); `None` (the default) uses the domain's rows whole.
+    #[serde(default)]
+    pub row_shrinkage: [Option<f64>; 2],
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -752,6 +760,7 @@ impl LlmEmf {
             ),
             popularity_exponent: [0.0; 2],
             unseen_boost: [0.0; 2],
+            row_shrinkage: [-1.0; 2],
         })
     }
 
@@ -861,6 +870,44 @@ impl LlmEmf {
         Ok(())
     }
 
+    /// With title rows (`ModelConfig::id_text`), the prior count `k` of domain `d`'s learned
+    /// rows at inference: item i's learned row is scaled by `c_i / (c_i + k)`, `c_i` its interactions
+    /// in the training sequences, before its mapped title is added; `None` (the default) uses
+    /// every row whole. A learned row is an estimate from the item's own interactions: an item
+    /// never seen in training has only ever been a sampled negative, so its row holds nothing
+    /// but "not this one", and an item seen once or twice holds little more. Shrinking the row
+    /// towards the title (`k = 0`: only the unseen items' rows are dropped) lets the title
+    /// place the items training did not reach. Training is unchanged (the scale applies
+    /// outside autodiff); chosen per domain on the validation split by
+    /// `TrainConfig::fit_row_shrinkage`, and kept in the score settings. The rows feed both
+    /// the encoders' inputs and the candidates' vectors.
+    pub fn row_shrinkage(&self, d: DomainId) -> Option<f64> {
+        let k = self.row_shrinkage[d.index()];
+        (k >= 0.0).then_some(k)
+    }
+
+    /// Sets [`Self::row_shrinkage`] of domain `d`'s rows; an error unless the model has title
+    /// rows and `k` is finite and not negative.
+    pub fn set_row_shrinkage(&mut self, d: DomainId, k: Option<f64>) -> Result<()> {
+        match k {
+            None => self.row_shrinkage[d.index()] = -1.0,
+            Some(k) => {
+                if self.id_text_projection.is_none() {
+                    return Err(Error::Config(format!(
+                        "row shrinkage {k} needs title rows (model.id_text): without them a shrunk row leaves nothing"
+                    )));
+                }
+                if !(k.is_finite() && k >= 0.0) {
+                    return Err(Error::Config(format!(
+                        "row shrinkage {k} must be a finite count, 0 or more"
+                    )));
+                }
+                self.row_shrinkage[d.index()] = k;
+            }
+        }
+        Ok(())
+    }
+
     /// The score's settings that the model file does not hold ([`ScoreSettings`]).
     pub fn score_settings(&self) -> ScoreSettings {
         ScoreSettings {
@@ -868,6 +915,7 @@ impl LlmEmf {
             domain_weights: DomainId::BOTH.map(|d| self.domain_weights(d)),
             popularity_exponent: self.popularity_exponent,
             unseen_boost: self.unseen_boost,
+            row_shrinkage: DomainId::BOTH.map(|d| self.row_shrinkage(d)),
         }
     }
 
@@ -886,6 +934,7 @@ impl LlmEmf {
         for d in DomainId::BOTH {
             self.set_popularity_exponent(d, s.popularity_exponent[d.index()])?;
             self.set_unseen_boost(d, s.unseen_boost[d.index()])?;
+            self.set_row_shrinkage(d, s.row_shrinkage[d.index()])?;
         }
         Ok(())
     }
@@ -1035,6 +1084,10 @@ impl LlmEmf {
         } else {
             rows
         };
+        let rows = match self.row_scale() {
+            Some(scale) if !rows.device().is_autodiff() => rows * pick(scale),
+            _ => rows,
+        };
         let text = pick(
             features
                 .table(Modality::Text)
@@ -1055,6 +1108,37 @@ impl LlmEmf {
                 rows + x.clone() + (py.forward(text) - x) * is_y
             }
         }
+    }
+
+    /// The scale of every item's learned row under [`Self::row_shrinkage`], `c_i / (c_i + k_D)`
+    /// (0 for unseen items, also when `k_D = 0`; 1 in a domain without shrinkage); `None`
+    /// when neither domain shrinks.
+    ///
+    /// # Shapes
+    /// - output `[items, 1]`
+    fn row_scale(&self) -> Option<Tensor<2>> {
+        if DomainId::BOTH
+            .iter()
+            .all(|&d| self.row_shrinkage(d).is_none())
+        {
+            return None;
+        }
+        let parts = DomainId::BOTH.map(|d| {
+            let (start, len) = self.domain_rows(d);
+            // c from ln(1 + c): exactly 0 for unseen items.
+            let counts = self
+                .train_log_counts
+                .clone()
+                .narrow(0, start, len)
+                .exp()
+                .sub_scalar(1.0);
+            match self.row_shrinkage(d) {
+                Some(k) => counts.clone() / counts.add_scalar(k).clamp_min(1e-12),
+                None => counts.ones_like(),
+            }
+        });
+        let n = self.n_x + self.n_y;
+        Some(Tensor::cat(parts.to_vec(), 0).reshape([n, 1]))
     }
 
     /// The learned map of a feature modality's frozen rows (`ModelConfig::project_features`).
@@ -1693,6 +1777,92 @@ mod tests {
             let err = bad.validate().unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
+        let s = setup();
+        let config = ModelConfig {
+            id_text: true,
+            ..s.config.clone()
+        };
+        let build = |device: &Device| {
+            let feats =
+                ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), device).unwrap();
+            let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, device).unwrap();
+            // Known training counts, unseen items among them: c_i = i mod 4.
+            let n = model.n_x + model.n_y;
+            let logs: Vec<f32> = (0..n).map(|i| ((i % 4) as f32).ln_1p()).collect();
+            model.train_log_counts = Tensor::from_data(TensorData::new(logs, [n]), device);
+            (model, feats)
+        };
+        let host = |t: Tensor<2>| -> Vec<Vec<f32>> {
+            let [rows, cols] = t.dims();
+            let v = t.into_data().try_to_vec::<f32>().unwrap();
+            (0..rows)
+                .map(|r| v[r * cols..(r + 1) * cols].to_vec())
+                .collect()
+        };
+        // The rows with per-item scales of the learned part.
+        let expect = |model: &LlmEmf, feats: &ItemFeatures, scale: &dyn Fn(usize) -> f32| {
+            let learned = host(model.item_id.as_ref().unwrap().weight.val());
+            let mapped = host(
+                model
+                    .id_text_projection
+                    .as_ref()
+                    .unwrap()
+                    .forward(feats.table(Modality::Text).unwrap().clone()),
+            );
+            let got = host(model.id_rows(feats, |t| t));
+            for (i, row) in got.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    let want = mapped[i][j] + scale(i) * learned[i][j];
+                    assert!((v - want).abs() < 1e-5, "item {i}: {v} against {want}");
+                }
+            }
+        };
+        let device = test_device();
+        let (mut model, feats) = build(&device);
+        let n_x = model.n_x;
+        expect(&model, &feats, &|_| 1.0);
+        // X's rows shrink with k = 2, Y's stay whole.
+        model.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+        let c = |i: usize| (i % 4) as f32;
+        expect(&model, &feats, &|i| {
+            if i < n_x { c(i) / (c(i) + 2.0) } else { 1.0 }
+        });
+        // k = 0 drops exactly the unseen items' rows, in both domains.
+        for d in DomainId::BOTH {
+            model.set_row_shrinkage(d, Some(0.0)).unwrap();
+        }
+        expect(&model, &feats, &|i| if c(i) == 0.0 { 0.0 } else { 1.0 });
+        // Kept in the score settings, and applied from them.
+        let settings = model.score_settings();
+        assert_eq!(settings.row_shrinkage, [Some(0.0), Some(0.0)]);
+        let (mut fresh, _) = build(&device);
+        fresh.apply_score_settings(&settings).unwrap();
+        assert_eq!(fresh.row_shrinkage(DomainId::Y), Some(0.0));
+        // Training (the autodiff device) always uses the whole rows.
+        let ad = device.clone().autodiff();
+        let (mut trained, ad_feats) = build(&ad);
+        trained.set_row_shrinkage(DomainId::X, Some(0.0)).unwrap();
+        expect(&trained, &ad_feats, &|_| 1.0);
+        // Bad values, and a model without title rows, are refused by name.
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let err = model
+                .set_row_shrinkage(DomainId::X, Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("row shrinkage"), "{err}");
+        }
+        let mut plain =
+            LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+        let err = plain
+            .set_row_shrinkage(DomainId::X, Some(1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.id_text"), "{err}");
+        plain.set_row_shrinkage(DomainId::X, None).unwrap();
     }
 
     #[test]

@@ -233,6 +233,14 @@ pub struct TrainConfig {
     /// contradict; the validation targets, held out like the test ones, measure by how much.
     /// Kept beside the saved model (`model.score.json`). Default false.
     pub fit_popularity: bool,
+    /// After training (and after the other fits), choose on the validation split one prior
+    /// count `k` for the learned ID rows of both domains at inference
+    /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`
+    /// beside its mapped title; `k = 0` drops only the rows of items never seen in training).
+    /// Whole rows compete; chosen on the sum of the domains' validation MRRs (9 values). Needs title rows (`model.id_text`); kept beside
+    /// the saved model (`model.score.json`). Default false.
+    #[serde(default)]
+    pub fit_row_shrinkage: bool,
     /// Validate, select and save an exponential moving average of the weights over the steps
     /// instead of the latest weights (the optimizer still steps the latest). Default: off.
     pub weight_average: Option<WeightAverageConfig>,
@@ -258,6 +266,7 @@ impl Default for TrainConfig {
             parallel_shards: 2,
             fit_domain_weights: false,
             fit_popularity: false,
+            fit_row_shrinkage: false,
             weight_average: None,
         }
     }
@@ -528,6 +537,11 @@ impl ExperimentConfig {
         if let Some(w) = &t.weight_average {
             w.validate()?;
         }
+        if t.fit_row_shrinkage && !(self.model.id_text && self.model.modalities.id) {
+            return Err(Error::Config(
+                "train: fit_row_shrinkage needs title rows (model.id_text with the id modality): there are no learned rows to shrink towards a title".into(),
+            ));
+        }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {
             return Err(Error::Config(
                 "eval: batch_size and negatives must be positive".into(),
@@ -644,6 +658,16 @@ mod tests {
         let mut cfg = ExperimentConfig::default();
         cfg.train.batch_size = 0;
         assert!(cfg.validate().is_err());
+        // The row shrinkage needs title rows to shrink towards, checked before training.
+        let mut cfg = ExperimentConfig::default();
+        cfg.train.fit_row_shrinkage = true;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("fit_row_shrinkage") && err.contains("id_text"),
+            "{err}"
+        );
+        cfg.model.id_text = true;
+        cfg.validate().unwrap();
     }
 
     #[test]

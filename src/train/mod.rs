@@ -24,6 +24,6 @@ pub use config::{
 pub use log::EpochLog;
 pub use step::StepProfile;
 pub use trainer::{
-    DomainWeightFit, ModalityWeightFit, PopularityFit, TrainOptions, TrainReport, feature_share,
-    fit_run_domain_weights, merged_share, train,
+    DomainWeightFit, ModalityWeightFit, PopularityFit, RowShrinkageFit, RunFits, TrainOptions,
+    TrainReport, feature_share, fit_run, fit_run_domain_weights, merged_share, train,
 };

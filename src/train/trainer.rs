@@ -80,6 +80,10 @@ pub struct TrainReport {
     /// the weight fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub popularity_fit: Option<PopularityFit>,
+    /// The validation fit of the learned rows' prior counts (`TrainConfig::fit_row_shrinkage`),
+    /// after the other fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_shrinkage_fit: Option<RowShrinkageFit>,
 }
 
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
@@ -254,6 +258,75 @@ pub(crate) fn fit_domain_weights(
     }
     Ok(DomainWeightFit {
         trained,
+        grid,
+        chosen,
+    })
+}
+
+/// The grid search of [`crate::train::TrainConfig::fit_row_shrinkage`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowShrinkageFit {
+    /// The prior counts (X's rows, Y's rows) before the fit (`None`: rows whole).
+    pub before: [Option<f64>; 2],
+    /// Per prior count tried (for both domains' rows): the count and the validation MRR of
+    /// each target domain.
+    pub grid: Vec<(Option<f64>, [f64; 2])>,
+    /// The chosen prior counts (X's rows, Y's rows; one count for both).
+    pub chosen: [Option<f64>; 2],
+}
+
+/// Prior counts of the learned rows tried by the row-shrinkage fit, whole rows first. 0 drops
+/// only the rows of items never seen in training.
+const ROW_SHRINKAGES: [Option<f64>; 9] = [
+    None,
+    Some(0.0),
+    Some(0.5),
+    Some(1.0),
+    Some(2.0),
+    Some(4.0),
+    Some(8.0),
+    Some(16.0),
+    Some(32.0),
+];
+
+/// Chooses one prior count for both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) with
+/// the best sum of the domains' validation MRRs over the grid (whole rows are its first point
+/// and win ties; the counts the model had are replaced, so a fit depends on the trained
+/// weights alone and fitting again gives the same), sets it in `model` and reports the grid. One count, evaluated as set: a domain's rows feed the
+/// other domain's histories too, so counts chosen per domain on separate passes would combine
+/// into a setting never validated (on Food-Kitchen such a pair scored below the grid's own
+/// points). An error naming the switch for a model without title rows.
+pub(crate) fn fit_row_shrinkage(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<RowShrinkageFit> {
+    if model.id_text_projection.is_none() {
+        return Err(Error::Config(
+            "train.fit_row_shrinkage needs title rows (model.id_text): the model has no rows to shrink towards a title".into(),
+        ));
+    }
+    let before = DomainId::BOTH.map(|d| model.row_shrinkage(d));
+    let total = |mrrs: [f64; 2]| mrrs[0] + mrrs[1];
+    let mut best = f64::NEG_INFINITY;
+    let mut chosen = [None; 2];
+    let mut grid = Vec::new();
+    for k in ROW_SHRINKAGES {
+        for d in DomainId::BOTH {
+            model.set_row_shrinkage(d, k)?;
+        }
+        let got = domain_mrrs(&validate(model)?, domain_names);
+        if total(got) > best {
+            best = total(got);
+            chosen = [k; 2];
+        }
+        grid.push((k, got));
+    }
+    for d in DomainId::BOTH {
+        model.set_row_shrinkage(d, chosen[d.index()])?;
+    }
+    Ok(RowShrinkageFit {
+        before,
         grid,
         chosen,
     })
@@ -632,6 +705,23 @@ pub fn train(
     } else {
         None
     };
+    let row_shrinkage_fit = if tc.fit_row_shrinkage {
+        let fit = fit_row_shrinkage(
+            &mut best,
+            |m| evaluate_on(m, Split::Valid, &valid_candidates),
+            names,
+        )?;
+        if options.verbose {
+            eprintln!(
+                "prior counts of the learned rows (X, Y) fitted on validation: {:?}",
+                fit.chosen
+            );
+        }
+        save_model(&best, &paths.best_model())?;
+        Some(fit)
+    } else {
+        None
+    };
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
@@ -651,29 +741,62 @@ pub fn train(
         domain_weight_fit,
         modality_weight_fit,
         popularity_fit,
+        row_shrinkage_fit,
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }
 
-/// Fits the score's weights of a finished run on its validation split (the feature
-/// modalities' share, then the sub-sequence weights, each where the model has them), as
-/// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, then, with
-/// `popularity`, the popularity adjustment as [`crate::train::TrainConfig::fit_popularity`]
-/// does, and rewrites the run's best model, its score settings and `results.json` (validation
-/// and test metrics, and the fits; the training fields are kept). For runs trained without the
-/// switches; the result equals what the switches would have given, since the fits happen after
-/// training.
+/// Which validation fits [`fit_run`] makes on a finished run, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunFits {
+    /// The score's weights (the feature modalities' share, then the sub-sequence weights,
+    /// each where the model has them), as [`crate::train::TrainConfig::fit_domain_weights`].
+    pub weights: bool,
+    /// The popularity adjustment, as [`crate::train::TrainConfig::fit_popularity`].
+    pub popularity: bool,
+    /// The learned rows' prior counts, as [`crate::train::TrainConfig::fit_row_shrinkage`].
+    pub row_shrinkage: bool,
+}
+
+/// Fits the score's weights of a finished run on its validation split, then, with
+/// `popularity`, the popularity adjustment: [`fit_run`] with those fits.
 pub fn fit_run_domain_weights(
     run_dir: &Path,
     device: &Device,
     popularity: bool,
 ) -> Result<TrainReport> {
+    fit_run(
+        run_dir,
+        device,
+        RunFits {
+            weights: true,
+            popularity,
+            row_shrinkage: false,
+        },
+    )
+}
+
+/// Makes the validation fits `fits` names on the finished run in `run_dir`, as the train
+/// switches would have at the end of training (the fits happen after training, so the result
+/// equals what the switches would have given), and rewrites the run's best model, its score
+/// settings and `results.json` (validation and test metrics, and the fits made; the training
+/// fields and earlier fits are kept). An error, before anything is written, when none is asked
+/// for, when the weights alone are asked for and the model has none to fit, and when the row
+/// shrinkage is asked for and the model has no title rows.
+pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainReport> {
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
     let mut run = crate::recommend::TrainedRun::load(run_dir, device)?;
-    let weights = has_modality_weights_to_fit(&run.model) || has_domain_weights_to_fit(&run.model);
-    if !weights && !popularity {
+    if !(fits.weights || fits.popularity || fits.row_shrinkage) {
+        return Err(Error::Config(format!(
+            "{}: no fit asked for",
+            run_dir.display()
+        )));
+    }
+    let weights = fits.weights
+        && (has_modality_weights_to_fit(&run.model) || has_domain_weights_to_fit(&run.model));
+    if fits.weights && !weights && !fits.popularity && !fits.row_shrinkage {
         return Err(Error::Config(format!(
             "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
             run_dir.display(),
@@ -681,11 +804,20 @@ pub fn fit_run_domain_weights(
             run.model.modalities().len()
         )));
     }
+    if fits.row_shrinkage && run.model.id_text_projection.is_none() {
+        return Err(Error::Config(format!(
+            "{}: the model has no title rows (model.id_text): no learned rows to shrink towards a title",
+            run_dir.display()
+        )));
+    }
     if weights {
         (report.modality_weight_fit, report.domain_weight_fit) = run.fit_score_weights()?;
     }
-    if popularity {
+    if fits.popularity {
         report.popularity_fit = Some(run.fit_popularity()?);
+    }
+    if fits.row_shrinkage {
+        report.row_shrinkage_fit = Some(run.fit_row_shrinkage()?);
     }
     save_model(&run.model, &paths.best_model())?;
     let protocol = run.config.eval.protocol;
