@@ -878,8 +878,8 @@ impl LlmEmf {
     /// but "not this one", and an item seen once or twice holds little more. Shrinking the row
     /// towards the title (`k = 0`: only the unseen items' rows are dropped) lets the title
     /// place the items training did not reach. Training is unchanged (the scale applies
-    /// outside autodiff); chosen per domain on the validation split by
-    /// `TrainConfig::fit_row_shrinkage`, and kept in the score settings. The rows feed both
+    /// outside autodiff); chosen on the validation split by `TrainConfig::fit_row_shrinkage`
+    /// (one count for both domains' rows) and kept in the score settings. The rows feed both
     /// the encoders' inputs and the candidates' vectors.
     pub fn row_shrinkage(&self, d: DomainId) -> Option<f64> {
         let k = self.row_shrinkage[d.index()];

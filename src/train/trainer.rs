@@ -292,10 +292,11 @@ const ROW_SHRINKAGES: [Option<f64>; 9] = [
 /// Chooses one prior count for both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) with
 /// the best sum of the domains' validation MRRs over the grid (whole rows are its first point
 /// and win ties; the counts the model had are replaced, so a fit depends on the trained
-/// weights alone and fitting again gives the same), sets it in `model` and reports the grid. One count, evaluated as set: a domain's rows feed the
-/// other domain's histories too, so counts chosen per domain on separate passes would combine
-/// into a setting never validated (on Food-Kitchen such a pair scored below the grid's own
-/// points). An error naming the switch for a model without title rows.
+/// weights alone and fitting again gives the same), sets it in `model` and reports the grid.
+/// One count, evaluated as set: a domain's rows feed the other domain's histories too, so
+/// counts chosen per domain on separate passes would combine into a setting never validated
+/// (on Food-Kitchen such a pair scored below the grid's own points). An error naming the
+/// switch for a model without title rows.
 pub(crate) fn fit_row_shrinkage(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
