@@ -237,8 +237,9 @@ pub struct TrainConfig {
     /// count `k` for the learned ID rows of both domains at inference
     /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`
     /// beside its mapped title; `k = 0` drops only the rows of items never seen in training).
-    /// Whole rows compete; chosen on the sum of the domains' validation MRRs (9 values). Needs title rows (`model.id_text`); kept beside
-    /// the saved model (`model.score.json`). Default false.
+    /// Whole rows compete; chosen on the sum of the domains' validation MRRs (9 values).
+    /// Needs title rows (`model.id_text`); kept beside the saved model (`model.score.json`).
+    /// Default false.
     #[serde(default)]
     pub fit_row_shrinkage: bool,
     /// Validate, select and save an exponential moving average of the weights over the steps
