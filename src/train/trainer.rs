@@ -682,47 +682,41 @@ pub fn train(
                 );
             }
         }
-        if fits.0.is_some() || fits.1.is_some() {
-            save_model(&best, &paths.best_model())?;
-        }
         fits
     } else {
         (None, None)
     };
-    let popularity_fit = if tc.fit_popularity {
-        let fit = fit_popularity(
-            &mut best,
-            |m| evaluate_on(m, Split::Valid, &valid_candidates),
-            names,
-        )?;
-        if options.verbose {
-            eprintln!(
+    let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
+    let popularity_fit = fit_if(
+        tc.fit_popularity,
+        options.verbose,
+        || fit_popularity(&mut best, validate, names),
+        |fit| {
+            format!(
                 "popularity exponents fitted on validation: {:?}, unseen-item boosts {:?}",
                 fit.chosen, fit.unseen_chosen
-            );
-        }
-        save_model(&best, &paths.best_model())?;
-        Some(fit)
-    } else {
-        None
-    };
-    let row_shrinkage_fit = if tc.fit_row_shrinkage {
-        let fit = fit_row_shrinkage(
-            &mut best,
-            |m| evaluate_on(m, Split::Valid, &valid_candidates),
-            names,
-        )?;
-        if options.verbose {
-            eprintln!(
+            )
+        },
+    )?;
+    let row_shrinkage_fit = fit_if(
+        tc.fit_row_shrinkage,
+        options.verbose,
+        || fit_row_shrinkage(&mut best, validate, names),
+        |fit| {
+            format!(
                 "prior counts of the learned rows (X, Y) fitted on validation: {:?}",
                 fit.chosen
-            );
-        }
+            )
+        },
+    )?;
+    // The best model saved once with whatever the fits changed.
+    if modality_weight_fit.is_some()
+        || domain_weight_fit.is_some()
+        || popularity_fit.is_some()
+        || row_shrinkage_fit.is_some()
+    {
         save_model(&best, &paths.best_model())?;
-        Some(fit)
-    } else {
-        None
-    };
+    }
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
@@ -746,6 +740,24 @@ pub fn train(
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
+}
+
+/// Runs one of the score fits made after training when its switch `on` is set, saying what
+/// it chose (`describe`) when `verbose`.
+fn fit_if<R>(
+    on: bool,
+    verbose: bool,
+    fit: impl FnOnce() -> Result<R>,
+    describe: impl Fn(&R) -> String,
+) -> Result<Option<R>> {
+    if !on {
+        return Ok(None);
+    }
+    let fit = fit()?;
+    if verbose {
+        eprintln!("{}", describe(&fit));
+    }
+    Ok(Some(fit))
 }
 
 /// Which validation fits [`fit_run`] makes on a finished run, in this order.
