@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let inputs = eval_plan.inputs.clone().map(|p| p.to_tensors(&device));
                 let scores = valid.score(&eval_plan, &inputs, &features, DomainId::Y);
-                scores.into_data()
+                scores.expect("scores").into_data()
             })
         });
     }

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
 use crate::model::host::HostParts;
 use crate::model::{ItemFeatures, LlmEmf};
-use crate::train::checkpoint::load_model;
+use crate::train::checkpoint::load_best_model;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
 /// One recommended item.
@@ -23,10 +22,7 @@ pub struct Recommendation {
     pub item: ItemId,
     /// Its title, when known.
     pub title: Option<String>,
-    /// The cross-domain score: Eq. 11's weighted sum of probabilities, or, for a model trained
-    /// with the product-of-experts objective, its weighted sum of logits (a ranking score);
-    /// with a popularity adjustment ([`LlmEmf::popularity_exponent`]), times `(1 + c)^gamma`
-    /// (plus `gamma ln(1 + c)` for the product), `c` the item's training interactions.
+    /// The cross-domain score: Eq. 11's weighted sum of probabilities.
     pub score: f64,
 }
 
@@ -67,11 +63,7 @@ impl TrainedRun {
             data.dataset.num_items(),
             device,
         )?;
-        let model = load_model(
-            LlmEmf::new(&config.model, &data.dataset, &features, device)?,
-            model_path,
-        )?
-        .valid();
+        let model = load_best_model(&config.model, &data, &features, model_path, device)?;
         let batcher = config.model.batcher(&data.dataset);
         Ok(Self {
             config,
@@ -86,10 +78,10 @@ impl TrainedRun {
     /// Fits the sub-sequence weights of the score on the validation split, as
     /// [`crate::train::TrainConfig::fit_domain_weights`] does at the end of training, for a
     /// run trained without it: the model is changed here, the run folder is not (see
-    /// [`crate::train::fit_run_domain_weights`] for that).
+    /// [`crate::train::fit_run`] for that).
     pub fn fit_domain_weights(&mut self) -> Result<crate::train::DomainWeightFit> {
         self.fit_with(|model, validate, names| {
-            crate::train::trainer::fit_domain_weights(model, validate, names)
+            crate::train::fit::fit_domain_weights(model, validate, names)
         })
     }
 
@@ -105,16 +97,7 @@ impl TrainedRun {
         Option<crate::train::DomainWeightFit>,
     )> {
         self.fit_with(|model, validate, names| {
-            crate::train::trainer::fit_score_weights(model, validate, names)
-        })
-    }
-
-    /// Fits the popularity adjustment of the score on the validation split, as
-    /// [`crate::train::TrainConfig::fit_popularity`] does at the end of training. The model is
-    /// changed here, the run folder is not.
-    pub fn fit_popularity(&mut self) -> Result<crate::train::PopularityFit> {
-        self.fit_with(|model, validate, names| {
-            crate::train::trainer::fit_popularity(model, validate, names)
+            crate::train::fit::fit_score_weights(model, validate, names)
         })
     }
 
@@ -123,7 +106,7 @@ impl TrainedRun {
     /// is changed here, the run folder is not.
     pub fn fit_row_shrinkage(&mut self) -> Result<crate::train::RowShrinkageFit> {
         self.fit_with(|model, validate, names| {
-            crate::train::trainer::fit_row_shrinkage(model, validate, names)
+            crate::train::fit::fit_row_shrinkage(model, validate, names)
         })
     }
 
@@ -286,10 +269,6 @@ pub struct Recommender {
     /// The same tables on the host (row-major values and width), for requests of a few rows:
     /// the recommender holds the output tables twice (64k items x 64 floats: 16 MB a copy).
     host_heads: [[Option<HostTable>; 3]; 2],
-    /// The items' learned logit biases per domain on the host (`ModelConfig::item_bias`).
-    host_bias: [Option<Vec<f32>>; 2],
-    /// The popularity adjustment per domain on the host ([`LlmEmf::log_prior`]).
-    host_prior: [Option<std::sync::Arc<[f32]>>; 2],
     /// Logit scale `1 / tau` per modality.
     scales: [f64; 3],
     batcher: SequenceBatcher,
@@ -333,20 +312,12 @@ impl Recommender {
             })
         });
         let scales = model.temperatures().map(|tau| 1.0 / tau);
-        let host_bias = DomainId::BOTH.map(|d| {
-            model
-                .domain_bias(d)
-                .and_then(|b| b.into_data().convert::<f32>().try_into_vec::<f32>().ok())
-        });
-        let host_prior = DomainId::BOTH.map(|d| HostParts::host_log_prior(&model, d));
         let batcher = config.batcher(&dataset);
         Self {
             model,
             features,
             heads,
             host_heads,
-            host_bias,
-            host_prior,
             scales,
             batcher,
             dataset,
@@ -404,9 +375,7 @@ impl Recommender {
                 .model
                 .modalities()
                 .iter()
-                .all(|m| self.host_heads[d.index()][m.index()].is_some())
-                && (self.model.item_bias.is_none() || self.host_bias[d.index()].is_some())
-                && (!self.model.has_log_prior(d) || self.host_prior[d.index()].is_some());
+                .all(|m| self.host_heads[d.index()][m.index()].is_some());
             let parts = if idx.len() <= HOST_ROWS && host_ready {
                 self.host_parts(&plan, &inputs, d)?
             } else {
@@ -452,24 +421,15 @@ impl Recommender {
                 .try_into_vec::<f32>()
                 .map_err(|e| Error::InvalidInput(format!("reading queries back: {e:?}")))?;
             // `[parts * batch, n]`, sub-sequence-major, as the queries.
-            let mut logits =
+            let logits =
                 crate::fastmath::scaled_dots(table, *width, &q, self.scales[m.index()] as f32);
-            if let Some(bias) = &self.host_bias[d.index()] {
-                for row in logits.chunks_exact_mut(bias.len()) {
-                    for (l, b) in row.iter_mut().zip(bias) {
-                        *l += b;
-                    }
-                }
-            }
             let len = logits.len();
             modalities.push((weight, burn::tensor::TensorData::new(logits, [len])));
         }
-        Ok(HostParts::new(
+        HostParts::new(
             queries.parts.into_iter().map(|(_, w, p)| (w, p)).collect(),
             modalities,
-            self.model.product_of_experts(),
-        )?
-        .with_log_prior(self.host_prior[d.index()].clone()))
+        )
     }
 
     fn check(&self, r: &Request) -> std::result::Result<(), String> {

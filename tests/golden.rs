@@ -89,7 +89,7 @@ fn negatives(data: &SyntheticData, device: &Device) -> [DomainNegatives; 2] {
 fn values(t: Tensor<2>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .expect("f32 values")
         .into_iter()
         .map(f64::from)
@@ -137,7 +137,7 @@ fn pin(
             .collect();
         let plan = batcher.plan_eval(&picked);
         let inputs = plan.inputs.clone().map(|p| p.to_tensors(device));
-        pinned.scores[d.index()] = values(model.score(&plan, &inputs, &features, d).exp());
+        pinned.scores[d.index()] = values(model.score(&plan, &inputs, &features, d)?);
     }
     let candidates = Candidates::sample(dataset, Split::Valid, Protocol::Full, 1, 10)?;
     let eval = evaluate(
@@ -167,7 +167,10 @@ fn loss_and_scores_match_the_pinned_values() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden.json");
     let mut got = BTreeMap::new();
     for (name, config, sampled) in settings() {
-        got.insert(name.to_string(), pin(&data, &config, sampled, &device).unwrap());
+        got.insert(
+            name.to_string(),
+            pin(&data, &config, sampled, &device).unwrap(),
+        );
     }
     if std::env::var_os("LLM_EMF_BLESS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
@@ -181,9 +184,19 @@ fn loss_and_scores_match_the_pinned_values() {
     );
     for (name, w) in &want {
         let g = &got[name];
-        assert!(close(w.loss, g.loss), "{name}: loss {} != {}", g.loss, w.loss);
+        assert!(
+            close(w.loss, g.loss),
+            "{name}: loss {} != {}",
+            g.loss,
+            w.loss
+        );
         for d in 0..2 {
-            assert!(close(w.mrr[d], g.mrr[d]), "{name}: MRR[{d}] {} != {}", g.mrr[d], w.mrr[d]);
+            assert!(
+                close(w.mrr[d], g.mrr[d]),
+                "{name}: MRR[{d}] {} != {}",
+                g.mrr[d],
+                w.mrr[d]
+            );
             assert_eq!(w.scores[d].len(), g.scores[d].len(), "{name}: score count");
             for (k, (a, b)) in w.scores[d].iter().zip(&g.scores[d]).enumerate() {
                 assert!(close(*a, *b), "{name}: score[{d}][{k}] {b} != {a}");

@@ -11,8 +11,7 @@ use llm_emf::backend;
 use llm_emf::data::{DomainId, Protocol, Split};
 use llm_emf::recommend::TrainedRun;
 use llm_emf::train::{
-    DataSource, ExperimentConfig, Objective, Plateau, Preset, Sampler, TrainState,
-    WeightAverageConfig, train,
+    DataSource, ExperimentConfig, Objective, Plateau, Preset, Sampler, TrainState, train,
 };
 
 /// Burn's random generator is process-wide: trainings that must reproduce each other cannot run
@@ -81,18 +80,6 @@ fn interrupted_run_resumes_from_its_last_checkpoint() {
     resume_matches_uninterrupted_run(|_| {}, &[]);
 }
 
-#[test]
-fn interrupted_run_with_a_weight_average_resumes_it_from_its_checkpoint() {
-    resume_matches_uninterrupted_run(
-        |c| {
-            c.train.weight_average = Some(WeightAverageConfig {
-                half_life_epochs: 1.0,
-            })
-        },
-        &["checkpoint/average-2.bpk"],
-    );
-}
-
 /// Trains `config(3)` (changed by `change`) straight through, and again stopped after two
 /// epochs and resumed: the two runs must agree. `checkpoint_files` must exist after the cut.
 fn resume_matches_uninterrupted_run(
@@ -148,37 +135,6 @@ fn resume_matches_uninterrupted_run(
     assert!(err.contains("another configuration"), "{err}");
 }
 
-#[test]
-fn a_weight_average_without_memory_is_the_latest_weights_and_one_with_memory_is_not() {
-    let _turn = serial();
-    let device = backend::from_env().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(2);
-    let data = cfg.load_data().unwrap();
-    let plain = train(&cfg, &data, &dir.path().join("plain"), &device, &quiet()).unwrap();
-    let with = |half_life_epochs: f64, name: &str| {
-        let mut c = cfg.clone();
-        c.train.weight_average = Some(WeightAverageConfig { half_life_epochs });
-        train(&c, &data, &dir.path().join(name), &device, &quiet()).unwrap()
-    };
-    // A half-life far below one step: the average is the latest step's weights.
-    let instant = with(1e-9, "instant");
-    assert_eq!(instant.valid.domains, plain.valid.domains);
-    assert_eq!(instant.test.domains, plain.test.domains);
-    // A half-life of an epoch: validation sees other weights.
-    let slow = with(1.0, "slow");
-    assert_ne!(slow.valid.domains, plain.valid.domains);
-    // A half-life that is not positive is refused before training.
-    let mut bad = cfg.clone();
-    bad.train.weight_average = Some(WeightAverageConfig {
-        half_life_epochs: -1.0,
-    });
-    let err = train(&bad, &data, &dir.path().join("bad"), &device, &quiet())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("half_life_epochs"), "{err}");
-}
-
 /// With `plateau.restore_best`, the epoch whose validation stalls ends on the best weights:
 /// its checkpoint scores exactly as the saved best model; without the switch it does not.
 #[test]
@@ -193,7 +149,6 @@ fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
         c.train.warmup_epochs = 0;
         c.train.patience = 100;
         c.train.fit_domain_weights = false;
-        c.train.fit_popularity = false;
         c.train.plateau = Some(Plateau {
             patience: 1,
             factor: 0.5,
@@ -241,24 +196,6 @@ fn a_plateau_decay_with_restore_best_goes_back_to_the_best_weights() {
     };
     assert!(checkpoint_scores_as_best(true));
     assert!(!checkpoint_scores_as_best(false));
-
-    // With a weight average, the average restarts at the best weights and is checkpointed, so
-    // a run killed right after the stalled epoch can resume.
-    let averaged = |epochs: usize| {
-        let mut c = with_plateau(epochs, true);
-        c.train.weight_average = Some(WeightAverageConfig {
-            half_life_epochs: 1.0,
-        });
-        c
-    };
-    let stall = first_stall(&averaged, "avg-probe");
-    let run = dir.path().join("avg-stall");
-    train(&averaged(stall), &data, &run, &device, &quiet()).unwrap();
-    assert!(
-        run.join(format!("checkpoint/average-{stall}.bpk"))
-            .is_file(),
-        "no average checkpointed after the restoring epoch {stall}"
-    );
 }
 
 #[test]

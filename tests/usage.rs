@@ -14,9 +14,7 @@ use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedR
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::archive_experiment;
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{
-    ExperimentConfig, Objective, Preset, RunFits, fit_run, fit_run_domain_weights, train,
-};
+use llm_emf::train::{ExperimentConfig, Objective, Preset, RunFits, fit_run, train};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -150,25 +148,6 @@ fn recommender_is_shareable_and_answers_single_and_batched_requests() {
 }
 
 #[test]
-fn learned_item_biases_are_trained_saved_and_served_alike_on_host_and_device() {
-    let _turn = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny_config(Preset::Recommended, 2);
-    cfg.model.item_bias = true;
-    let run = train_and_load(dir.path(), &cfg);
-    let bias: Vec<f32> = run
-        .model
-        .domain_bias(DomainId::Y)
-        .expect("the saved model has its biases")
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
-    assert_eq!(bias.len(), 50);
-    assert!(bias.iter().any(|&b| b != 0.0), "the biases were trained");
-    assert_host_and_device_serve_alike(&run.into_recommender());
-}
-
-#[test]
 fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -177,14 +156,14 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     let run = train_and_load(dir.path(), &cfg);
     let map = run
         .model
-        .id_text_projection
+        .items
         .as_ref()
+        .and_then(|t| t.text_map.as_ref())
         .expect("the saved model has its text map");
     // [text width, q] of the tiny world (8-wide features, q = 16).
     assert_eq!(map.weight.dims(), [8, 16]);
     let weights: Vec<f32> = map.weight.val().into_data().try_to_vec::<f32>().unwrap();
     assert!(weights.iter().all(|w| w.is_finite()));
-    assert!(run.model.id_text_projection_y.is_none());
     assert_host_and_device_serve_alike(&run.into_recommender());
 
     // The learned rows' prior count fitted on the finished run (`llm-emf fit-weights --rows
@@ -194,7 +173,6 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     let device = backend::from_env().unwrap();
     let only_rows = RunFits {
         weights: false,
-        popularity: false,
         row_shrinkage: true,
     };
     let refit = fit_run(dir.path(), &device, only_rows).unwrap();
@@ -236,21 +214,6 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     };
     let err = fit_run(dir.path(), &device, none).unwrap_err().to_string();
     assert!(err.contains("no fit asked for"), "{err}");
-
-    // One map per domain: both saved and loaded, served alike too.
-    cfg.model.id_text_per_domain = true;
-    let dir = tempfile::tempdir().unwrap();
-    let run = train_and_load(dir.path(), &cfg);
-    for map in [
-        &run.model.id_text_projection,
-        &run.model.id_text_projection_y,
-    ] {
-        assert_eq!(
-            map.as_ref().expect("both maps saved").weight.dims(),
-            [8, 16]
-        );
-    }
-    assert_host_and_device_serve_alike(&run.into_recommender());
 }
 
 #[test]
@@ -686,7 +649,11 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     }
     // The same fit applied to the finished run (`llm-emf fit-weights`) keeps the training
     // fields and reports a fit again.
-    let refit = fit_run_domain_weights(dir.path(), &device, false).unwrap();
+    let weights = RunFits {
+        weights: true,
+        row_shrinkage: false,
+    };
+    let refit = fit_run(dir.path(), &device, weights).unwrap();
     assert_eq!(refit.best_epoch, report.best_epoch);
     assert!(refit.domain_weight_fit.is_some() && refit.modality_weight_fit.is_some());
 
@@ -724,7 +691,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     base.model.modalities.text = false;
     let report = train(&base, &data, base_dir.path(), &device, &quiet()).unwrap();
     assert!(report.domain_weight_fit.is_none() && report.modality_weight_fit.is_none());
-    let err = fit_run_domain_weights(base_dir.path(), &device, false)
+    let err = fit_run(base_dir.path(), &device, weights)
         .unwrap_err()
         .to_string();
     assert!(err.contains("no weights to fit"), "{err}");
@@ -735,7 +702,6 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     // Nor title rows to shrink: the row-shrinkage fit is refused, naming the run.
     let rows = RunFits {
         weights: false,
-        popularity: false,
         row_shrinkage: true,
     };
     let err = fit_run(base_dir.path(), &device, rows)
@@ -747,37 +713,6 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         "{err}"
     );
 
-    // The popularity adjustment needs no weights: it is fitted on the same run, each domain's
-    // exponent the best of its grid on validation, kept beside the model file and applied when
-    // the run is loaded.
-    let refit = fit_run_domain_weights(base_dir.path(), &device, true).unwrap();
-    let pfit = refit.popularity_fit.clone().expect("a popularity fit");
-    assert_eq!((pfit.grid.len(), pfit.unseen_grid.len()), (13, 12));
-    for (grid, chosen) in [
-        (&pfit.grid, pfit.chosen),
-        (&pfit.unseen_grid, pfit.unseen_chosen),
-    ] {
-        for (d, value) in chosen.into_iter().enumerate() {
-            let at = grid
-                .iter()
-                .find(|g| g.0 == value)
-                .expect("the chosen value is a grid point (0 is one)");
-            assert!(grid.iter().all(|g| g.1[d] <= at.1[d]), "{pfit:?}");
-        }
-    }
-    let run = TrainedRun::load(base_dir.path(), &device).unwrap();
-    assert_eq!(run.model.popularity_exponent, pfit.chosen);
-    assert_eq!(run.model.unseen_boost, pfit.unseen_chosen);
-    let test = run.evaluate(Split::Test, base.eval.protocol, None).unwrap();
-    assert_eq!(test.domains, refit.test.domains);
-    // A recommender serves the adjustment alike on the host (one request) and the device.
-    let mut adjusted = TrainedRun::load(base_dir.path(), &device).unwrap();
-    adjusted
-        .model
-        .set_popularity_exponent(DomainId::Y, -0.7)
-        .unwrap();
-    adjusted.model.set_unseen_boost(DomainId::Y, 2.0).unwrap();
-    assert_host_and_device_serve_alike(&adjusted.into_recommender());
     // A damaged settings file is an error that names it, never a silently different model.
     let settings = base_dir.path().join("model.score.json");
     std::fs::write(&settings, "{\"modality_weights\": [1").unwrap();

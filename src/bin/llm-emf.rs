@@ -186,15 +186,11 @@ enum Command {
         /// Run folders.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Also fit the popularity adjustment after the weights (what `train.fit_popularity`
-        /// does after training).
-        #[arg(long)]
-        popularity: bool,
         /// Also fit the prior count of the learned ID rows (what `train.fit_row_shrinkage`
         /// does after training; models with title rows).
         #[arg(long)]
         rows: bool,
-        /// Leave the score's weights as they are (fit only what --popularity and --rows ask).
+        /// Leave the score's weights as they are (fit only what --rows asks).
         #[arg(long)]
         skip_weights: bool,
         /// Device: cpu, wgpu or cuda.
@@ -641,7 +637,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::FitWeights {
             runs,
-            popularity,
             rows,
             skip_weights,
             device,
@@ -649,7 +644,6 @@ fn run(cli: Cli) -> Result<()> {
             let device = backend::device(&device)?;
             let fits = llm_emf::train::RunFits {
                 weights: !skip_weights,
-                popularity,
                 row_shrinkage: rows,
             };
             for run in runs {
@@ -676,12 +670,6 @@ fn run(cli: Cli) -> Result<()> {
                     fitted.push(format!(
                         "weights (X, Y, merged) target X {:?}, target Y {:?}",
                         fit.chosen[0], fit.chosen[1]
-                    ));
-                }
-                if let Some(fit) = report.popularity_fit.as_ref().filter(|_| popularity) {
-                    fitted.push(format!(
-                        "popularity exponents (X, Y) {:?}, unseen-item boosts {:?}",
-                        fit.chosen, fit.unseen_chosen
                     ));
                 }
                 if let Some(fit) = report.row_shrinkage_fit.as_ref().filter(|_| rows) {

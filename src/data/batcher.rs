@@ -12,7 +12,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::model::attention::AttentionBias;
+use super::mask::AttentionBias;
 
 use super::dataset::{Dataset, Domain, DomainId, Example, ItemId, Sequence};
 

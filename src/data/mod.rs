@@ -4,6 +4,7 @@
 pub mod batcher;
 pub mod c2dsr;
 pub mod dataset;
+pub mod mask;
 pub mod recbole;
 pub mod sampling;
 pub mod synthetic;

@@ -246,11 +246,9 @@ impl EvalQueries {
                 modalities
                     .iter()
                     .map(|&(m, _, _)| {
-                        let q = model
-                            .sub_sequence_queries(s, m, d, &input, features)
-                            .expect(
-                                "a scored modality has an encoder for every scored sub-sequence",
-                            );
+                        let q = model.sub_sequence_queries(s, m, &input, features).expect(
+                            "a scored modality has an encoder for every scored sub-sequence",
+                        );
                         host_floats(q)
                     })
                     .collect::<Result<Vec<Vec<f32>>>>()
@@ -279,7 +277,7 @@ impl EvalQueries {
         })
     }
 
-    /// Rows `rows` in [`LlmEmf::score_parts_of`]'s layout (sub-sequence-major per modality).
+    /// Rows `rows` in [`LlmEmf::score_queries`]'s layout (sub-sequence-major per modality).
     fn rows(&self, rows: std::ops::Range<usize>, device: &Device) -> ScoreQueries {
         let b = rows.len();
         ScoreQueries {
@@ -357,9 +355,9 @@ mod tests {
     use crate::model::ModelConfig;
     use crate::test_device;
 
-    /// The ranks of `split` from the device's Eq. 11 score of whole examples (the path the
-    /// evaluator replaced: every sub-sequence batched with its example, the full score row
-    /// mixed in log space on the device, then the candidates' columns read).
+    /// The ranks of `split` from [`LlmEmf::score`] of whole examples, one at a time (every
+    /// sub-sequence batched with its example, the full score row mixed, then the candidates'
+    /// columns read).
     fn device_ranks(
         model: &LlmEmf,
         features: &ItemFeatures,
@@ -382,6 +380,7 @@ mod tests {
                 let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
                 let row: Vec<f32> = model
                     .score(&plan, &inputs, features, d)
+                    .unwrap()
                     .into_data()
                     .try_to_vec::<f32>()
                     .unwrap();
@@ -434,122 +433,39 @@ mod tests {
         let dataset = &data.dataset;
         let features = crate::test_features(&data, &device);
         let batcher = SequenceBatcher::new(dataset, 12);
-        // The paper's model (three sub-sequences, three modalities, Eq. 11's mixture), the
-        // product of experts, and the mixture with learned item biases (set to random values);
-        // both combinations with a popularity adjustment.
-        for (product, item_bias, popularity) in [
-            (false, false, false),
-            (true, false, false),
-            (false, true, false),
-            (false, false, true),
-            (true, false, true),
-        ] {
+        // The paper's model (three sub-sequences, three modalities, fixed weights), and the
+        // mixture objective with learned weights.
+        for joint in [false, true] {
             let config = ModelConfig {
                 id_dim: 8,
                 max_len: 12,
                 dropout: 0.0,
-                cross_domain_targets: product,
-                objective: if product {
-                    crate::model::DomainObjective::Product
+                cross_domain_targets: joint,
+                objective: if joint {
+                    crate::model::DomainObjective::Mixture
                 } else {
                     crate::model::DomainObjective::default()
                 },
-                item_bias,
+                learned_domain_weights: joint,
+                learned_modality_weights: joint,
                 ..Default::default()
             };
-            let mut model = LlmEmf::new(&config, dataset, &features, &device).unwrap();
-            if item_bias {
-                let n = dataset.num_items();
-                let bias: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-                model.item_bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(bias, [n]),
-                    &device,
-                )));
-            }
-            let unadjusted = popularity.then(|| model.clone());
-            if popularity {
-                model.set_popularity_exponent(DomainId::X, 0.8).unwrap();
-                model.set_popularity_exponent(DomainId::Y, -0.6).unwrap();
-                model.set_unseen_boost(DomainId::Y, 1.5).unwrap();
-            }
+            let model = LlmEmf::new(&config, dataset, &features, &device).unwrap();
             for protocol in [Protocol::C2dsr, Protocol::Abxi, Protocol::Full] {
                 let candidates = Candidates::sample(dataset, Split::Test, protocol, 7, 20).unwrap();
                 // Batches of 5: several batches per sub-sequence, each sorted by its own lengths.
                 let (want, got) =
                     device_and_evaluator(&model, &features, dataset, &candidates, &batcher, 5);
-                if let Some(plain) = &unadjusted {
-                    // The adjustment changes the ranking (and both paths apply it alike).
-                    let (_, before) =
-                        device_and_evaluator(plain, &features, dataset, &candidates, &batcher, 5);
-                    assert_ne!(
-                        before.domains, got.domains,
-                        "{protocol:?}, product {product}"
-                    );
-                }
                 for (name, ranks) in &want {
                     let want = DomainMetrics::from_ranks(ranks);
                     let got = &got.domains[name];
                     assert_eq!(got.n, want.n);
                     assert!(
                         (got.mrr - want.mrr).abs() < 1e-9 && got.hr10 == want.hr10,
-                        "{name}, {protocol:?}, product {product}, bias {item_bias}, \
-                         popularity {popularity}: {got:?} vs {want:?}"
+                        "{name}, {protocol:?}, mixture {joint}: {got:?} vs {want:?}"
                     );
                 }
             }
-        }
-    }
-
-    #[test]
-    fn item_biases_enter_the_score_of_their_own_domain() {
-        let device = test_device();
-        let data = crate::test_data(30, 20, 25);
-        let dataset = &data.dataset;
-        let config = ModelConfig {
-            id_dim: 8,
-            max_len: 12,
-            dropout: 0.0,
-            item_bias: true,
-            ..Default::default()
-        };
-        let mut model = LlmEmf::new(&config, dataset, &ItemFeatures::none(), &device).unwrap();
-        // Started at 0; then a bias far above any cosine logit (the scale is 10 at init) on one
-        // item of each domain (global ids 3 in X and 20 + 4 in Y) puts it first for every row.
-        let n = dataset.num_items();
-        assert_eq!(model.domain_bias(DomainId::Y).unwrap().dims(), [25]);
-        let mut bias = vec![0.0f32; n];
-        bias[3] = 40.0;
-        bias[24] = 40.0;
-        model.item_bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
-            TensorData::new(bias, [n]),
-            &device,
-        )));
-        let batcher = SequenceBatcher::new(dataset, 12);
-        let candidates = Candidates::sample(dataset, Split::Test, Protocol::Full, 7, 20).unwrap();
-        let (ranks, got) = device_and_evaluator(
-            &model,
-            &ItemFeatures::none(),
-            dataset,
-            &candidates,
-            &batcher,
-            4,
-        );
-        for (d, local) in [(DomainId::X, 3u32), (DomainId::Y, 4)] {
-            let name = &dataset.domain(d).name;
-            // The boosted item is ranked first whenever it is the target.
-            let dom = dataset.domain(d);
-            let targets: Vec<u32> = dataset
-                .examples(Split::Test)
-                .iter()
-                .filter(|e| dom.contains(e.target))
-                .map(|e| dom.local(e.target))
-                .collect();
-            assert_eq!(targets.len(), ranks[name].len());
-            for (rank, t) in ranks[name].iter().zip(&targets) {
-                assert_eq!(*rank == 1, *t == local, "{name}: target {t} ranked {rank}");
-            }
-            let want = DomainMetrics::from_ranks(&ranks[name]);
-            assert!((got.domains[name].mrr - want.mrr).abs() < 1e-9, "{name}");
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Learned mixture weights are `softmax(LOGIT_SCALE * theta)`: the scale lets an optimizer that
@@ -122,40 +122,6 @@ impl ModalityFusion {
             None => self.fixed = w,
         }
         Ok(())
-    }
-
-    /// The weights of the modalities `idx` (indices id 0, image 1, text 2) as `[1, 1]` tensors:
-    /// the learned softmax over them (differentiable), or the fixed weights renormalised over
-    /// them.
-    pub fn weight_tensors(&self, idx: &[usize], device: &Device) -> Vec<Tensor<2>> {
-        let one = |v: f64| Tensor::from_data(TensorData::new(vec![v as f32], [1, 1]), device);
-        match &self.logits {
-            None => {
-                let total: f64 = idx.iter().map(|&i| self.fixed[i]).sum();
-                idx.iter()
-                    .map(|&i| {
-                        one(if total > 0.0 {
-                            self.fixed[i] / total
-                        } else {
-                            1.0 / idx.len() as f64
-                        })
-                    })
-                    .collect()
-            }
-            Some(p) => {
-                let picked = p.val().mul_scalar(LOGIT_SCALE).select(
-                    0,
-                    Tensor::from_data(
-                        TensorData::new(idx.iter().map(|&i| i as i64).collect(), [idx.len()]),
-                        device,
-                    ),
-                );
-                let w = softmax(picked, 0);
-                (0..idx.len())
-                    .map(|k| w.clone().narrow(0, k, 1).reshape([1, 1]))
-                    .collect()
-            }
-        }
     }
 
     /// Fuses per-modality log-probabilities: `log sum_m w_m exp(log_p_m)`.

@@ -1,6 +1,7 @@
 //! The training loss of Eq. 9-10: the negative log-likelihood of the fused next-item
 //! probability (Eq. 8) at every trained position, per sub-sequence and target domain, combined
-//! with the lambda weights.
+//! by the [`super::DomainLoss`] block (Eq. 10), or, under the mixture objective, the Eq. 11 score of
+//! the target itself.
 //!
 //! The computation is arranged for few, large tensor operations: for each target domain and
 //! modality, the hidden states of every sub-sequence that predicts that domain are gathered into
@@ -8,294 +9,22 @@
 //! and the step's shared negatives) in one matrix product; per-sub-sequence sums are slices of
 //! the result.
 
-use burn::config::Config;
-use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
-use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, log_sum_exp};
-use super::llm_emf::{DomainNegatives, ItemFeatures, LlmEmf, Modality, l2_normalise};
+use super::config::Modality;
+use super::fusion::log_sum_exp;
+use super::items::ItemFeatures;
+use super::llm_emf::{LlmEmf, l2_normalise};
 use crate::data::DomainId;
 use crate::data::batcher::{MixtureTargets, SubSequence, TargetCounts, TrainBatch};
 
-/// Configuration of a [`DomainLoss`].
-#[derive(Config, Debug)]
-pub struct DomainLossConfig {
-    /// lambda1: weight of the other domain's sub-sequence (Eq. 10-11). Default 0.3.
-    #[config(default = 0.3)]
-    pub lambda1: f64,
-    /// lambda2: weight of the merged sequence (Eq. 10-11). Default 0.1.
-    #[config(default = 0.1)]
-    pub lambda2: f64,
-    /// Learn the weights: per target domain, a softmax over (own, other, merged), started
-    /// equal (see [`super::fusion::LOGIT_SCALE`]). Needs `mixture`. Default false.
-    #[config(default = false)]
-    pub learnable: bool,
-    /// Train the Eq. 11 mixture `log(w_own P^own + w_other P^other + w_merged P^{X+Y})` of the
-    /// target itself (what is trained is what is ranked) instead of Eq. 10's weighted sum of
-    /// separate losses. Needs cross-domain targets. Default false (the paper's Eq. 10).
-    #[config(default = false)]
-    pub mixture: bool,
-    /// With `mixture`, combine the sub-sequences as a product of experts (weighted logits,
-    /// one softmax) instead of a mixture of probabilities. Default false.
-    #[config(default = false)]
-    pub product: bool,
-    /// Under the mixture objective, the weight of the experts' own losses: the mean over the
-    /// (sub-sequence, modality) experts of each one's negative log-likelihood of the target,
-    /// added to the mixture's. Default 0.
-    #[config(default = 0.0)]
-    pub expert_loss: f64,
-}
-
-/// The lambda-weighted domain loss (Eq. 10) and cross-domain score (Eq. 11): how the three
-/// sub-sequences' predictions of a target domain are weighted, fixed or learned.
-///
-/// Roles per target domain D: *own* (S^D), *other* (the other domain's sub-sequence) and
-/// *merged* (S^{X+Y}), with weights `(1, lambda1, lambda2)` in the paper.
-#[derive(Module, Debug)]
-pub struct DomainLoss {
-    /// Learned log-weights `[2, 3]`: target domain (X, Y) by role (own, other, merged).
-    pub logits: Option<Param<Tensor<2>>>,
-    /// lambda1.
-    pub lambda1: f64,
-    /// lambda2.
-    pub lambda2: f64,
-    /// Whether the training loss is the score that ranks (mixture or product).
-    pub mixture: bool,
-    /// Whether that score is a product of experts rather than Eq. 11's mixture.
-    pub product: bool,
-    /// Weight of the experts' own losses under the mixture objective.
-    pub expert_loss: f64,
-    /// Sub-sequences in use (X, Y, merged).
-    pub used: [bool; 3],
-}
-
-/// The role of sub-sequence `s` for target domain `d`: 0 own, 1 other, 2 merged.
-fn role(d: DomainId, s: SubSequence) -> usize {
-    if s == SubSequence::Merged {
-        2
-    } else if s == SubSequence::of_domain(d) {
-        0
-    } else {
-        1
-    }
-}
-
-impl DomainLossConfig {
-    /// Builds the loss for the sub-sequences in `used` (X, Y, merged).
-    pub fn init(&self, used: [bool; 3], device: &Device) -> DomainLoss {
-        // Learned weights start equal: the paper's lambdas are fixed-weight values, and under
-        // the mixture objective a sub-sequence learns in proportion to its weight, so a small
-        // start (0.1 / 1.4 for the merged sequence) would keep it small.
-        let logits = self
-            .learnable
-            .then(|| Param::from_tensor(Tensor::zeros([2, 3], device)));
-        DomainLoss {
-            logits,
-            lambda1: self.lambda1,
-            lambda2: self.lambda2,
-            mixture: self.mixture,
-            product: self.mixture && self.product,
-            expert_loss: self.expert_loss,
-            used,
-        }
-    }
-}
-
-impl DomainLoss {
-    /// The weights of the sub-sequences (X, Y, merged) for target domain `d`: the paper's
-    /// `(1, lambda1, lambda2)` by role (a zero weight drops its sub-sequence unless every weight
-    /// in use is zero), or the learned softmax. 0 for unused sub-sequences.
-    pub fn weights(&self, d: DomainId) -> [f64; 3] {
-        let fixed = [1.0, self.lambda1, self.lambda2];
-        let by_role: [f64; 3] = match &self.logits {
-            None => fixed,
-            Some(p) => {
-                let v = p
-                    .val()
-                    .narrow(0, d.index(), 1)
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default();
-                std::array::from_fn(|r| {
-                    (v.get(r).copied().unwrap_or(0.0) as f64 * LOGIT_SCALE).exp()
-                })
-            }
-        };
-        let mut w: [f64; 3] = std::array::from_fn(|s| {
-            if self.used[s] {
-                by_role[role(d, SubSequence::ALL[s])]
-            } else {
-                0.0
-            }
-        });
-        if w.iter().all(|&x| x <= 0.0) {
-            w = std::array::from_fn(|s| if self.used[s] { 1.0 } else { 0.0 });
-        }
-        let total: f64 = w.iter().sum();
-        if self.logits.is_some() {
-            w.iter_mut().for_each(|x| *x /= total);
-        }
-        w
-    }
-
-    /// Sets the weights of the sub-sequences (X, Y, merged) for target domain `d`, e.g. to
-    /// re-weight a trained model on held-out data without retraining: learned weights are
-    /// set through their logits (a zero weight becomes a tiny one), fixed ones through the
-    /// lambdas, which both target domains share (relative to the own sub-sequence's weight,
-    /// which must then be positive).
-    ///
-    /// # Errors
-    /// A negative or non-finite weight, all weights zero, or fixed weights with a zero own
-    /// weight.
-    pub fn set_weights(&mut self, d: DomainId, by_sub: [f64; 3]) -> crate::error::Result<()> {
-        let bad = |m: String| Err(crate::error::Error::Config(format!("domain weights: {m}")));
-        if by_sub.iter().any(|w| !w.is_finite() || *w < 0.0) || by_sub.iter().all(|&w| w == 0.0) {
-            return bad(format!(
-                "{by_sub:?} must be finite, non-negative and not all zero"
-            ));
-        }
-        let by_role: [f64; 3] = std::array::from_fn(|r| {
-            SubSequence::ALL
-                .into_iter()
-                .find(|&s| role(d, s) == r)
-                .map_or(0.0, |s| by_sub[s.index()])
-        });
-        match &mut self.logits {
-            Some(p) => {
-                let device = p.val().device();
-                let mut values = p
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_else(|_| vec![0.0; 6]);
-                for (r, w) in by_role.iter().enumerate() {
-                    values[d.index() * 3 + r] = (w.max(1e-9).ln() / LOGIT_SCALE) as f32;
-                }
-                *p =
-                    Param::from_tensor(Tensor::from_data(TensorData::new(values, [2, 3]), &device));
-            }
-            None => {
-                if by_role[0] <= 0.0 {
-                    return bad(
-                        "fixed weights need a positive weight for the own sub-sequence".into(),
-                    );
-                }
-                self.lambda1 = by_role[1] / by_role[0];
-                self.lambda2 = by_role[2] / by_role[0];
-            }
-        }
-        Ok(())
-    }
-
-    /// The weights of sub-sequences `subs` for target domain `d` as `[1, 1]` tensors (learned:
-    /// the softmax over the roles in use, differentiable; fixed: the lambdas by role).
-    pub fn weight_tensors(
-        &self,
-        d: DomainId,
-        subs: &[SubSequence],
-        device: &Device,
-    ) -> Vec<Tensor<2>> {
-        match &self.logits {
-            None => {
-                let w = self.weights(d);
-                subs.iter()
-                    .map(|s| {
-                        Tensor::from_data(
-                            TensorData::new(vec![w[s.index()] as f32], [1, 1]),
-                            device,
-                        )
-                    })
-                    .collect()
-            }
-            Some(p) => {
-                let roles: Vec<i64> = SubSequence::ALL
-                    .into_iter()
-                    .filter(|s| self.used[s.index()])
-                    .map(|s| role(d, s) as i64)
-                    .collect();
-                let n = roles.len();
-                let row = p
-                    .val()
-                    .narrow(0, d.index(), 1)
-                    .reshape([3])
-                    .mul_scalar(LOGIT_SCALE);
-                let w = softmax(
-                    row.select(
-                        0,
-                        Tensor::from_data(TensorData::new(roles.clone(), [n]), device),
-                    ),
-                    0,
-                );
-                subs.iter()
-                    .map(|&s| {
-                        let k = roles
-                            .iter()
-                            .position(|&r| r == role(d, s) as i64)
-                            .expect("a sub-sequence in use");
-                        w.clone().narrow(0, k, 1).reshape([1, 1])
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    /// The mixture of Eq. 11 for target domain `d`: `log sum_s w_s exp(log_p_s)` over the
-    /// given sub-sequences (fixed weights of zero are left out).
-    ///
-    /// # Shapes
-    /// - `terms`: `(sub-sequence, [n, m] log-probabilities)`; output `[n, m]`
-    pub fn mix(&self, d: DomainId, terms: Vec<(SubSequence, Tensor<2>)>) -> Tensor<2> {
-        match &self.logits {
-            None => {
-                let w = self.weights(d);
-                let kept: Vec<(f64, Tensor<2>)> =
-                    terms.into_iter().map(|(s, t)| (w[s.index()], t)).collect();
-                if kept.iter().any(|(w, _)| *w > 0.0) {
-                    log_mix(kept.into_iter().filter(|(w, _)| *w > 0.0).collect())
-                } else {
-                    // Only zero-weight sub-sequences were given: they share equally.
-                    log_mix(kept.into_iter().map(|(_, t)| (1.0, t)).collect())
-                }
-            }
-            Some(p) => {
-                // Softmax over the roles of the sub-sequences in use.
-                let roles: Vec<i64> = SubSequence::ALL
-                    .into_iter()
-                    .filter(|s| self.used[s.index()])
-                    .map(|s| role(d, s) as i64)
-                    .collect();
-                let device = terms[0].1.device();
-                let n = roles.len();
-                let row = p
-                    .val()
-                    .narrow(0, d.index(), 1)
-                    .reshape([3])
-                    .mul_scalar(LOGIT_SCALE);
-                let log_w = log_softmax(
-                    row.select(
-                        0,
-                        Tensor::from_data(TensorData::new(roles.clone(), [n]), &device),
-                    ),
-                    0,
-                );
-                log_mix_weighted(
-                    terms
-                        .into_iter()
-                        .map(|(s, t)| {
-                            let k = roles
-                                .iter()
-                                .position(|&r| r == role(d, s) as i64)
-                                .expect("a sub-sequence in use");
-                            (log_w.clone().narrow(0, k, 1).reshape([1, 1]), t)
-                        })
-                        .collect(),
-                )
-            }
-        }
-    }
+/// Shared negatives of one training step for one domain (sampled softmax).
+#[derive(Debug, Clone)]
+pub struct DomainNegatives {
+    /// `[K]` negative indices inside the domain.
+    pub ids: Tensor<1, Int>,
+    /// `[n_D]` log expected count `log(K * q(i))` of every item of the domain under the sampler.
+    pub log_q: Tensor<1>,
 }
 
 /// Value given to the logit of a sampled negative equal to the target (an accidental hit).
@@ -404,38 +133,33 @@ impl LlmEmf {
             }
             total.map(|t| t.div_scalar(count as f64))
         };
-        let mut parts: Vec<Tensor<1>> = Vec::new();
-        for &d in target_domains {
+        let per_domain = target_domains.iter().filter_map(|&d| {
+            // Per sub-sequence (X, Y, merged), the mean loss Eq. 10 weighs for target D.
             let own = SubSequence::of_domain(d);
             let other = SubSequence::of_domain(d.other());
-            let (l1, l2) = (self.domain_loss.lambda1, self.domain_loss.lambda2);
-            let terms = if self.cross_domain_targets {
-                [
-                    (1.0, mean(&[(own, d)])),
-                    (l1, mean(&[(other, d)])),
-                    (l2, mean(&[(SubSequence::Merged, d)])),
-                ]
+            let (own_loss, other_loss, merged_loss) = if self.cross_domain_targets {
+                (
+                    mean(&[(own, d)]),
+                    mean(&[(other, d)]),
+                    mean(&[(SubSequence::Merged, d)]),
+                )
             } else {
-                [
-                    (1.0, mean(&[(own, d)])),
-                    (l1, mean(&[(other, d.other())])),
-                    (
-                        l2,
-                        mean(&[
-                            (SubSequence::Merged, DomainId::X),
-                            (SubSequence::Merged, DomainId::Y),
-                        ]),
-                    ),
-                ]
+                (
+                    mean(&[(own, d)]),
+                    mean(&[(other, d.other())]),
+                    mean(&[
+                        (SubSequence::Merged, DomainId::X),
+                        (SubSequence::Merged, DomainId::Y),
+                    ]),
+                )
             };
-            parts.extend(
-                terms
-                    .into_iter()
-                    .filter_map(|(w, l)| l.map(|l| l.mul_scalar(w))),
-            );
-        }
-        parts
-            .into_iter()
+            let mut losses: [Option<Tensor<1>>; 3] = Default::default();
+            losses[own.index()] = own_loss;
+            losses[other.index()] = other_loss;
+            losses[SubSequence::Merged.index()] = merged_loss;
+            self.domain_loss.forward(d, losses)
+        });
+        per_domain
             .reduce(|a, b| a + b)
             // No target at all in this batch: a constant zero, with nothing to differentiate.
             .unwrap_or_else(|| Tensor::zeros([1], &batch.inputs[0].items.device()))
@@ -506,11 +230,7 @@ impl LlmEmf {
             let Some(mt) = &mixture[d.index()] else {
                 continue;
             };
-            let nll = if self.domain_loss.product {
-                self.product_nll(hidden, mt, d, &modalities, features, negatives)
-            } else {
-                self.mixture_nll(hidden, mt, d, &modalities, features, negatives)
-            };
+            let nll = self.mixture_nll(hidden, mt, d, &modalities, features, negatives);
             total = Some(match total {
                 Some(t) => t + nll,
                 None => nll,
@@ -571,70 +291,6 @@ impl LlmEmf {
         match experts {
             Some(e) => mixture + e,
             None => mixture,
-        }
-    }
-
-    /// Sum of `-log softmax(sum_{s,m} c_{s,m} logits_{s,m})[target]` over the transitions of
-    /// target domain `d`, with `c_{s,m} = w_s a_m / sum_{s present} w_s` for the sub-sequences
-    /// present in the row: the product of experts, plus the experts' own losses.
-    fn product_nll(
-        &self,
-        hidden: &[Vec<Tensor<2>>; 3],
-        mt: &MixtureTargets,
-        d: DomainId,
-        modalities: &[Modality],
-        features: &ItemFeatures,
-        negatives: Option<&[DomainNegatives; 2]>,
-    ) -> Tensor<1> {
-        let p = mt.len;
-        let device = mt.local.device();
-        let JointRows {
-            subs,
-            targets,
-            rows,
-        } = joint_rows(hidden, mt);
-        let sub_w = self.domain_loss.weight_tensors(d, &subs, &device);
-        let mod_w = self.fusion.weight_tensors(
-            &modalities.iter().map(|m| m.index()).collect::<Vec<_>>(),
-            &device,
-        );
-        // Per row, the weight of the sub-sequences present (the merged one always is).
-        let norm = subs
-            .iter()
-            .zip(&sub_w)
-            .map(|(s, w)| mt.present[s.index()].clone() * w.clone())
-            .reduce(|a, b| a + b)
-            .expect("a sub-sequence")
-            .clamp_min(1e-12);
-        let per_modality =
-            self.stacked_head_logits(hidden, &rows, modalities, d, &targets, features, negatives);
-        let experts = self.expert_losses(
-            per_modality
-                .iter()
-                .map(|(_, pos, logits)| pos.clone() - log_sum_exp(logits.clone())),
-            mt,
-            &subs,
-        );
-        // The product's logits: every expert's, weighted, summed.
-        let mut positive = Vec::new();
-        let mut all = Vec::new();
-        for (j, (_, pos, logits)) in per_modality.into_iter().enumerate() {
-            for (k, s) in subs.iter().enumerate() {
-                let c = mt.present[s.index()].clone() * sub_w[k].clone() * mod_w[j].clone()
-                    / norm.clone();
-                positive.push(pos.clone().narrow(0, k * p, p) * c.clone());
-                all.push(logits.clone().narrow(0, k * p, p) * c);
-            }
-        }
-        let sum =
-            |terms: Vec<Tensor<2>>| terms.into_iter().reduce(|a, b| a + b).expect("an expert");
-        let product = (sum(positive) - log_sum_exp(sum(all)))
-            .neg()
-            .sum()
-            .reshape([1]);
-        match experts {
-            Some(e) => product + e,
-            None => product,
         }
     }
 
@@ -723,8 +379,7 @@ impl LlmEmf {
             .collect()
     }
 
-    /// One modality's scaled cosine logits of the rows `h` (Eq. 5-7, through the domain's
-    /// query map): the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain
+    /// One modality's scaled cosine logits of the rows `h` (Eq. 5-7): the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain
     /// or, with `negatives`, `[P, 1 + K]` (the target, then the shared negatives, log-Q
     /// corrected, accidental hits removed; only those rows of the table are gathered and
     /// normalised).
@@ -740,9 +395,8 @@ impl LlmEmf {
         features: &ItemFeatures,
         negatives: Option<&DomainNegatives>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = l2_normalise(self.query(m, d, h));
+        let h = l2_normalise(h);
         let [p] = targets.dims();
-        let bias = self.domain_bias(d);
         match negatives {
             None => {
                 let table = self.head(m, d, features);
@@ -751,16 +405,7 @@ impl LlmEmf {
                     (h.clone() * table.clone().select(0, targets.clone())).sum_dim(1),
                 );
                 let logits = self.scale(m, h.matmul(table.transpose()));
-                match bias {
-                    Some(bias) => {
-                        let [n] = bias.dims();
-                        (
-                            positive + bias.clone().select(0, targets).reshape([p, 1]),
-                            logits + bias.reshape([1, n]),
-                        )
-                    }
-                    None => (positive, logits),
-                }
+                (positive, logits)
             }
             Some(neg) => {
                 let [k] = neg.ids.dims();
@@ -774,14 +419,10 @@ impl LlmEmf {
                 let pos_rows = rows.clone().narrow(0, 0, p);
                 let neg_rows = rows.narrow(0, p, k);
                 let log_q = neg.log_q.clone();
-                let mut positive = self.scale(m, (h.clone() * pos_rows).sum_dim(1))
+                let positive = self.scale(m, (h.clone() * pos_rows).sum_dim(1))
                     - log_q.clone().select(0, targets.clone()).reshape([p, 1]);
-                let mut neg_logits = self.scale(m, h.matmul(neg_rows.transpose()))
+                let neg_logits = self.scale(m, h.matmul(neg_rows.transpose()))
                     - log_q.select(0, neg.ids.clone()).reshape([1, k]);
-                if let Some(bias) = bias {
-                    positive = positive + bias.clone().select(0, targets.clone()).reshape([p, 1]);
-                    neg_logits = neg_logits + bias.select(0, neg.ids.clone()).reshape([1, k]);
-                }
                 // A sampled negative equal to the target is an accidental hit: drop it.
                 let hits = targets
                     .reshape([p, 1])
@@ -794,7 +435,7 @@ impl LlmEmf {
     }
 }
 
-/// What the joint (mixture or product) score of some transitions stacks: the sub-sequences that
+/// What the mixture score of some transitions stacks: the sub-sequences that
 /// take part, the targets repeated once per sub-sequence, and each sub-sequence's flat rows, so
 /// that each modality's head runs once over all of them.
 struct JointRows {

@@ -2,8 +2,14 @@
 //! another model can reuse: [`AttentionBlock`] (pre-LN causal self-attention with a fused QKV
 //! projection), [`SequenceEncoder`] (positions + blocks + final norm, Eq. 2),
 //! [`ModalityFusion`] (the alpha/beta tri-modal fusion head, Eq. 8, fixed or learned) and
-//! [`DomainLoss`] (the lambda-weighted domain loss and cross-domain score, Eq. 10-11, fixed or
-//! learned); [`LlmEmf`] composes them.
+//! [`DomainLoss`] (the lambda-weighted domain loss and cross-domain weights, Eq. 10-11, fixed or
+//! learned) and [`ItemTable`] (learned ID rows, optionally with mapped titles and their
+//! shrinkage); [`LlmEmf`] composes them.
+//!
+//! The files follow the jobs: [`config`] (what a model is), [`items`] (the item tables and the
+//! catalogue a model is built for), [`llm_emf`] (the model and its encoders), [`score`] (the
+//! Eq. 11 score it ranks with, mixed on the host by one implementation that evaluation and
+//! serving share), [`loss`] (the training loss) and the blocks.
 //!
 //! The blocks build other models too. A single-sequence recommender with two modalities (IDs
 //! and frozen text), each encoded by its own [`SequenceEncoder`] and fused by a learned
@@ -42,20 +48,26 @@
 //! ```
 
 pub mod attention;
+pub mod config;
+pub mod domain_loss;
 pub mod dropout;
 pub mod encoder;
 pub mod fusion;
 pub(crate) mod host;
+pub mod items;
 pub mod llm_emf;
 pub mod loss;
-pub mod query;
+pub mod score;
+
+#[cfg(test)]
+mod tests;
 
 pub use attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
+pub use config::{DomainObjective, Modality, ModalitySwitches, ModelConfig, TemperatureConfig};
+pub use domain_loss::{DomainLoss, DomainLossConfig};
 pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};
-pub use llm_emf::{
-    DomainNegatives, DomainObjective, ItemFeatures, LlmEmf, Modality, ModalitySwitches,
-    ModelConfig, ScorePart, ScoreQueries, ScoreSettings, TemperatureConfig,
-};
-pub use loss::{DomainLoss, DomainLossConfig, TrainHidden};
-pub use query::{DomainQuery, DomainQueryConfig};
+pub use items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig};
+pub use llm_emf::{LlmEmf, l2_normalise};
+pub use loss::{DomainNegatives, TrainHidden};
+pub use score::{ScoreQueries, ScoreSettings};

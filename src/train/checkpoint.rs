@@ -4,8 +4,7 @@
 //! Run folder layout:
 //! - `config.json`: the [`ExperimentConfig`] of the run;
 //! - `model.bpk`: the best model so far (by mean validation MRR over the two domains);
-//! - `checkpoint/`: the model and optimizer (and the weight average, when on) after the last
-//!   completed epoch, and `state.json`;
+//! - `checkpoint/`: the model and optimizer after the last completed epoch, and `state.json`;
 //! - `log.jsonl`: one line per epoch (loss, validation metrics, seconds, throughput);
 //! - `results.json`: the test metrics of the best model, written when training ends.
 
@@ -110,17 +109,7 @@ pub(super) fn resume(
     Ok((model, optim))
 }
 
-/// Restores the weight average saved after epoch `state.epochs_done`, into the structure (and
-/// parameter ids) of `model`, the restored training model.
-pub(super) fn resume_average(
-    paths: &RunPaths,
-    state: &TrainState,
-    model: &LlmEmf,
-) -> Result<LlmEmf> {
-    load_module(model.valid(), &paths.checkpoint_average(state.epochs_done))
-}
-
-/// Saves the checkpoint of a completed epoch: model, optimizer and weight-average files first,
+/// Saves the checkpoint of a completed epoch: model and optimizer files first,
 /// then the state that points at them, then the previous epoch's files are dropped. A kill at
 /// any point leaves a state that points at complete files.
 pub(super) fn save_checkpoint(
@@ -128,13 +117,9 @@ pub(super) fn save_checkpoint(
     state: &TrainState,
     model: &LlmEmf,
     optim: &ModuleOptimizer,
-    average: Option<&LlmEmf>,
 ) -> Result<()> {
     let epoch = state.epochs_done;
     save_module(model, &paths.checkpoint_model(epoch))?;
-    if let Some(avg) = average {
-        save_module(avg, &paths.checkpoint_average(epoch))?;
-    }
     let optim_path = paths.checkpoint_optim(epoch);
     let tmp = optim_path.with_extension("bpk.tmp");
     optim
@@ -145,7 +130,6 @@ pub(super) fn save_checkpoint(
     if epoch > 1 {
         let _ = std::fs::remove_file(paths.checkpoint_model(epoch - 1));
         let _ = std::fs::remove_file(paths.checkpoint_optim(epoch - 1));
-        let _ = std::fs::remove_file(paths.checkpoint_average(epoch - 1));
     }
     Ok(())
 }
@@ -205,9 +189,6 @@ impl RunPaths {
     pub(super) fn checkpoint_optim(&self, epoch: usize) -> PathBuf {
         self.checkpoint_dir().join(format!("optim-{epoch}.bpk"))
     }
-    pub(super) fn checkpoint_average(&self, epoch: usize) -> PathBuf {
-        self.checkpoint_dir().join(format!("average-{epoch}.bpk"))
-    }
 }
 
 /// Saves a module atomically (temporary file, then rename).
@@ -248,6 +229,19 @@ pub(crate) fn load_model(model: LlmEmf, path: &Path) -> Result<LlmEmf> {
     Ok(model)
 }
 
+/// Builds the model of `config` for `data` and loads the best model saved at `path` into it
+/// ([`load_model`]), in validation mode.
+pub(crate) fn load_best_model(
+    config: &crate::model::ModelConfig,
+    data: &super::config::LoadedData,
+    features: &crate::model::ItemFeatures,
+    path: &Path,
+    device: &burn::tensor::Device,
+) -> Result<LlmEmf> {
+    let model = LlmEmf::new(config, &data.dataset, features, device)?;
+    Ok(load_model(model, path)?.valid())
+}
+
 /// Loads a module saved by [`save_module`] into `module`'s structure.
 pub(crate) fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     if !path.is_file() {
@@ -265,7 +259,7 @@ mod tests {
     use crate::model::ModelConfig;
 
     #[test]
-    fn fixed_weights_and_the_popularity_adjustment_survive_a_save_and_a_load() {
+    fn fixed_weights_survive_a_save_and_a_load() {
         let device = crate::test_device();
         let data = crate::test_data(30, 20, 25);
         let features = crate::test_features(&data, &device);
@@ -284,8 +278,6 @@ mod tests {
             .set_weights(DomainId::X, [0.2, 0.05, 0.75])
             .unwrap();
         model.fusion.set_weights([0.6, 0.1, 0.3]).unwrap();
-        model.set_popularity_exponent(DomainId::Y, -0.4).unwrap();
-        model.set_unseen_boost(DomainId::X, 3.0).unwrap();
         let want = model.score_settings();
         assert_ne!(
             want,
@@ -315,5 +307,17 @@ mod tests {
         std::fs::remove_file(score_settings_path(&path)).unwrap();
         let old = load_model(fresh(), &path).unwrap();
         assert_eq!(old.score_settings(), fresh().score_settings());
+        // Settings of the removed popularity adjustment: read when neutral, refused otherwise.
+        let legacy = |exponent: f64| {
+            let mut file = serde_json::to_value(&want).unwrap();
+            file["popularity_exponent"] = serde_json::json!([0.0, exponent]);
+            file["unseen_boost"] = serde_json::json!([0.0, 0.0]);
+            file.to_string()
+        };
+        std::fs::write(score_settings_path(&path), legacy(0.0)).unwrap();
+        assert_eq!(load_model(fresh(), &path).unwrap().score_settings(), want);
+        std::fs::write(score_settings_path(&path), legacy(-0.4)).unwrap();
+        let err = load_model(fresh(), &path).unwrap_err().to_string();
+        assert!(err.contains("popularity adjustment was removed"), "{err}");
     }
 }

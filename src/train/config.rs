@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::average::WeightAverageConfig;
 use super::batching::Batching;
 use crate::data::recbole::DEFAULT_MAX_HISTORY;
 use crate::data::{
@@ -225,15 +224,7 @@ pub struct TrainConfig {
     /// fit the training transitions best (single-domain sub-sequences, IDs) more than held-out
     /// data does (docs/model.md). The trained weights compete in both grids. Default false.
     pub fit_domain_weights: bool,
-    /// After training (and after the weight fits), choose per target domain the exponent
-    /// `gamma_D` of a popularity adjustment on the validation split: every score of domain D
-    /// is multiplied by `(1 + c_i)^gamma_D`, `c_i` the item's training interactions (13 values
-    /// from -1 to 0.75; 0 leaves the score unchanged and competes). Training teaches the model
-    /// that items never seen in training are never the next item, which held-out targets
-    /// contradict; the validation targets, held out like the test ones, measure by how much.
-    /// Kept beside the saved model (`model.score.json`). Default false.
-    pub fit_popularity: bool,
-    /// After training (and after the other fits), choose on the validation split one prior
+    /// After training (and after the weight fits), choose on the validation split one prior
     /// count `k` for the learned ID rows of both domains at inference
     /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`
     /// beside its mapped title; `k = 0` drops only the rows of items never seen in training).
@@ -242,9 +233,6 @@ pub struct TrainConfig {
     /// Default false.
     #[serde(default)]
     pub fit_row_shrinkage: bool,
-    /// Validate, select and save an exponential moving average of the weights over the steps
-    /// instead of the latest weights (the optimizer still steps the latest). Default: off.
-    pub weight_average: Option<WeightAverageConfig>,
 }
 
 impl Default for TrainConfig {
@@ -266,9 +254,7 @@ impl Default for TrainConfig {
             batching: Batching::default(),
             parallel_shards: 2,
             fit_domain_weights: false,
-            fit_popularity: false,
             fit_row_shrinkage: false,
-            weight_average: None,
         }
     }
 }
@@ -340,10 +326,30 @@ pub enum Preset {
     /// The paper's model and recipe, implemented faithfully (Eq. 10 loss, fixed alpha/beta and
     /// lambdas, Adam with L2, full softmax).
     Paper,
-    /// The library's best setting (docs/model.md, "Beyond the paper"): the paper's model
-    /// trained on the score it ranks with, with learned weights and a stronger recipe.
+    /// The library's general setting (docs/model.md, "Beyond the paper"): the paper's model
+    /// trained on the score it ranks with, with learned weights and a stronger recipe, at
+    /// q = 64: fast, for any data (and the quickstart's synthetic world).
     #[default]
     Recommended,
+    /// The best measured setting for data without item titles: `recommended` widened to
+    /// q = 256 with IDs only, patience 8 and one shard per batch.
+    Ids,
+    /// The best measured setting for data with item titles: `ids` with each item's title
+    /// vector mapped into its ID row (`model.id_text`, rows started at the title,
+    /// `id_row_init` 0.1) and the learned rows shrunk towards their titles by a prior count
+    /// chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
+    /// from `llm-emf embed --text-encoder minilm`).
+    Titles,
+}
+
+impl Preset {
+    /// Every preset, in the order the documentation lists them.
+    pub const ALL: [Preset; 4] = [
+        Preset::Paper,
+        Preset::Recommended,
+        Preset::Ids,
+        Preset::Titles,
+    ];
 }
 
 impl std::fmt::Display for Preset {
@@ -351,6 +357,8 @@ impl std::fmt::Display for Preset {
         f.write_str(match self {
             Preset::Paper => "paper",
             Preset::Recommended => "recommended",
+            Preset::Ids => "ids",
+            Preset::Titles => "titles",
         })
     }
 }
@@ -401,6 +409,80 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
+/// Switches that were measured, lost on every dataset they were tried on, and were removed
+/// (docs/results.md, "What did not help"): the section, the key, the value that means "off",
+/// and what the measurement showed.
+const REMOVED_KEYS: [(&str, &str, &str, &str); 6] = [
+    (
+        "model",
+        "domain_queries",
+        "false",
+        "per-domain query maps did not lift either domain",
+    ),
+    (
+        "model",
+        "item_bias",
+        "false",
+        "a learned item bias lost MRR in both domains",
+    ),
+    (
+        "model",
+        "id_text_per_domain",
+        "false",
+        "one text map per domain lost against the shared map",
+    ),
+    (
+        "train",
+        "weight_average",
+        "null",
+        "a moving average of the weights was level or below over three seeds",
+    ),
+    (
+        "train",
+        "fit_popularity",
+        "false",
+        "the popularity adjustment and the unseen-item boost lost against the row shrinkage",
+    ),
+    (
+        "model",
+        "objective",
+        "\"separate\" or \"mixture\"",
+        "the product-of-experts objective lost against the mixture in both domains",
+    ),
+];
+
+/// Reads a config file written before the switches of [`REMOVED_KEYS`] were removed: a removed
+/// key set to its "off" value (what every saved `config.json` holds) is dropped; one that is
+/// on is an error saying what was removed and why (the `product` objective likewise).
+fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    for (section, key, off, why) in REMOVED_KEYS {
+        let Some(obj) = file.get_mut(section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let Some(value) = obj.get(key) else { continue };
+        let is_off = match key {
+            "objective" => value != "product",
+            _ => value.is_null() || *value == Value::Bool(false),
+        };
+        if key == "objective" {
+            if !is_off {
+                return Err(format!(
+                    "{section}.objective \"product\" was removed ({why}; docs/results.md, \"What did not help\"): use {off}"
+                ));
+            }
+            continue;
+        }
+        if !is_off {
+            return Err(format!(
+                "{section}.{key} was removed ({why}; docs/results.md, \"What did not help\"): delete the key, or set it to {off}"
+            ));
+        }
+        obj.remove(key);
+    }
+    Ok(())
+}
+
 /// A loaded dataset with its optional feature matrices.
 #[derive(Debug, Clone)]
 pub struct LoadedData {
@@ -447,6 +529,24 @@ impl ExperimentConfig {
                 train: TrainConfig::recommended(),
                 eval: EvalConfig::default(),
             },
+            Preset::Ids => {
+                let mut c = Self::preset(Preset::Recommended);
+                c.preset = preset;
+                c.model.id_dim = 256;
+                c.model.modalities.image = false;
+                c.model.modalities.text = false;
+                c.train.patience = 8;
+                c.train.parallel_shards = 1;
+                c
+            }
+            Preset::Titles => {
+                let mut c = Self::preset(Preset::Ids);
+                c.preset = preset;
+                c.model.id_text = true;
+                c.model.id_row_init = 0.1;
+                c.train.fit_row_shrinkage = true;
+                c
+            }
         }
     }
 
@@ -467,6 +567,8 @@ impl ExperimentConfig {
             None => None,
         };
         let preset = preset.or(named).unwrap_or_default();
+        drop_removed_keys(&mut file)
+            .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         if let Some(obj) = file.as_object_mut() {
             obj.insert(
                 "preset".into(),
@@ -534,9 +636,6 @@ impl ExperimentConfig {
                     "train: the popularity power must be finite".into(),
                 ));
             }
-        }
-        if let Some(w) = &t.weight_average {
-            w.validate()?;
         }
         if t.fit_row_shrinkage && !(self.model.id_text && self.model.modalities.id) {
             return Err(Error::Config(

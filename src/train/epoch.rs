@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::average::WeightAverage;
 use super::batching::{Batching, epoch_batches, padding_ratio};
 use super::step::{StepContext, StepProfile, train_step};
 use super::stopping::learning_rate;
@@ -52,16 +51,14 @@ pub(super) struct EpochPlan<'a> {
     pub shards: usize,
 }
 
-/// Trains one epoch over `sequences`, returning the updated model and its statistics, and folds
-/// every step's weights into `average` when given. A non-finite mean loss is an error that
-/// names the epoch.
+/// Trains one epoch over `sequences`, returning the updated model and its statistics. A
+/// non-finite mean loss is an error that names the epoch.
 pub(super) fn run_epoch(
     mut model: LlmEmf,
     optim: &mut ModuleOptimizer,
     sequences: &[&Sequence],
     plan: &EpochPlan<'_>,
     ctx: &StepContext<'_>,
-    mut average: Option<&mut WeightAverage>,
 ) -> Result<(LlmEmf, EpochStats)> {
     let mut rng = epoch_rng(plan.seed, plan.epoch);
     let batches = epoch_batches(
@@ -95,9 +92,6 @@ pub(super) fn run_epoch(
             profile.as_mut(),
         );
         model = next;
-        if let Some(avg) = average.as_deref_mut() {
-            avg.update(&model);
-        }
         if let Some(loss) = loss {
             loss_sum = Some(match loss_sum {
                 Some(sum) => sum + loss,

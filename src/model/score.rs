@@ -1,0 +1,273 @@
+//! The cross-domain score of Eq. 11-12: the queries of a history (the last position of every
+//! sub-sequence's encoder, per modality), their scaled cosine logits against a domain's output
+//! tables, and the mixture `sum_s w_s sum_m a_m softmax(logits_{s,m})` over the sub-sequences
+//! present, mixed on the host by [`super::host`] (the one implementation of the rule, which
+//! evaluation, [`crate::recommend::Recommender`] and [`LlmEmf::score`] share). The settings a
+//! validation fit may change after training ([`ScoreSettings`]) live beside the model file.
+
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::config::Modality;
+use super::host::HostParts;
+use super::items::ItemFeatures;
+use super::llm_emf::{LlmEmf, l2_normalise};
+use crate::data::DomainId;
+use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch};
+use crate::error::Result;
+
+/// The settings of the score that a validation fit may change after training and that the
+/// model file does not hold (fixed weights and the row shrinkage are constants, not
+/// parameters): saved as JSON beside the model file and applied when the model is loaded
+/// ([`LlmEmf::apply_score_settings`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ScoreSettingsFile")]
+pub struct ScoreSettings {
+    /// Modality weights (id, image, text) of the fusion (Eq. 8).
+    pub modality_weights: [f64; 3],
+    /// Sub-sequence weights (X, Y, merged) per target domain (X, Y) (Eq. 11).
+    pub domain_weights: [[f64; 3]; 2],
+    /// Per item domain (X, Y), the prior count of the learned ID rows at inference
+    /// ([`LlmEmf::row_shrinkage`]); `None` (the default) uses the domain's rows whole.
+    pub row_shrinkage: [Option<f64>; 2],
+}
+
+/// [`ScoreSettings`] as files hold them, with the keys of the removed popularity adjustment:
+/// read when they are 0 (what every file without a fitted adjustment holds), refused otherwise.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreSettingsFile {
+    modality_weights: [f64; 3],
+    domain_weights: [[f64; 3]; 2],
+    #[serde(default)]
+    row_shrinkage: [Option<f64>; 2],
+    #[serde(default)]
+    popularity_exponent: [f64; 2],
+    #[serde(default)]
+    unseen_boost: [f64; 2],
+}
+
+impl TryFrom<ScoreSettingsFile> for ScoreSettings {
+    type Error = String;
+
+    fn try_from(f: ScoreSettingsFile) -> std::result::Result<Self, String> {
+        if f.popularity_exponent != [0.0; 2] || f.unseen_boost != [0.0; 2] {
+            return Err(format!(
+                "popularity_exponent {:?} / unseen_boost {:?}: the popularity adjustment was removed \
+                 (it lost on every dataset it was measured on; docs/results.md, \"What did not help\"); \
+                 refit the run's score (`llm-emf fit-weights`) or set both to 0",
+                f.popularity_exponent, f.unseen_boost
+            ));
+        }
+        Ok(Self {
+            modality_weights: f.modality_weights,
+            domain_weights: f.domain_weights,
+            row_shrinkage: f.row_shrinkage,
+        })
+    }
+}
+
+/// The queries of the Eq. 11 score ([`LlmEmf::score_queries`]).
+#[derive(Debug, Clone)]
+pub struct ScoreQueries {
+    /// The target domain whose items are scored.
+    pub domain: DomainId,
+    /// Per sub-sequence with a positive weight: the sub-sequence, its weight, and whether each
+    /// row has an item of it.
+    pub parts: Vec<(SubSequence, f64, Vec<bool>)>,
+    /// Per modality: the modality, its weight, and the normalised queries
+    /// `[parts * batch, width]`, sub-sequence-major.
+    pub modalities: Vec<(Modality, f64, Tensor<2>)>,
+}
+
+impl LlmEmf {
+    /// The score's settings that the model file does not hold ([`ScoreSettings`]).
+    pub fn score_settings(&self) -> ScoreSettings {
+        ScoreSettings {
+            modality_weights: self.modality_weights(),
+            domain_weights: DomainId::BOTH.map(|d| self.domain_weights(d)),
+            row_shrinkage: DomainId::BOTH.map(|d| self.row_shrinkage(d)),
+        }
+    }
+
+    /// Applies saved score settings: the fixed modality and sub-sequence weights (learned ones
+    /// live in the model file and are left as loaded) and the row shrinkage.
+    pub fn apply_score_settings(&mut self, s: &ScoreSettings) -> Result<()> {
+        if self.fusion.logits.is_none() {
+            self.fusion.set_weights(s.modality_weights)?;
+        }
+        if self.domain_loss.logits.is_none() {
+            for d in DomainId::BOTH {
+                self.domain_loss
+                    .set_weights(d, s.domain_weights[d.index()])?;
+            }
+        }
+        for d in DomainId::BOTH {
+            self.set_row_shrinkage(d, s.row_shrinkage[d.index()])?;
+        }
+        Ok(())
+    }
+
+    /// Eq. 11, the cross-domain score of every item of `domain` for each history of the batch:
+    /// the fused probabilities (Eq. 8) of the target domain's sub-sequence, of the other
+    /// domain's sub-sequence (weight lambda1) and of the merged sequence (weight lambda2), each
+    /// from its last position. An empty sub-sequence contributes nothing; the merged sequence
+    /// always contributes (for an empty history it gives the encoders' "no history" preference).
+    ///
+    /// # Errors
+    /// If the scores cannot be read back from the device.
+    ///
+    /// # Shapes
+    /// - output `[batch, n_domain]`, on the inputs' device
+    pub fn score(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+    ) -> Result<Tensor<2>> {
+        let device = inputs[0].items.device();
+        let heads = self.heads(domain, features);
+        let parts = HostParts::score(
+            self,
+            self.score_queries(plan, inputs, features, domain),
+            &heads,
+        )?;
+        let (b, n) = (inputs[0].items.dims()[0], self.domain_rows(domain).1);
+        let values: Vec<f32> = (0..b).flat_map(|row| parts.mix_row(row, n)).collect();
+        Ok(Tensor::from_data(TensorData::new(values, [b, n]), &device))
+    }
+
+    /// The L2-normalised output tables of `domain`, one per modality (`None` for modalities
+    /// the model does not use): what [`Self::stacked_logits`] reads. They depend on the model
+    /// only, so a server computes them once.
+    ///
+    /// # Shapes
+    /// - each: `[n_domain, width]`
+    pub fn heads(&self, domain: DomainId, features: &ItemFeatures) -> [Option<Tensor<2>>; 3] {
+        let used = self.modalities();
+        Modality::ALL.map(|m| used.contains(&m).then(|| self.head(m, domain, features)))
+    }
+
+    /// The queries of the Eq. 11 score, before any item is scored: per sub-sequence with a
+    /// positive weight, its weight and whether each row has an item of it; per modality, its
+    /// weight and the L2-normalised queries of every such sub-sequence. A server scores them
+    /// against its own copy of the output tables ([`Self::heads`]).
+    ///
+    /// # Shapes
+    /// - each queries tensor `[parts * batch, width]`, sub-sequence-major (rows `k * batch ..
+    ///   (k + 1) * batch` belong to `parts[k]`)
+    pub fn score_queries(
+        &self,
+        plan: &EvalPlan,
+        inputs: &[SubSequenceBatch; 3],
+        features: &ItemFeatures,
+        domain: DomainId,
+    ) -> ScoreQueries {
+        let subs = self.scored_sub_sequences(domain);
+        let parts = subs
+            .iter()
+            .map(|&(s, weight)| {
+                let b = inputs[s.index()].items.dims()[0];
+                (
+                    s,
+                    weight,
+                    (0..b)
+                        .map(|i| s == SubSequence::Merged || plan.non_empty(s, i))
+                        .collect(),
+                )
+            })
+            .collect();
+        let modalities = self
+            .scored_modalities(domain)
+            .into_iter()
+            .map(|(m, weight)| {
+                let queries: Vec<Tensor<2>> = subs
+                    .iter()
+                    .filter_map(|&(s, _)| {
+                        self.sub_sequence_queries(s, m, &inputs[s.index()], features)
+                    })
+                    .collect();
+                (m, weight, Tensor::cat(queries, 0))
+            })
+            .collect();
+        ScoreQueries {
+            domain,
+            parts,
+            modalities,
+        }
+    }
+
+    /// The sub-sequences that enter the Eq. 11 score of target domain `domain` (those with an
+    /// encoder and a positive weight), with their weights.
+    pub fn scored_sub_sequences(&self, domain: DomainId) -> Vec<(SubSequence, f64)> {
+        let weights = self.domain_loss.weights(domain);
+        self.sub_sequences()
+            .into_iter()
+            .filter(|s| weights[s.index()] > 0.0)
+            .map(|s| (s, weights[s.index()]))
+            .collect()
+    }
+
+    /// The modalities that enter the Eq. 11 score of `domain` (those with an encoder for every
+    /// scored sub-sequence), with their fusion weights.
+    pub fn scored_modalities(&self, domain: DomainId) -> Vec<(Modality, f64)> {
+        let subs = self.scored_sub_sequences(domain);
+        let weights = self.fusion.weights();
+        if subs.is_empty() {
+            return Vec::new();
+        }
+        self.modalities()
+            .into_iter()
+            .filter(|&m| subs.iter().all(|&(s, _)| self.encoder(s, m).is_some()))
+            .map(|m| (m, weights[m.index()]))
+            .collect()
+    }
+
+    /// The L2-normalised query of the last position of one sub-sequence and modality, as
+    /// [`Self::score_queries`] stacks them; `None` when the model has no encoder for that
+    /// pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
+    ///
+    /// # Shapes
+    /// - output `[batch, width]`
+    pub fn sub_sequence_queries(
+        &self,
+        s: SubSequence,
+        m: Modality,
+        input: &SubSequenceBatch,
+        features: &ItemFeatures,
+    ) -> Option<Tensor<2>> {
+        let encoder = self.encoder(s, m)?;
+        let x = self.embed(m, input.items.clone(), features);
+        let last = encoder.forward_last(x, input.positions.clone(), &input.bias);
+        Some(l2_normalise(last))
+    }
+
+    /// The scaled cosine logits of stacked queries ([`ScoreQueries::modalities`]) against
+    /// every item of their domain, per modality with an output table in `heads`: one matrix
+    /// product per modality for all sub-sequences, in the queries' row order.
+    ///
+    /// # Shapes
+    /// - each output `[parts * batch, n_domain]`
+    pub fn stacked_logits(
+        &self,
+        modalities: Vec<(Modality, f64, Tensor<2>)>,
+        heads: &[Option<Tensor<2>>; 3],
+    ) -> Vec<(Modality, f64, Tensor<2>)> {
+        modalities
+            .into_iter()
+            .filter_map(|(m, weight, queries)| {
+                let head = heads[m.index()].as_ref()?;
+                // For a few queries, `head [n, w] x queries^T` reads the large table once in
+                // its stored layout (no packed copy of it per call); for many, the result must
+                // come out row-major, so the queries are the left operand.
+                let logits = if queries.dims()[0] <= 16 {
+                    head.clone().matmul(queries.transpose()).transpose()
+                } else {
+                    queries.matmul(head.clone().transpose())
+                };
+                Some((m, weight, self.scale(m, logits)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,275 @@
+//! The ID table: title rows, row dropout, row shrinkage, initial scale.
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::{features, setup};
+use crate::data::DomainId;
+use crate::model::*;
+use crate::test_device;
+
+#[test]
+fn id_text_rows_add_the_mapped_text_when_text_features_are_given() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        id_text: true,
+        modalities: ModalitySwitches {
+            id: true,
+            image: false,
+            text: false,
+        },
+        ..s.config.clone()
+    };
+    // Item 3 has no text: a zero row.
+    let (rows, dim) = (s.data.text.rows(), s.data.text.dim());
+    let mut text = s.data.text.data().to_vec();
+    text[3 * dim..4 * dim].fill(0.0);
+    let text = crate::features::FeatureMatrix::new(rows, dim, text).unwrap();
+    let feats = ItemFeatures::new(None, Some(&text), rows, &device).unwrap();
+    let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    assert_eq!(model.modalities(), vec![Modality::Id]);
+    let learned = l2_normalise(model.items.as_ref().unwrap().rows.weight.val());
+    let head = model.head(Modality::Id, DomainId::X, &feats);
+    let diff = |i: usize| -> f32 {
+        let a = learned.clone().narrow(0, i, 1);
+        let b = head.clone().narrow(0, i, 1);
+        (a - b).abs().max().into_scalar()
+    };
+    assert!(diff(3) < 1e-6, "an item without text keeps its learned row");
+    assert!(
+        diff(2) > 1e-3,
+        "an item with text gets its mapped text added"
+    );
+    // The encoders read the same rows as the head, scaled by sqrt(q).
+    let q = config.id_dim;
+    let items = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 3], [1, 2]), &device);
+    let input = model.embed(Modality::Id, items, &feats).reshape([2, q]);
+    let unit = l2_normalise(input);
+    let both = head.narrow(0, 2, 2);
+    let gap: f32 = (unit - both).abs().max().into_scalar();
+    assert!(gap < 1e-5, "{gap}");
+    // Without text features the ID rows are the learned rows.
+    let plain = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+    assert!(!plain.has_title_rows());
+}
+
+#[test]
+fn id_row_dropout_leaves_whole_learned_rows_out_in_training_only() {
+    let s = setup();
+    let device = test_device().autodiff();
+    let config = ModelConfig {
+        id_text: true,
+        id_row_dropout: 0.5,
+        ..s.config.clone()
+    };
+    let feats = ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &device).unwrap();
+    let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    let learned = model.items.as_ref().unwrap().rows.weight.val();
+    let mapped = model
+        .items
+        .as_ref()
+        .unwrap()
+        .text_map
+        .as_ref()
+        .unwrap()
+        .forward(feats.table(Modality::Text).unwrap().clone());
+    let gap = |a: Tensor<2>, b: Tensor<2>| -> Vec<f32> {
+        (a - b)
+            .abs()
+            .max_dim(1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    // Training (autodiff device): each row is its mapped text alone, or the text plus its
+    // learned row scaled by 1 / (1 - p).
+    crate::model::dropout::seed_dropout(3);
+    let rows = model
+        .items
+        .as_ref()
+        .unwrap()
+        .pick(feats.table(Modality::Text), |t| t);
+    let alone = gap(rows.clone(), mapped.clone());
+    let kept = gap(rows, mapped.clone() + learned.clone().mul_scalar(2.0));
+    let n = alone.len();
+    let dropped = alone.iter().filter(|&&g| g < 1e-6).count();
+    assert!(
+        alone.iter().zip(&kept).all(|(a, k)| a.min(*k) < 1e-5),
+        "every row is whole or dropped whole"
+    );
+    assert!(
+        n >= 20 && dropped > n / 5 && dropped < n - n / 5,
+        "{dropped} of {n}"
+    );
+    // Inference (the model off the autodiff device): every learned row, unscaled.
+    let inner = model.valid();
+    let inner_feats =
+        ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &test_device()).unwrap();
+    let rows = inner
+        .items
+        .as_ref()
+        .unwrap()
+        .pick(inner_feats.table(Modality::Text), |t| t);
+    let want = inner.items.as_ref().unwrap().rows.weight.val()
+        + inner
+            .items
+            .as_ref()
+            .unwrap()
+            .text_map
+            .as_ref()
+            .unwrap()
+            .forward(inner_feats.table(Modality::Text).unwrap().clone());
+    assert!(gap(rows, want).iter().all(|&g| g < 1e-5));
+    // Bad values are refused by name.
+    for (bad, says) in [
+        (
+            ModelConfig {
+                id_row_dropout: 1.0,
+                ..config.clone()
+            },
+            "id_row_dropout",
+        ),
+        (
+            ModelConfig {
+                id_row_dropout: -0.1,
+                ..config.clone()
+            },
+            "id_row_dropout",
+        ),
+        (
+            ModelConfig {
+                id_text: false,
+                ..config.clone()
+            },
+            "needs id_text",
+        ),
+    ] {
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
+fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
+    let s = setup();
+    let config = ModelConfig {
+        id_text: true,
+        ..s.config.clone()
+    };
+    let build = |device: &Device| {
+        let feats =
+            ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), device).unwrap();
+        // Known training counts, unseen items among them: c_i = i mod 4.
+        let of_data = Catalogue::of(&s.data.dataset);
+        let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+        let counts = (0..of_data.num_items()).map(|i| (i % 4) as u32).collect();
+        let catalogue = Catalogue::new(sizes, counts).unwrap();
+        let model = config.init(&catalogue, &feats, device).unwrap();
+        (model, feats)
+    };
+    let host = |t: Tensor<2>| -> Vec<Vec<f32>> {
+        let [rows, cols] = t.dims();
+        let v = t.into_data().try_to_vec::<f32>().unwrap();
+        (0..rows)
+            .map(|r| v[r * cols..(r + 1) * cols].to_vec())
+            .collect()
+    };
+    // The rows with per-item scales of the learned part.
+    let expect = |model: &LlmEmf, feats: &ItemFeatures, scale: &dyn Fn(usize) -> f32| {
+        let learned = host(model.items.as_ref().unwrap().rows.weight.val());
+        let mapped = host(
+            model
+                .items
+                .as_ref()
+                .unwrap()
+                .text_map
+                .as_ref()
+                .unwrap()
+                .forward(feats.table(Modality::Text).unwrap().clone()),
+        );
+        let got = host(
+            model
+                .items
+                .as_ref()
+                .unwrap()
+                .pick(feats.table(Modality::Text), |t| t),
+        );
+        for (i, row) in got.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                let want = mapped[i][j] + scale(i) * learned[i][j];
+                assert!((v - want).abs() < 1e-5, "item {i}: {v} against {want}");
+            }
+        }
+    };
+    let device = test_device();
+    let (mut model, feats) = build(&device);
+    let n_x = model.n_x;
+    expect(&model, &feats, &|_| 1.0);
+    // X's rows shrink with k = 2, Y's stay whole.
+    model.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+    let c = |i: usize| (i % 4) as f32;
+    expect(&model, &feats, &|i| {
+        if i < n_x { c(i) / (c(i) + 2.0) } else { 1.0 }
+    });
+    // k = 0 drops exactly the unseen items' rows, in both domains.
+    for d in DomainId::BOTH {
+        model.set_row_shrinkage(d, Some(0.0)).unwrap();
+    }
+    expect(&model, &feats, &|i| if c(i) == 0.0 { 0.0 } else { 1.0 });
+    // Kept in the score settings, and applied from them.
+    let settings = model.score_settings();
+    assert_eq!(settings.row_shrinkage, [Some(0.0), Some(0.0)]);
+    let (mut fresh, _) = build(&device);
+    fresh.apply_score_settings(&settings).unwrap();
+    assert_eq!(fresh.row_shrinkage(DomainId::Y), Some(0.0));
+    // Training (the autodiff device) always uses the whole rows.
+    let ad = device.clone().autodiff();
+    let (mut trained, ad_feats) = build(&ad);
+    trained.set_row_shrinkage(DomainId::X, Some(0.0)).unwrap();
+    expect(&trained, &ad_feats, &|_| 1.0);
+    // Bad values, and a model without title rows, are refused by name.
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let err = model
+            .set_row_shrinkage(DomainId::X, Some(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row shrinkage"), "{err}");
+    }
+    let mut plain =
+        LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+    let err = plain
+        .set_row_shrinkage(DomainId::X, Some(1.0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.id_text"), "{err}");
+    plain.set_row_shrinkage(DomainId::X, None).unwrap();
+}
+
+#[test]
+fn id_row_init_scales_the_learned_rows_and_must_be_positive() {
+    let s = setup();
+    let device = test_device();
+    let std_of = |init: f64| -> f64 {
+        let config = ModelConfig {
+            id_dim: 32,
+            id_row_init: init,
+            ..s.config.clone()
+        };
+        let model = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        let w = model.items.as_ref().unwrap().rows.weight.val();
+        let v: f32 = w.powi_scalar(2).mean().sqrt().into_scalar();
+        v as f64 * (32f64).sqrt()
+    };
+    // About 2,300 draws: the sample std is within a few percent of its target.
+    assert!((std_of(1.0) - 1.0).abs() < 0.1, "{}", std_of(1.0));
+    assert!((std_of(0.1) - 0.1).abs() < 0.01, "{}", std_of(0.1));
+    for bad in [0.0, -1.0, f64::NAN] {
+        let config = ModelConfig {
+            id_row_init: bad,
+            ..s.config.clone()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("id_row_init"), "{err}");
+    }
+}

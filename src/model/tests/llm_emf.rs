@@ -1,0 +1,229 @@
+//! The model: its encoders, widths, learning, weights.
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+
+use super::{features, scalar, setup, train_batch};
+use crate::data::DomainId;
+use crate::data::batcher::{SequenceBatcher, SubSequence};
+use crate::model::*;
+use crate::test_device;
+
+#[test]
+fn nine_encoders_with_all_modalities_and_fewer_without_features() {
+    let s = setup();
+    let device = test_device();
+    let model = LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+    assert_eq!(model.sub_sequences().len(), 3);
+    assert_eq!(model.modalities(), Modality::ALL.to_vec());
+    let encoders = SubSequence::ALL
+        .iter()
+        .flat_map(|&q| Modality::ALL.map(|m| model.encoder(q, m).is_some()))
+        .filter(|&b| b)
+        .count();
+    assert_eq!(encoders, 9);
+    // Without features, image and text are switched off, not faked.
+    let id_only = LlmEmf::new(&s.config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+    assert_eq!(id_only.modalities(), vec![Modality::Id]);
+    assert_eq!(id_only.modality_weights(), [1.0, 0.0, 0.0]);
+    let baseline = LlmEmf::new(
+        &s.config.clone().id_only_single_sequence(),
+        &s.data.dataset,
+        &features(&s, &device),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(baseline.sub_sequences(), vec![SubSequence::Merged]);
+    assert_eq!(baseline.modalities(), vec![Modality::Id]);
+}
+
+#[test]
+fn shared_encoders_read_every_sub_sequence_with_the_merged_encoders() {
+    let s = setup();
+    let device = test_device();
+    let features = features(&s, &device);
+    let own = LlmEmf::new(&s.config, &s.data.dataset, &features, &device).unwrap();
+    let config = ModelConfig {
+        shared_encoders: true,
+        ..s.config.clone()
+    };
+    let shared = LlmEmf::new(&config, &s.data.dataset, &features, &device).unwrap();
+    assert_eq!(shared.sub_sequences().len(), 3);
+    for m in Modality::ALL {
+        let merged = shared.encoder(SubSequence::Merged, m).unwrap();
+        for sub in [SubSequence::X, SubSequence::Y] {
+            assert!(std::ptr::eq(shared.encoder(sub, m).unwrap(), merged));
+        }
+    }
+    // Two of each modality's three encoders are gone, nothing else.
+    let encoder_params: usize = Modality::ALL
+        .iter()
+        .map(|&m| own.encoder(SubSequence::X, m).unwrap().num_params())
+        .sum();
+    assert_eq!(own.num_params() - shared.num_params(), 2 * encoder_params);
+    // With one kind of sub-sequence switched off there is nothing to share.
+    let merged_only = ModelConfig {
+        single_domain_sequences: false,
+        ..config.clone()
+    };
+    assert!(!merged_only.shares_encoders());
+    let model = LlmEmf::new(&merged_only, &s.data.dataset, &features, &device).unwrap();
+    assert_eq!(model.sub_sequences(), vec![SubSequence::Merged]);
+    // The loss trains through the shared encoders.
+    let batch = train_batch(&s, &device);
+    let loss = shared.loss(&batch, &features, &DomainId::BOTH, None);
+    assert!(scalar(loss).is_finite());
+}
+
+#[test]
+fn heads_must_divide_feature_width() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        heads: 3,
+        id_dim: 9,
+        ..s.config.clone()
+    };
+    let err = LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap_err();
+    assert!(err.to_string().contains("heads"), "{err}");
+}
+
+#[test]
+fn frozen_features_never_change_while_the_model_learns() {
+    let s = setup();
+    let base = test_device();
+    let device = base.clone().autodiff();
+    let feats = features(&s, &base);
+    let before = [feats.values(Modality::Image), feats.values(Modality::Text)];
+    let train_feats = feats.for_autodiff();
+    let mut model = LlmEmf::new(&s.config, &s.data.dataset, &train_feats, &device).unwrap();
+    // Owned copies: on a GPU backend the optimizer may update the table's buffer in place.
+    let id_values = |m: &LlmEmf| {
+        m.items
+            .as_ref()
+            .unwrap()
+            .rows
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let id_before = id_values(&model);
+    let mut optim = AdamConfig::new().init();
+    let batch = train_batch(&s, &device);
+    let first = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
+    for _ in 0..5 {
+        let loss = model.loss(&batch, &train_feats, &DomainId::BOTH, None);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    let last = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
+    assert!(
+        last < first,
+        "loss should fall on a fixed batch: {first} -> {last}"
+    );
+    let id_after = id_values(&model);
+    let moved = id_before
+        .iter()
+        .zip(&id_after)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(moved > 0, "the ID table is learnable");
+    assert_eq!(
+        before,
+        [
+            train_feats.values(Modality::Image),
+            train_feats.values(Modality::Text)
+        ]
+    );
+    assert_eq!(
+        before,
+        [feats.values(Modality::Image), feats.values(Modality::Text)]
+    );
+}
+
+#[test]
+fn projected_features_learn_and_score_at_the_id_width() {
+    let s = setup();
+    let base = test_device();
+    let device = base.clone().autodiff();
+    // Features 8 wide projected to an ID width of 4.
+    let config = ModelConfig {
+        id_dim: 4,
+        project_features: true,
+        ..s.config.clone()
+    };
+    let feats = features(&s, &base).for_autodiff();
+    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    for m in Modality::ALL {
+        assert_eq!(model.head(m, DomainId::Y, &feats).dims(), [40, 4], "{m:?}");
+    }
+    let weights = |m: &LlmEmf| {
+        [m.text_projection.as_ref().unwrap().weight.val()]
+            .map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+    };
+    let before = weights(&model);
+    let mut optim = AdamConfig::new().init();
+    let batch = train_batch(&s, &device);
+    for _ in 0..2 {
+        let loss = model.loss(&batch, &feats, &DomainId::BOTH, None);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    let after = weights(&model);
+    assert_ne!(before[0], after[0], "the text projection is learned");
+    // Scores of a trained model stay finite and cover the domain.
+    let valid = model.valid();
+    let feats = features(&s, &base);
+    let batcher = SequenceBatcher::new(&s.data.dataset, config.max_len);
+    let histories: Vec<&[crate::data::ItemId]> = s
+        .data
+        .dataset
+        .train()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|q| q.items.as_slice())
+        .collect();
+    let plan = batcher.plan_histories(&histories);
+    let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
+    let scores = valid.score(&plan, &inputs, &feats, DomainId::X).unwrap();
+    assert_eq!(scores.dims(), [3, 30]);
+    let values = scores.into_data().try_to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn domain_weights_can_be_set_learned_or_fixed_and_bad_ones_are_refused() {
+    let s = setup();
+    let device = test_device();
+    for learned in [true, false] {
+        let config = ModelConfig {
+            cross_domain_targets: true,
+            objective: DomainObjective::Mixture,
+            learned_domain_weights: learned,
+            ..s.config.clone()
+        };
+        let mut model =
+            LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
+        // Fixed weights are relative to the own sub-sequence's and shared by both targets.
+        model
+            .domain_loss
+            .set_weights(DomainId::X, [0.5, 0.25, 0.25])
+            .unwrap();
+        let w = model.domain_weights(DomainId::X);
+        let total: f64 = w.iter().sum();
+        for (got, want) in w.iter().map(|v| v / total).zip([0.5, 0.25, 0.25]) {
+            assert!((got - want).abs() < 1e-5, "learned {learned}: {w:?}");
+        }
+        for bad in [[-0.1, 0.5, 0.6], [0.0, 0.0, 0.0], [f64::NAN, 0.5, 0.5]] {
+            let err = model
+                .domain_loss
+                .set_weights(DomainId::Y, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("domain weights"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Unit tests of the model's parts on a small synthetic world.
+
+mod items;
+mod llm_emf;
+mod loss;
+
+use burn::tensor::{Device, Tensor};
+
+use super::ItemFeatures;
+use super::ModelConfig;
+use crate::data::batcher::{SequenceBatcher, TrainBatch};
+
+pub(super) struct Setup {
+    pub(super) data: crate::data::SyntheticData,
+    pub(super) config: ModelConfig,
+}
+
+pub(super) fn setup() -> Setup {
+    let data = crate::test_data(40, 30, 40);
+    let config = ModelConfig {
+        id_dim: 8,
+        max_len: 12,
+        dropout: 0.0,
+        ..Default::default()
+    };
+    Setup { data, config }
+}
+
+pub(super) fn features(s: &Setup, device: &Device) -> ItemFeatures {
+    crate::test_features(&s.data, device)
+}
+
+pub(super) fn train_batch(s: &Setup, device: &Device) -> TrainBatch {
+    let batcher = SequenceBatcher::new(&s.data.dataset, s.config.max_len);
+    let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
+    batcher.plan_train(&seqs).to_tensors(device)
+}
+
+pub(super) fn scalar(t: Tensor<1>) -> f32 {
+    t.into_scalar()
+}

@@ -1,0 +1,378 @@
+//! The validation fits made after training: the score's weights (the feature modalities'
+//! share of the fusion, then the merged sequence's share of the score) and the learned rows'
+//! shrinkage towards their titles, each a grid search on the validation split that keeps the
+//! best point in the model; and [`fit_run`], which makes them on a finished run folder.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{RunPaths, load_best_model, save_model};
+use super::config::ExperimentConfig;
+use super::trainer::TrainReport;
+use crate::data::{Candidates, DomainId, Split};
+use crate::error::{Error, Result};
+use crate::eval::{Evaluation, evaluate};
+use crate::model::{ItemFeatures, LlmEmf};
+
+/// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainWeightFit {
+    /// The trained weights (X, Y, merged) per target domain (X, Y).
+    pub trained: [[f64; 3]; 2],
+    /// Per merged share tried: the share and the validation MRR of each target domain (for
+    /// fixed weights, shared by both domains, their mean twice).
+    pub grid: Vec<(f64, [f64; 2])>,
+    /// The chosen weights (X, Y, merged) per target domain.
+    pub chosen: [[f64; 3]; 2],
+}
+
+/// The grid search of the modality weights (id, image, text) on validation, part of
+/// [`crate::train::TrainConfig::fit_domain_weights`] for models with more than the ID modality:
+/// one set for both target domains (the fusion head is shared), chosen on the mean MRR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModalityWeightFit {
+    /// The trained weights (id, image, text).
+    pub trained: [f64; 3],
+    /// Per share of the feature modalities tried: the share and the mean validation MRR.
+    pub grid: Vec<(f64, f64)>,
+    /// The chosen weights (id, image, text).
+    pub chosen: [f64; 3],
+}
+
+/// The validation MRR of each named domain in `e` (minus infinity for a domain it lacks), as
+/// the score-weight fits compare them.
+fn domain_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [f64; 2] {
+    domain_names.map(|n| e.domains.get(n).map_or(f64::NEG_INFINITY, |m| m.mrr))
+}
+
+/// Shares of the feature (image and text) modalities tried by the modality fit (the trained
+/// weights are tried too).
+const FEATURE_SHARES: [f64; 11] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0];
+
+/// Modality weights (id, image, text) that give the feature modalities in `used` the share `s`
+/// of the fusion and split it in the ratio of `weights` (equally when their weights are all
+/// zero); the ID modality gets `1 - s`.
+pub fn feature_share(weights: [f64; 3], used: [bool; 3], s: f64) -> [f64; 3] {
+    let features: f64 = (1..3).filter(|&i| used[i]).map(|i| weights[i]).sum();
+    let count = (1..3).filter(|&i| used[i]).count().max(1) as f64;
+    std::array::from_fn(|i| match i {
+        0 => 1.0 - s,
+        _ if !used[i] => 0.0,
+        _ if features > 0.0 => s * weights[i] / features,
+        _ => s / count,
+    })
+}
+
+/// Whether the model mixes the ID modality with a feature modality: what the modality fit needs.
+fn has_modality_weights_to_fit(model: &LlmEmf) -> bool {
+    let m = model.modalities();
+    m.len() > 1 && m.contains(&crate::model::Modality::Id)
+}
+
+/// Chooses the feature modalities' share of the fusion with the best mean validation MRR (the
+/// trained weights compete too), sets it in `model` and reports the grid.
+pub fn fit_modality_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<ModalityWeightFit> {
+    let used = model.fusion.used;
+    let trained = model.modality_weights();
+    let mrr = |e: &Evaluation| {
+        let [x, y] = domain_mrrs(e, domain_names);
+        (x + y) / 2.0
+    };
+    let mut best = mrr(&validate(model)?);
+    let mut chosen = trained;
+    let mut grid = Vec::new();
+    for s in FEATURE_SHARES {
+        let weights = feature_share(trained, used, s);
+        model.fusion.set_weights(weights)?;
+        let got = mrr(&validate(model)?);
+        if got > best {
+            best = got;
+            chosen = weights;
+        }
+        grid.push((s, got));
+    }
+    model.fusion.set_weights(chosen)?;
+    Ok(ModalityWeightFit {
+        trained,
+        grid,
+        chosen: model.modality_weights(),
+    })
+}
+
+/// The validation fits of [`crate::train::TrainConfig::fit_domain_weights`], in their order:
+/// the modality weights, then the sub-sequence weights, each where the model has them (`None`
+/// otherwise).
+pub fn fit_score_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<(Option<ModalityWeightFit>, Option<DomainWeightFit>)> {
+    let modality = if has_modality_weights_to_fit(model) {
+        Some(fit_modality_weights(model, &mut validate, domain_names)?)
+    } else {
+        None
+    };
+    let domain = if has_domain_weights_to_fit(model) {
+        Some(fit_domain_weights(model, &mut validate, domain_names)?)
+    } else {
+        None
+    };
+    Ok((modality, domain))
+}
+
+/// Shares of the merged sequence tried by the fit (the trained weights are tried too).
+const MERGED_SHARES: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+
+/// Sub-sequence weights (X, Y, merged) that give the merged sequence the share `m` of the score
+/// and split `1 - m` between S^X and S^Y in the ratio of `weights`. A share of 1 leaves them a
+/// negligible weight (fixed weights are relative to the own sub-sequence's, which must stay
+/// positive).
+pub fn merged_share(weights: [f64; 3], m: f64) -> [f64; 3] {
+    let [x, y, _] = weights;
+    let scale = (1.0 - m).max(1e-9) / (x + y).max(1e-12);
+    [x * scale, y * scale, m]
+}
+
+/// Whether the model reads the merged sequence and another one: what the validation fit of the
+/// sub-sequence weights needs.
+fn has_domain_weights_to_fit(model: &LlmEmf) -> bool {
+    let subs = model.sub_sequences();
+    subs.len() > 1 && subs.contains(&crate::data::batcher::SubSequence::Merged)
+}
+
+/// Chooses per target domain the merged sequence's share of the score with the best validation
+/// MRR (the trained weights compete too), sets it in `model` and reports the grid.
+pub fn fit_domain_weights(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<DomainWeightFit> {
+    let trained = DomainId::BOTH.map(|d| model.domain_weights(d));
+    // Fixed weights are one pair of lambdas for both target domains: one share for both,
+    // chosen on the mean MRR.
+    let shared = model.domain_loss.logits.is_none();
+    let mrr = |e: &Evaluation| {
+        let per = domain_mrrs(e, domain_names);
+        if shared {
+            let mean = (per[0] + per[1]) / 2.0;
+            [mean, mean]
+        } else {
+            per
+        }
+    };
+    let mut best = mrr(&validate(model)?);
+    let mut chosen = trained;
+    let mut grid = Vec::new();
+    for m in MERGED_SHARES {
+        let weights = trained.map(|w| merged_share(w, m));
+        for d in DomainId::BOTH {
+            model.domain_loss.set_weights(d, weights[d.index()])?;
+        }
+        let got = mrr(&validate(model)?);
+        for d in 0..2 {
+            if got[d] > best[d] {
+                best[d] = got[d];
+                chosen[d] = weights[d];
+            }
+        }
+        grid.push((m, got));
+    }
+    for d in DomainId::BOTH {
+        model.domain_loss.set_weights(d, chosen[d.index()])?;
+    }
+    Ok(DomainWeightFit {
+        trained,
+        grid,
+        chosen,
+    })
+}
+
+/// The grid search of [`crate::train::TrainConfig::fit_row_shrinkage`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowShrinkageFit {
+    /// The prior counts (X's rows, Y's rows) before the fit (`None`: rows whole).
+    pub before: [Option<f64>; 2],
+    /// Per prior count tried (for both domains' rows): the count and the validation MRR of
+    /// each target domain.
+    pub grid: Vec<(Option<f64>, [f64; 2])>,
+    /// The chosen prior counts (X's rows, Y's rows; one count for both).
+    pub chosen: [Option<f64>; 2],
+}
+
+/// Prior counts of the learned rows tried by the row-shrinkage fit, whole rows first. 0 drops
+/// only the rows of items never seen in training.
+const ROW_SHRINKAGES: [Option<f64>; 9] = [
+    None,
+    Some(0.0),
+    Some(0.5),
+    Some(1.0),
+    Some(2.0),
+    Some(4.0),
+    Some(8.0),
+    Some(16.0),
+    Some(32.0),
+];
+
+/// Chooses one prior count for both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) with
+/// the best sum of the domains' validation MRRs over the grid (whole rows are its first point
+/// and win ties; the counts the model had are replaced, so a fit depends on the trained
+/// weights alone and fitting again gives the same), sets it in `model` and reports the grid.
+/// One count, evaluated as set: a domain's rows feed the other domain's histories too, so
+/// counts chosen per domain on separate passes would combine into a setting never validated
+/// (on Food-Kitchen such a pair scored below the grid's own points). An error naming the
+/// switch for a model without title rows.
+pub fn fit_row_shrinkage(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+) -> Result<RowShrinkageFit> {
+    if !model.has_title_rows() {
+        return Err(Error::Config(
+            "train.fit_row_shrinkage needs title rows (model.id_text): the model has no rows to shrink towards a title".into(),
+        ));
+    }
+    let before = DomainId::BOTH.map(|d| model.row_shrinkage(d));
+    let total = |mrrs: [f64; 2]| mrrs[0] + mrrs[1];
+    let mut best = f64::NEG_INFINITY;
+    let mut chosen = [None; 2];
+    let mut grid = Vec::new();
+    for k in ROW_SHRINKAGES {
+        for d in DomainId::BOTH {
+            model.set_row_shrinkage(d, k)?;
+        }
+        let got = domain_mrrs(&validate(model)?, domain_names);
+        if total(got) > best {
+            best = total(got);
+            chosen = [k; 2];
+        }
+        grid.push((k, got));
+    }
+    for d in DomainId::BOTH {
+        model.set_row_shrinkage(d, chosen[d.index()])?;
+    }
+    Ok(RowShrinkageFit {
+        before,
+        grid,
+        chosen,
+    })
+}
+
+/// Runs one of the score fits made after training when its switch `on` is set, saying what
+/// it chose (`describe`) when `verbose`.
+pub(super) fn fit_if<R>(
+    on: bool,
+    verbose: bool,
+    fit: impl FnOnce() -> Result<R>,
+    describe: impl Fn(&R) -> String,
+) -> Result<Option<R>> {
+    if !on {
+        return Ok(None);
+    }
+    let fit = fit()?;
+    if verbose {
+        eprintln!("{}", describe(&fit));
+    }
+    Ok(Some(fit))
+}
+
+/// Which validation fits [`fit_run`] makes on a finished run, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunFits {
+    /// The score's weights (the feature modalities' share, then the sub-sequence weights,
+    /// each where the model has them), as [`crate::train::TrainConfig::fit_domain_weights`].
+    pub weights: bool,
+    /// The learned rows' prior counts, as [`crate::train::TrainConfig::fit_row_shrinkage`].
+    pub row_shrinkage: bool,
+}
+
+/// Makes the validation fits `fits` names on the finished run in `run_dir`, as the train
+/// switches would have at the end of training (the fits happen after training, so the result
+/// equals what the switches would have given), and rewrites the run's best model, its score
+/// settings and `results.json` (validation and test metrics, and the fits made; the training
+/// fields and earlier fits are kept). An error, before anything is written, when none is asked
+/// for, when the weights alone are asked for and the model has none to fit, and when the row
+/// shrinkage is asked for and the model has no title rows.
+pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainReport> {
+    let paths = RunPaths::new(run_dir);
+    let mut report: TrainReport = crate::io::read_json(&paths.results())?;
+    if !(fits.weights || fits.row_shrinkage) {
+        return Err(Error::Config(format!(
+            "{}: no fit asked for",
+            run_dir.display()
+        )));
+    }
+    let config = ExperimentConfig::load(&paths.config())?;
+    let data = config.load_data()?;
+    let dataset = &data.dataset;
+    let features = ItemFeatures::new(
+        data.image.as_ref(),
+        data.text.as_ref(),
+        dataset.num_items(),
+        device,
+    )?;
+    let mut model = load_best_model(&config.model, &data, &features, &paths.best_model(), device)?;
+    let weights =
+        fits.weights && (has_modality_weights_to_fit(&model) || has_domain_weights_to_fit(&model));
+    if fits.weights && !weights && !fits.row_shrinkage {
+        return Err(Error::Config(format!(
+            "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
+            run_dir.display(),
+            model.sub_sequences().len(),
+            model.modalities().len()
+        )));
+    }
+    if fits.row_shrinkage && !model.has_title_rows() {
+        return Err(Error::Config(format!(
+            "{}: the model has no title rows (model.id_text): no learned rows to shrink towards a title",
+            run_dir.display()
+        )));
+    }
+    let batcher = config.model.batcher(dataset);
+    let ec = &config.eval;
+    let run_on = |model: &LlmEmf, split: Split| -> Result<Evaluation> {
+        let candidates = Candidates::sample(dataset, split, ec.protocol, ec.seed, ec.negatives)?;
+        evaluate(
+            model,
+            &features,
+            dataset,
+            split,
+            &candidates,
+            &batcher,
+            ec.batch_size,
+            device,
+        )
+    };
+    let valid_candidates =
+        Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
+    let validate = |m: &LlmEmf| {
+        evaluate(
+            m,
+            &features,
+            dataset,
+            Split::Valid,
+            &valid_candidates,
+            &batcher,
+            ec.batch_size,
+            device,
+        )
+    };
+    let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    if weights {
+        (report.modality_weight_fit, report.domain_weight_fit) =
+            fit_score_weights(&mut model, validate, names)?;
+    }
+    if fits.row_shrinkage {
+        report.row_shrinkage_fit = Some(fit_row_shrinkage(&mut model, validate, names)?);
+    }
+    save_model(&model, &paths.best_model())?;
+    report.valid = run_on(&model, Split::Valid)?;
+    report.test = run_on(&model, Split::Test)?;
+    crate::io::write_json(&paths.results(), &report)?;
+    Ok(report)
+}
