@@ -26,5 +26,5 @@ tar czf .gpu/food-kitchen.tar.gz -C ../shared/data food-kitchen
 tar czf .gpu/art-office.tar.gz -C ../shared/data art-office   # titles for the encoder bench
 mkdir -p .gpu/weights/clip
 cp "$(scripts/fetch-weights.sh)/clip/bpe_simple_vocab_16e6.txt.gz" .gpu/weights/clip/
-cp configs/food-kitchen-llm-emf.json .gpu/fk-config.json
+cp configs/food-kitchen/paper-gpu-check.json .gpu/fk-config.json
 du -sh .gpu .gpu/* .gpu/bin/*

@@ -5,7 +5,7 @@
 # command finishes the work.
 #
 # Usage: scripts/run-experiments.sh CONFIG_DIR SEEDS [NAME...]
-#   e.g. scripts/run-experiments.sh configs/fk-q64 1 baseline paper recommended
+#   e.g. scripts/run-experiments.sh configs/food-kitchen 1 baseline paper titles
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:?config folder}
