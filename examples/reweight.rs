@@ -4,7 +4,7 @@
 //! per domain. Choose `m` on the validation rows; the test rows show what that choice gives.
 //!
 //! ```text
-//! cargo run --release --example reweight -- runs/fk-final/recommended/seed-1 0.5 0.7 0.9 1.0
+//! cargo run --release --example reweight -- runs/food-kitchen/titles/seed-1 0.5 0.7 0.9 1.0
 //! ```
 
 use std::path::PathBuf;

@@ -44,8 +44,9 @@ struct RunArgs {
     /// Experiment config (JSON), read on top of the preset; the flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Preset: `recommended` (the library's best setting, the default) or `paper` (the paper's
-    /// model and recipe). Overrides the config file's own.
+    /// Preset: `titles` (the best setting for data with item titles; needs --features-tex),
+    /// `ids` (the best without titles), `recommended` (fast, any data; the default) or `paper`
+    /// (the paper's model and recipe). Overrides the config file's own.
     #[arg(long)]
     preset: Option<Preset>,
     /// Maximum number of epochs.
