@@ -57,12 +57,7 @@ impl TrainedRun {
         model_path: &Path,
         device: &Device,
     ) -> Result<Self> {
-        let features = ItemFeatures::new(
-            data.image.as_ref(),
-            data.text.as_ref(),
-            data.dataset.num_items(),
-            device,
-        )?;
+        let features = data.features(device)?;
         let model = load_best_model(&config.model, &data, &features, model_path, device)?;
         let batcher = config.model.batcher(&data.dataset);
         Ok(Self {

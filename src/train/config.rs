@@ -494,6 +494,20 @@ pub struct LoadedData {
     pub text: Option<FeatureMatrix>,
 }
 
+impl LoadedData {
+    /// The frozen feature tables of the data on `device`
+    /// ([`crate::model::ItemFeatures::new`]: one row per
+    /// item, checked, rows L2-normalised).
+    pub fn features(&self, device: &burn::tensor::Device) -> Result<crate::model::ItemFeatures> {
+        crate::model::ItemFeatures::new(
+            self.image.as_ref(),
+            self.text.as_ref(),
+            self.dataset.num_items(),
+            device,
+        )
+    }
+}
+
 impl Default for ExperimentConfig {
     fn default() -> Self {
         Self::preset(Preset::default())

@@ -14,7 +14,7 @@ use super::trainer::TrainReport;
 use crate::data::{Candidates, DomainId, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
-use crate::model::{ItemFeatures, LlmEmf};
+use crate::model::LlmEmf;
 
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,12 +310,7 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     let config = ExperimentConfig::load(&paths.config())?;
     let data = config.load_data()?;
     let dataset = &data.dataset;
-    let features = ItemFeatures::new(
-        data.image.as_ref(),
-        data.text.as_ref(),
-        dataset.num_items(),
-        device,
-    )?;
+    let features = data.features(device)?;
     let mut model = load_best_model(&config.model, &data, &features, &paths.best_model(), device)?;
     let weights =
         fits.weights && (has_modality_weights_to_fit(&model) || has_domain_weights_to_fit(&model));
@@ -335,14 +330,13 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     }
     let batcher = config.model.batcher(dataset);
     let ec = &config.eval;
-    let run_on = |model: &LlmEmf, split: Split| -> Result<Evaluation> {
-        let candidates = Candidates::sample(dataset, split, ec.protocol, ec.seed, ec.negatives)?;
+    let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
         evaluate(
             model,
             &features,
             dataset,
             split,
-            &candidates,
+            candidates,
             &batcher,
             ec.batch_size,
             device,
@@ -350,18 +344,7 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     };
     let valid_candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
-    let validate = |m: &LlmEmf| {
-        evaluate(
-            m,
-            &features,
-            dataset,
-            Split::Valid,
-            &valid_candidates,
-            &batcher,
-            ec.batch_size,
-            device,
-        )
-    };
+    let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
     if weights {
         (report.modality_weight_fit, report.domain_weight_fit) =
@@ -371,8 +354,10 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
         report.row_shrinkage_fit = Some(fit_row_shrinkage(&mut model, validate, names)?);
     }
     save_model(&model, &paths.best_model())?;
-    report.valid = run_on(&model, Split::Valid)?;
-    report.test = run_on(&model, Split::Test)?;
+    report.valid = validate(&model)?;
+    let test_candidates =
+        Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
+    report.test = evaluate_on(&model, Split::Test, &test_candidates)?;
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }

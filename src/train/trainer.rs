@@ -30,7 +30,7 @@ use crate::data::{Candidates, DomainId, Sequence, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
 use crate::io::append_line;
-use crate::model::{ItemFeatures, LlmEmf};
+use crate::model::LlmEmf;
 
 /// Options that do not change results.
 #[derive(Debug, Clone)]
@@ -114,12 +114,7 @@ pub fn train(
     let mut state = open_run(&paths, config)?;
 
     let tc = &config.train;
-    let features = ItemFeatures::new(
-        data.image.as_ref(),
-        data.text.as_ref(),
-        dataset.num_items(),
-        device,
-    )?;
+    let features = data.features(device)?;
     let train_features = features.for_autodiff();
     let ad_device = device.clone().autodiff();
     ad_device.seed(tc.seed);
