@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{features, setup};
+use super::{all_rows, features, id_table, mapped_titles, setup};
 use crate::data::DomainId;
 use crate::model::*;
 use crate::test_device;
@@ -29,7 +29,7 @@ fn id_text_rows_add_the_mapped_text_when_text_features_are_given() {
     let feats = ItemFeatures::new(None, Some(&text), rows, &device).unwrap();
     let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
     assert_eq!(model.modalities(), vec![Modality::Id]);
-    let learned = l2_normalise(model.items.as_ref().unwrap().rows.weight.val());
+    let learned = l2_normalise(id_table(&model).rows.weight.val());
     let head = model.head(Modality::Id, DomainId::X, &feats);
     let diff = |i: usize| -> f32 {
         let a = learned.clone().narrow(0, i, 1);
@@ -65,15 +65,8 @@ fn id_row_dropout_leaves_whole_learned_rows_out_in_training_only() {
     };
     let feats = ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &device).unwrap();
     let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
-    let learned = model.items.as_ref().unwrap().rows.weight.val();
-    let mapped = model
-        .items
-        .as_ref()
-        .unwrap()
-        .text_map
-        .as_ref()
-        .unwrap()
-        .forward(feats.table(Modality::Text).unwrap().clone());
+    let learned = id_table(&model).rows.weight.val();
+    let mapped = mapped_titles(&model, &feats);
     let gap = |a: Tensor<2>, b: Tensor<2>| -> Vec<f32> {
         (a - b)
             .abs()
@@ -85,11 +78,7 @@ fn id_row_dropout_leaves_whole_learned_rows_out_in_training_only() {
     // Training (autodiff device): each row is its mapped text alone, or the text plus its
     // learned row scaled by 1 / (1 - p).
     crate::model::dropout::seed_dropout(3);
-    let rows = model
-        .items
-        .as_ref()
-        .unwrap()
-        .pick(feats.table(Modality::Text), |t| t);
+    let rows = all_rows(&model, &feats);
     let alone = gap(rows.clone(), mapped.clone());
     let kept = gap(rows, mapped.clone() + learned.clone().mul_scalar(2.0));
     let n = alone.len();
@@ -106,20 +95,8 @@ fn id_row_dropout_leaves_whole_learned_rows_out_in_training_only() {
     let inner = model.valid();
     let inner_feats =
         ItemFeatures::new(None, Some(&s.data.text), s.data.text.rows(), &test_device()).unwrap();
-    let rows = inner
-        .items
-        .as_ref()
-        .unwrap()
-        .pick(inner_feats.table(Modality::Text), |t| t);
-    let want = inner.items.as_ref().unwrap().rows.weight.val()
-        + inner
-            .items
-            .as_ref()
-            .unwrap()
-            .text_map
-            .as_ref()
-            .unwrap()
-            .forward(inner_feats.table(Modality::Text).unwrap().clone());
+    let rows = all_rows(&inner, &inner_feats);
+    let want = id_table(&inner).rows.weight.val() + mapped_titles(&inner, &inner_feats);
     assert!(gap(rows, want).iter().all(|&g| g < 1e-5));
     // Bad values are refused by name.
     for (bad, says) in [
@@ -177,24 +154,9 @@ fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
     };
     // The rows with per-item scales of the learned part.
     let expect = |model: &LlmEmf, feats: &ItemFeatures, scale: &dyn Fn(usize) -> f32| {
-        let learned = host(model.items.as_ref().unwrap().rows.weight.val());
-        let mapped = host(
-            model
-                .items
-                .as_ref()
-                .unwrap()
-                .text_map
-                .as_ref()
-                .unwrap()
-                .forward(feats.table(Modality::Text).unwrap().clone()),
-        );
-        let got = host(
-            model
-                .items
-                .as_ref()
-                .unwrap()
-                .pick(feats.table(Modality::Text), |t| t),
-        );
+        let learned = host(id_table(model).rows.weight.val());
+        let mapped = host(mapped_titles(model, feats));
+        let got = host(all_rows(model, feats));
         for (i, row) in got.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
                 let want = mapped[i][j] + scale(i) * learned[i][j];
@@ -257,7 +219,7 @@ fn id_row_init_scales_the_learned_rows_and_must_be_positive() {
             ..s.config.clone()
         };
         let model = LlmEmf::new(&config, &s.data.dataset, &ItemFeatures::none(), &device).unwrap();
-        let w = model.items.as_ref().unwrap().rows.weight.val();
+        let w = id_table(&model).rows.weight.val();
         let v: f32 = w.powi_scalar(2).mean().sqrt().into_scalar();
         v as f64 * (32f64).sqrt()
     };

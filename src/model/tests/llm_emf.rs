@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 
-use super::{features, scalar, setup, train_batch};
+use super::{features, id_table, scalar, setup, train_batch};
 use crate::data::DomainId;
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::model::*;
@@ -99,9 +99,7 @@ fn frozen_features_never_change_while_the_model_learns() {
     let mut model = LlmEmf::new(&s.config, &s.data.dataset, &train_feats, &device).unwrap();
     // Owned copies: on a GPU backend the optimizer may update the table's buffer in place.
     let id_values = |m: &LlmEmf| {
-        m.items
-            .as_ref()
-            .unwrap()
+        id_table(m)
             .rows
             .weight
             .val()

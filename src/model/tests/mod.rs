@@ -6,8 +6,7 @@ mod loss;
 
 use burn::tensor::{Device, Tensor};
 
-use super::ItemFeatures;
-use super::ModelConfig;
+use super::{ItemFeatures, ItemTable, LlmEmf, Modality, ModelConfig};
 use crate::data::batcher::{SequenceBatcher, TrainBatch};
 
 pub(super) struct Setup {
@@ -38,4 +37,23 @@ pub(super) fn train_batch(s: &Setup, device: &Device) -> TrainBatch {
 
 pub(super) fn scalar(t: Tensor<1>) -> f32 {
     t.into_scalar()
+}
+
+/// The model's ID table.
+pub(super) fn id_table(model: &LlmEmf) -> &ItemTable {
+    model.items.as_ref().expect("the model's ID table")
+}
+
+/// Every item's mapped title row `W t_i`.
+pub(super) fn mapped_titles(model: &LlmEmf, feats: &ItemFeatures) -> Tensor<2> {
+    id_table(model)
+        .text_map
+        .as_ref()
+        .expect("title rows")
+        .forward(feats.table(Modality::Text).expect("text features").clone())
+}
+
+/// Every item's ID row (its learned row, with its mapped title under title rows), unnormalised.
+pub(super) fn all_rows(model: &LlmEmf, feats: &ItemFeatures) -> Tensor<2> {
+    id_table(model).pick(feats.table(Modality::Text), |t| t)
 }
