@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{DomainMetrics, PopularitySlice, rank};
+use super::metrics::{DomainMetrics, PopularitySlice, Rank, rank, rank_in_row};
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::data::{Candidates, Dataset, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
@@ -29,6 +29,12 @@ pub struct Evaluation {
     /// the dataset has no training sequences (and in results written before it existed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub popularity: BTreeMap<String, Vec<PopularitySlice>>,
+    /// Per target domain, the MRR of a uniformly random order of each example's candidates
+    /// (`H(c) / c` for `c` candidates, averaged over the examples): the chance level that a
+    /// slice of [`Evaluation::popularity`] (items never seen in training above all) should
+    /// clear. Empty in results written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chance_mrr: BTreeMap<String, f64>,
     /// Examples scored per second (model and ranking), on this run's device.
     pub examples_per_second: f64,
 }
@@ -85,6 +91,9 @@ impl std::fmt::Display for Evaluation {
                     let cell = format!("{:.2} ({})", 100.0 * s.metrics.mrr, s.metrics.n);
                     write!(f, " {cell:>15}")?;
                 }
+                if let Some(chance) = self.chance_mrr.get(name) {
+                    write!(f, "   (a random order: {:.2})", 100.0 * chance)?;
+                }
                 writeln!(f)?;
             }
         }
@@ -115,6 +124,7 @@ pub fn evaluate(
     let counts = dataset.has_train().then(|| dataset.train_counts());
     let mut domains = BTreeMap::new();
     let mut popularity = BTreeMap::new();
+    let mut chance_mrr = BTreeMap::new();
     for d in DomainId::BOTH {
         let dom = dataset.domain(d);
         let indices: Vec<usize> = (0..examples.len())
@@ -137,7 +147,7 @@ pub fn evaluate(
             .step_by(per_batch)
             .map(|start| start..(start + per_batch).min(indices.len()))
             .collect();
-        let rank_chunk = |rows: &std::ops::Range<usize>| -> Result<Vec<usize>> {
+        let rank_chunk = |rows: &std::ops::Range<usize>| -> Result<Vec<Rank>> {
             let parts = HostParts::score(model, queries.rows(rows.clone(), device), &heads)?;
             let n = dom.len as usize;
             Ok(rows
@@ -148,8 +158,7 @@ pub fn evaluate(
                     match protocol {
                         Protocol::Full => {
                             let scores = parts.mix_row(row, n);
-                            // The target is not strictly above itself.
-                            rank(scores[target as usize], &scores)
+                            rank_in_row(&scores, target as usize)
                         }
                         Protocol::C2dsr | Protocol::Abxi => {
                             let columns: Vec<u32> = std::iter::once(target)
@@ -166,11 +175,31 @@ pub fn evaluate(
                 })
                 .collect())
         };
-        let ranks: Vec<usize> = parallel_map(&chunks, rayon::current_num_threads(), rank_chunk)
+        let ranks: Vec<Rank> = parallel_map(&chunks, rayon::current_num_threads(), rank_chunk)
             .into_iter()
             .collect::<Result<Vec<_>>>()?
             .concat();
         domains.insert(dom.name.clone(), DomainMetrics::from_ranks(&ranks));
+        let candidates_of = |k: usize| match protocol {
+            Protocol::Full => dom.len as usize,
+            Protocol::C2dsr | Protocol::Abxi => 1 + candidates.negatives[indices[k]].len(),
+        };
+        // E[1/rank] of a target tied with all of its c - 1 candidates, once per distinct c.
+        let mut by_count: BTreeMap<usize, usize> = BTreeMap::new();
+        for k in 0..indices.len() {
+            *by_count.entry(candidates_of(k)).or_default() += 1;
+        }
+        let total: f64 = by_count
+            .iter()
+            .map(|(&c, &times)| {
+                let all_tied = Rank {
+                    higher: 0,
+                    tied: c.saturating_sub(1),
+                };
+                all_tied.reciprocal() * times as f64
+            })
+            .sum();
+        chance_mrr.insert(dom.name.clone(), total / indices.len().max(1) as f64);
         if let Some(counts) = &counts {
             let target_counts: Vec<u32> = indices
                 .iter()
@@ -189,6 +218,7 @@ pub fn evaluate(
         seed: candidates.info.seed,
         domains,
         popularity,
+        chance_mrr,
         examples_per_second: examples.len() as f64 / seconds.max(1e-9),
     })
 }
@@ -365,7 +395,7 @@ mod tests {
         split: Split,
         candidates: &Candidates,
         batcher: &SequenceBatcher,
-    ) -> BTreeMap<String, Vec<usize>> {
+    ) -> BTreeMap<String, Vec<Rank>> {
         let device = test_device();
         let examples = dataset.examples(split);
         let mut out = BTreeMap::new();
@@ -386,7 +416,7 @@ mod tests {
                     .unwrap();
                 let target = row[dom.local(e.target) as usize];
                 ranks.push(match candidates.info.protocol {
-                    Protocol::Full => rank(target, &row),
+                    Protocol::Full => rank_in_row(&row, dom.local(e.target) as usize),
                     _ => {
                         let negs: Vec<f32> = candidates.negatives[i]
                             .iter()
@@ -410,7 +440,7 @@ mod tests {
         candidates: &Candidates,
         batcher: &SequenceBatcher,
         batch_size: usize,
-    ) -> (BTreeMap<String, Vec<usize>>, Evaluation) {
+    ) -> (BTreeMap<String, Vec<Rank>>, Evaluation) {
         let ranks = device_ranks(model, features, dataset, Split::Test, candidates, batcher);
         let evaluation = evaluate(
             model,
@@ -456,6 +486,26 @@ mod tests {
                 // Batches of 5: several batches per sub-sequence, each sorted by its own lengths.
                 let (want, got) =
                     device_and_evaluator(&model, &features, dataset, &candidates, &batcher, 5);
+                // The chance level: E[1/rank] of a random order of each example's candidates.
+                let harmonic = |c: usize| (1..=c).map(|k| 1.0 / k as f64).sum::<f64>() / c as f64;
+                for d in DomainId::BOTH {
+                    let dom = dataset.domain(d);
+                    let of_domain: Vec<f64> = dataset
+                        .examples(Split::Test)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| dom.contains(e.target))
+                        .map(|(i, _)| {
+                            harmonic(match protocol {
+                                Protocol::Full => dom.len as usize,
+                                _ => 1 + candidates.negatives[i].len(),
+                            })
+                        })
+                        .collect();
+                    let want = of_domain.iter().sum::<f64>() / of_domain.len() as f64;
+                    let chance = got.chance_mrr[&dom.name];
+                    assert!((chance - want).abs() < 1e-12, "{chance} vs {want}");
+                }
                 for (name, ranks) in &want {
                     let want = DomainMetrics::from_ranks(ranks);
                     let got = &got.domains[name];

@@ -4,4 +4,4 @@ pub mod evaluator;
 pub mod metrics;
 
 pub use evaluator::{Evaluation, evaluate};
-pub use metrics::{DomainMetrics, POPULARITY_BOUNDS, PopularitySlice};
+pub use metrics::{DomainMetrics, POPULARITY_BOUNDS, PopularitySlice, Rank};
