@@ -1,7 +1,9 @@
-//! A JSON HTTP server over a trained run: load it once, answer recommendations.
+//! A JSON HTTP server over a trained model: load it once (a model folder written by `llm-emf
+//! export`, or a run folder), answer recommendations.
 //!
 //! ```text
-//! cargo run --release --example serve -- --run runs/quickstart/recommended [--addr 127.0.0.1:8080]
+//! llm-emf export runs/quickstart/recommended --out models/quickstart
+//! cargo run --release --example serve -- --model models/quickstart [--addr 127.0.0.1:8080]
 //! curl -s localhost:8080/recommend -H 'content-type: application/json' \
 //!      -d '{"history": [0, 700, 5], "domain": "Y", "k": 5}'
 //! ```
@@ -208,13 +210,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves a trained run's top-k recommendations over HTTP (JSON).
+/// Serves a trained model's top-k recommendations over HTTP (JSON).
 #[derive(Debug, Parser)]
 #[command(name = "serve")]
 struct Args {
-    /// The run folder (`llm-emf train --out`).
-    #[arg(long)]
-    run: PathBuf,
+    /// The model folder (`llm-emf export`) or run folder (`llm-emf train --out`).
+    #[arg(long, alias = "run")]
+    model: PathBuf,
     /// The address to listen on (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -231,7 +233,7 @@ fn main() {
     let args = Args::parse();
     backend::tune_allocator();
     let recommender =
-        backend::device(&args.device).and_then(|device| Recommender::load(&args.run, &device));
+        backend::device(&args.device).and_then(|device| Recommender::load(&args.model, &device));
     let recommender = match recommender {
         Ok(r) => r,
         Err(e) => {
@@ -254,7 +256,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         eprintln!(
             "serving {} on http://{}",
-            args.run.display(),
+            args.model.display(),
             listener.local_addr()?
         );
         axum::serve(listener, app(state)).await

@@ -60,6 +60,7 @@ mod fastmath;
 pub mod features;
 mod io;
 pub mod model;
+pub mod model_dir;
 pub mod recommend;
 pub mod report;
 pub mod train;

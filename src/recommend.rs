@@ -199,6 +199,33 @@ impl TrainedRun {
         .recommend(history, domain, k, Exclude::History)
     }
 
+    /// Writes the run's best model as a self-contained model folder at `dir`
+    /// ([`crate::model_dir`]): configuration, score settings, weights, the catalogue with its
+    /// training counts, and the frozen feature rows; no interaction and no path outside it.
+    pub fn export(&self, dir: &Path) -> Result<crate::model_dir::SaveReport> {
+        let dataset = &self.data.dataset;
+        let catalogue = crate::data::Dataset::new(
+            dataset.name(),
+            dataset.domains().clone(),
+            dataset.items().to_vec(),
+            crate::data::TrainingData::Missing {
+                path: dir.to_path_buf(),
+                hint: "a model folder holds no interactions".into(),
+            },
+            Vec::new(),
+            Vec::new(),
+        )?;
+        let parts = crate::model_dir::ModelDirParts {
+            config: self.config.model.clone(),
+            score: self.model.score_settings(),
+            catalogue,
+            train_counts: dataset.train_counts(),
+            image: self.data.image.clone(),
+            text: self.data.text.clone(),
+        };
+        crate::model_dir::save(dir, &self.model, &parts)
+    }
+
     /// Turns the run into a [`Recommender`] (keeping its model, features and dataset).
     pub fn into_recommender(self) -> Recommender {
         Recommender::new(
@@ -282,12 +309,26 @@ impl std::fmt::Debug for Recommender {
 }
 
 impl Recommender {
-    /// Loads the run folder written by [`crate::train::train`] (config, data, best model).
-    pub fn load(run_dir: &Path, device: &Device) -> Result<Self> {
-        Ok(TrainedRun::load(run_dir, device)?.into_recommender())
+    /// Loads a model folder written by [`crate::model_dir::save`] (`llm-emf export`), which
+    /// needs nothing outside itself, or a run folder written by [`crate::train::train`] (its
+    /// config, its data through the paths the config records, its best model).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if crate::model_dir::is_model_dir(dir) {
+            let loaded = crate::model_dir::load(dir, device)?;
+            Ok(Self::new(
+                loaded.model,
+                loaded.features,
+                loaded.parts.catalogue,
+                &loaded.parts.config,
+                device,
+            ))
+        } else {
+            Ok(TrainedRun::load(dir, device)?.into_recommender())
+        }
     }
 
-    /// Builds a recommender from a model in validation mode and its data.
+    /// Builds a recommender from a model in validation mode and its catalogue (a dataset;
+    /// only its domains, items and titles are read).
     pub fn new(
         model: LlmEmf,
         features: ItemFeatures,

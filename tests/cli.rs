@@ -203,6 +203,49 @@ fn train_evaluate_recommend_round_trip() {
     );
     let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(recs.as_array().unwrap().len(), 4);
+    // Exported as a model folder, the run serves the same list from another working
+    // directory, without the run folder.
+    let model = dir.path().join("models/tiny");
+    let out = bin()
+        .args(["export"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("model folder"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::rename(&run, &moved).unwrap();
+    let out = bin()
+        .current_dir(elsewhere.path())
+        .args([
+            "recommend",
+            "--json",
+            "--history",
+            "0,21,3",
+            "--domain",
+            "Y",
+            "-k",
+            "4",
+            "--model",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(served, recs);
+    std::fs::rename(&moved, &run).unwrap();
     let out = bin()
         .args(["recommend", "--history", "0,999", "--domain", "Y", "--run"])
         .arg(&run)
@@ -235,7 +278,7 @@ fn embed_writes_one_row_per_item_and_feeds_training() {
         String::from_utf8_lossy(&run.stderr)
     );
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(text.contains("38396 embedded, 0 without text"), "{text}");
+    assert!(text.contains("38396 embedded, 0 without input"), "{text}");
     let m = llm_emf::features::FeatureMatrix::load(&out, Some(38_396)).unwrap();
     assert_eq!(m.dim(), 16);
     let bad = bin()

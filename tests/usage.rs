@@ -383,17 +383,25 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
         "{md}"
     );
     // Where the runs gain or lose, by how often their targets were seen in training.
+    // The validation table leads (choices are made on it), the test table follows.
+    let valid_at = md.find("Validation split").expect("a validation table");
+    let test_at = md.find("Test split").expect("a test table");
+    assert!(valid_at < test_at, "{md}");
     let (_, by_count) = md
-        .split_once("| model | domain | 0 | 1-4 | 5-19 | 20+ |")
-        .expect("a table by training interactions");
+        .split_once("Test MRR in % (examples)")
+        .and_then(|(_, rest)| {
+            rest.split_once("| model | domain | 0 | 1-4 | 5-19 | 20+ | a random order |")
+        })
+        .expect("a table of test MRR by training interactions");
     let rows: Vec<&str> = by_count
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| "))
         .collect();
     assert_eq!(rows.len(), 4, "two groups x two domains: {md}");
     assert!(
         rows.iter()
-            .all(|r| r.matches(" (").count() == 4 && r.ends_with(") |")),
+            .all(|r| r.matches(" (").count() == 4 && !r.ends_with(" - |")),
         "{md}"
     );
     for chart in ["loss.svg", "valid_mrr.svg", "test_metrics.svg"] {

@@ -8,11 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, SyntheticConfig, load_dataset};
 use llm_emf::enrich::{self, ChatClient, ClientConfig, EnrichOptions, PromptTemplate};
-use llm_emf::features::embed::{ItemTexts, embed_images, embed_texts, item_images, item_texts};
-use llm_emf::features::{
-    ClipEmbedder, EmbedJob, EmbedReport, HashingTextEncoder, SentenceEncoder, TextEmbed, TextSource,
-};
-use llm_emf::recommend::TrainedRun;
+use llm_emf::features::{EmbedReport, EmbedRequest, TextEncoderKind, TextSource, embed_dataset};
+use llm_emf::recommend::{Exclude, Recommender, TrainedRun};
 use llm_emf::report::{Group, group_index, markdown_table, paired_table, write_report};
 use llm_emf::train::experiment::{run_experiment, summary_markdown};
 use llm_emf::train::{
@@ -163,6 +160,10 @@ enum Command {
         /// Print nothing while training.
         #[arg(long)]
         quiet: bool,
+        /// Also print the test rows of the summary (summary.md always holds both splits).
+        /// Choices are made on validation; test numbers report a finished setting once.
+        #[arg(long)]
+        test: bool,
     },
     /// Copy the record of a finished experiment, everything but its weights (experiment.json,
     /// the summary, and each seed's config.json, results.json, log.jsonl and
@@ -206,10 +207,15 @@ enum Command {
         /// Where to write report.md and the charts.
         #[arg(long, default_value = "report")]
         out: PathBuf,
-        /// The label of a group to compare the others with, seed by seed: adds a table of
-        /// paired differences (runs matched by their training seed) to report.md and prints it.
+        /// The label of a group to compare the others with, seed by seed: adds the tables of
+        /// paired differences (runs matched by their training seed) and their chart to
+        /// report.md, and prints the validation one.
         #[arg(long)]
         reference: Option<String>,
+        /// Also print the test tables (report.md always holds both splits). Choices are made
+        /// on validation; test numbers are for reporting a finished setting once.
+        #[arg(long)]
+        test: bool,
     },
     /// Evaluate the best model of a run folder.
     Evaluate {
@@ -330,10 +336,24 @@ enum Command {
         quiet: bool,
     },
     /// Recommend the top-k items of a domain for a history.
-    Recommend {
+    /// Write a run's best model as a self-contained model folder (configuration, score
+    /// settings, weights in safetensors, the item catalogue and the frozen feature rows, with
+    /// a manifest of checksums) that `recommend --model` and services load without the
+    /// training data. An existing model folder at --out is replaced whole.
+    Export {
         /// Run folder.
-        #[arg(long)]
         run: PathBuf,
+        /// Model folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    Recommend {
+        /// Model folder (`llm-emf export`) or run folder.
+        #[arg(long, alias = "run")]
+        model: PathBuf,
         /// Global item ids of the history, oldest first, comma-separated.
         #[arg(long, value_delimiter = ',', num_args = 1..)]
         history: Vec<ItemId>,
@@ -371,22 +391,6 @@ fn load_any(data: &str) -> Result<llm_emf::data::Dataset> {
     }
 }
 
-struct EmbedArgs {
-    data: String,
-    text_encoder: String,
-    weights: Option<PathBuf>,
-    text_source: String,
-    with_attributes: bool,
-    images: Option<PathBuf>,
-    image_out: Option<PathBuf>,
-    batch_size: usize,
-    device: String,
-    dim: usize,
-    seed: u64,
-    quiet: bool,
-    out: Option<PathBuf>,
-}
-
 fn print_report(what: &str, path: &std::path::Path, r: &EmbedReport) {
     println!(
         "{what} -> {}: [{}, {}] float32; {} embedded, {} without input (zero rows), {} unreadable (zero rows); {:.1} items/s{}",
@@ -411,144 +415,51 @@ fn print_report(what: &str, path: &std::path::Path, r: &EmbedReport) {
     }
 }
 
-fn embed(a: EmbedArgs) -> Result<()> {
-    let dataset = load_any(&a.data)?;
-    let n = dataset.num_items();
-    let source = match a.text_source.as_str() {
-        "titles" => Some(TextSource::Titles),
-        "none" => None,
-        path => Some(TextSource::Enriched(PathBuf::from(path))),
-    };
-    if a.images.is_some() != a.image_out.is_some() {
-        return Err(Error::Config("--images and --image-out go together".into()));
-    }
-    if source.is_some() && a.out.is_none() {
-        return Err(Error::Config(
-            "--out is required (or --text-source none with --images)".into(),
-        ));
-    }
-    if source.is_none() && a.images.is_none() {
-        return Err(Error::Config(
-            "nothing to embed: --text-source none and no --images".into(),
-        ));
-    }
-    if a.images.is_some() && a.text_encoder != "clip" {
-        return Err(Error::Config(
-            "--images needs --text-encoder clip (its vision tower)".into(),
-        ));
-    }
-    let texts = match &source {
-        Some(s) => Some(item_texts(&dataset, s, a.with_attributes)?),
-        None => None,
-    };
-    if let (Some(t), Some(TextSource::Enriched(path))) = (&texts, &source) {
-        println!(
-            "{}: enriched text for {} of {n} items",
-            path.display(),
-            t.enriched
-        );
-    }
-    // FNV-1a over every item's text and image path.
-    let images_list = match &a.images {
-        Some(dir) => Some(item_images(dir, &dataset)?),
-        None => None,
-    };
-    let mut inputs_hash = 0xcbf2_9ce4_8422_2325u64;
-    let texts_iter = texts
-        .iter()
-        .flat_map(|t| t.texts.iter().map(|x| x.as_deref()));
-    let images_iter = images_list
-        .iter()
-        .flatten()
-        .map(|p| p.as_deref().and_then(|p| p.to_str()));
-    for part in texts_iter.chain(images_iter) {
-        for b in part.unwrap_or("\u{0}").bytes().chain([0xff]) {
-            inputs_hash = (inputs_hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    let job = |out: &PathBuf, dim: usize, what: &str| EmbedJob {
-        out: out.clone(),
-        rows: n,
-        dim,
-        // Partial rows are resumed only by the same job on the same inputs.
-        job: format!(
-            "{what}|{}|{}|{}|{}|{}|{:016x}",
-            a.text_encoder,
-            a.weights
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            a.text_source,
-            a.with_attributes,
-            dataset.name(),
-            inputs_hash
-        ),
-        // Resume granularity: several encoder batches, sorted by length inside.
-        batch_size: a.batch_size * 8,
-        progress: !a.quiet,
-    };
-    let weights = || {
-        a.weights.clone().ok_or_else(|| {
-            Error::Config(format!(
-                "--text-encoder {} needs --weights DIR (scripts/fetch-weights.sh fetches all-MiniLM-L6-v2)",
-                a.text_encoder
-            ))
-        })
-    };
-    let embed_text = |texts: &ItemTexts, out: &PathBuf, encoder: &dyn TextEmbed| -> Result<()> {
-        let job = job(out, encoder.dim(), "text");
-        let (_, report) = embed_texts(&job, &texts.texts, encoder, a.batch_size)?;
-        print_report("text", out, &report);
-        Ok(())
-    };
-    match a.text_encoder.as_str() {
-        "hashing" => {
-            let (Some(texts), Some(out)) = (&texts, &a.out) else {
-                return Err(Error::Config("the hashing encoder embeds text only".into()));
-            };
-            let start = std::time::Instant::now();
-            let encoder = HashingTextEncoder {
-                dim: a.dim,
-                seed: a.seed,
-            };
-            let refs: Vec<Option<&str>> = texts.texts.iter().map(|t| t.as_deref()).collect();
-            let (matrix, summary) = encoder.encode(&refs)?;
-            matrix.save_npy(out)?;
-            println!(
-                "text -> {}: [{}, {}] float32; {} embedded, {} without text (zero rows); {:.0} items/s",
-                out.display(),
-                matrix.rows(),
-                matrix.dim(),
-                summary.embedded,
-                summary.without_text,
-                n as f64 / start.elapsed().as_secs_f64().max(1e-9)
-            );
-        }
-        "minilm" => {
-            let (Some(texts), Some(out)) = (&texts, &a.out) else {
-                return Err(Error::Config("the MiniLM encoder embeds text only".into()));
-            };
-            let device = backend::device(&a.device)?;
-            embed_text(texts, out, &SentenceEncoder::load(&weights()?, &device)?)?;
-        }
-        "clip" => {
-            let device = backend::device(&a.device)?;
-            let clip = ClipEmbedder::load(&weights()?, &device)?;
-            if let (Some(texts), Some(out)) = (&texts, &a.out) {
-                embed_text(texts, out, &clip)?;
-            }
-            if let (Some(files), Some(out)) = (&images_list, &a.image_out) {
-                let (_, report) = embed_images(&job(out, clip.dim(), "image"), files, &clip)?;
-                print_report("images", out, &report);
-            }
-        }
+/// `llm-emf embed`'s arguments as the library's request.
+#[allow(clippy::too_many_arguments)]
+fn embed_request(
+    text_encoder: &str,
+    weights: Option<PathBuf>,
+    text_source: &str,
+    with_attributes: bool,
+    images: Option<PathBuf>,
+    image_out: Option<PathBuf>,
+    batch_size: usize,
+    dim: usize,
+    seed: u64,
+    quiet: bool,
+    out: Option<PathBuf>,
+) -> Result<EmbedRequest> {
+    let encoder = match text_encoder {
+        "hashing" => TextEncoderKind::Hashing { dim, seed },
+        "minilm" => TextEncoderKind::Minilm,
+        "clip" => TextEncoderKind::Clip,
         other => {
             return Err(Error::Config(format!(
                 "unknown text encoder {other:?}: expected clip, minilm or hashing"
             )));
         }
-    }
-    Ok(())
+    };
+    let text = match text_source {
+        "titles" => Some(TextSource::Titles),
+        "none" => None,
+        path => Some(TextSource::Enriched(PathBuf::from(path))),
+    };
+    let images = match (images, image_out) {
+        (Some(dir), Some(out)) => Some((dir, out)),
+        (None, None) => None,
+        _ => return Err(Error::Config("--images and --image-out go together".into())),
+    };
+    Ok(EmbedRequest {
+        encoder,
+        weights,
+        text,
+        with_attributes,
+        text_out: out,
+        images,
+        batch_size,
+        progress: !quiet,
+    })
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -613,11 +524,12 @@ fn run(cli: Cli) -> Result<()> {
             seeds,
             out,
             quiet,
+            test,
         } => {
             let (cfg, data, device) = run.resolve()?;
             let options = train_options(quiet, false);
             let summary = run_experiment(&cfg, &data, &seeds, &out, &device, &options)?;
-            print!("{}", summary_markdown(&cfg, &summary));
+            print!("{}", summary_markdown(&cfg, &summary, test));
             println!("experiment folder: {}", out.display());
         }
         Command::Archive { src, to, replace } => {
@@ -692,6 +604,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             out,
             reference,
+            test,
         } => {
             let groups = runs
                 .iter()
@@ -701,9 +614,17 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|label| group_index(&groups, &label))
                 .transpose()?;
             let written = write_report(&groups, reference, &out)?;
-            print!("{}", markdown_table(&groups));
-            if let Some(r) = reference {
-                print!("\n{}", paired_table(&groups, r)?);
+            let splits: &[Split] = if test {
+                &[Split::Valid, Split::Test]
+            } else {
+                &[Split::Valid]
+            };
+            for &split in splits {
+                print!("{}", markdown_table(&groups, split));
+                if let Some(r) = reference {
+                    print!("\n{}", paired_table(&groups, r, split)?);
+                }
+                println!();
             }
             for p in written {
                 println!("wrote {}", p.display());
@@ -753,21 +674,37 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             quiet,
             out,
-        } => embed(EmbedArgs {
-            data,
-            text_encoder,
-            weights,
-            text_source,
-            with_attributes,
-            images,
-            image_out,
-            batch_size,
-            device,
-            dim,
-            seed,
-            quiet,
-            out,
-        })?,
+        } => {
+            let request = embed_request(
+                &text_encoder,
+                weights,
+                &text_source,
+                with_attributes,
+                images,
+                image_out,
+                batch_size,
+                dim,
+                seed,
+                quiet,
+                out,
+            )?;
+            let dataset = load_any(&data)?;
+            let device = backend::device(&device)?;
+            let outcome = embed_dataset(&dataset, &request, &device)?;
+            if let Some((path, n)) = &outcome.enriched {
+                println!(
+                    "{}: enriched text for {n} of {} items",
+                    path.display(),
+                    dataset.num_items()
+                );
+            }
+            if let Some((path, report)) = &outcome.text {
+                print_report("text", path, report);
+            }
+            if let Some((path, report)) = &outcome.images {
+                print_report("images", path, report);
+            }
+        }
         Command::Enrich {
             data,
             endpoint,
@@ -814,8 +751,19 @@ fn run(cli: Cli) -> Result<()> {
                 )));
             }
         }
+        Command::Export { run, out, device } => {
+            let device = backend::device(&device)?;
+            let report = TrainedRun::load(&run, &device)?.export(&out)?;
+            println!(
+                "model folder {}: {} items, {} files, {:.1} MB",
+                report.dir.display(),
+                report.items,
+                report.files.len(),
+                report.bytes() as f64 / 1e6
+            );
+        }
         Command::Recommend {
-            run,
+            model,
             history,
             domain,
             k,
@@ -823,9 +771,9 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let device = backend::device(&device)?;
-            let trained = TrainedRun::load(&run, &device)?;
-            let domain: DomainId = trained.data.dataset.domain_by_name(&domain)?;
-            let recs = trained.recommend(&history, domain, k)?;
+            let recommender = Recommender::load(&model, &device)?;
+            let domain: DomainId = recommender.dataset().domain_by_name(&domain)?;
+            let recs = recommender.recommend(&history, domain, k, Exclude::History)?;
             if json {
                 print_json(&recs)?;
             } else {

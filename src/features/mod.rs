@@ -10,6 +10,7 @@ pub mod hashing;
 pub mod image;
 mod matrix;
 pub(crate) mod nn;
+pub mod pipeline;
 pub mod tokenize;
 
 pub use bert::{BertConfig, SentenceEncoder};
@@ -18,4 +19,5 @@ pub use embed::{EmbedJob, EmbedReport, JobOutcome, TextEmbed, TextSource};
 pub use hashing::{EmbedSummary, HashingTextEncoder};
 pub use image::ImagePreprocess;
 pub use matrix::FeatureMatrix;
+pub use pipeline::{EmbedOutcome, EmbedRequest, TextEncoderKind, embed_dataset};
 pub use tokenize::TextTokenizer;

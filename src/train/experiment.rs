@@ -118,7 +118,7 @@ pub fn run_experiment(
     write_json(&out.join("summary.json"), &summary)?;
     write_atomic(
         &out.join("summary.md"),
-        summary_markdown(config, &summary).as_bytes(),
+        summary_markdown(config, &summary, true).as_bytes(),
     )?;
     Ok(summary)
 }
@@ -182,8 +182,13 @@ fn add(
     }
 }
 
-/// The summary as a markdown table (metrics in %).
-pub fn summary_markdown(config: &ExperimentConfig, s: &ExperimentSummary) -> String {
+/// The summary as a markdown table (metrics in %): the validation rows, then, with
+/// `with_test`, the test rows.
+pub fn summary_markdown(
+    config: &ExperimentConfig,
+    s: &ExperimentSummary,
+    with_test: bool,
+) -> String {
     let mut out = format!(
         "# Experiment summary\n\nPreset `{}`, protocol {}, seeds {:?} (best epochs {:?}). Metrics in %, mean ± sample std over seeds.\n\n",
         config.preset, config.eval.protocol, s.seeds, s.best_epochs
@@ -195,7 +200,12 @@ pub fn summary_markdown(config: &ExperimentConfig, s: &ExperimentSummary) -> Str
     out.push_str("\n| --- | --- |");
     out.push_str(&" --- |".repeat(Metric::ALL.len()));
     out.push('\n');
-    for split in ["valid", "test"] {
+    let splits: &[&str] = if with_test {
+        &["valid", "test"]
+    } else {
+        &["valid"]
+    };
+    for &split in splits {
         let Some(domains) = s.splits.get(split) else {
             continue;
         };

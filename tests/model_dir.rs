@@ -1,0 +1,245 @@
+//! The model folder: a trained run exported, served without the run or its data with the same
+//! items and scores, and refused with an error naming the file when it is not whole.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{quiet, tiny_config};
+use sha2::{Digest, Sha256};
+
+use llm_emf::backend;
+use llm_emf::data::DomainId;
+use llm_emf::recommend::{Exclude, Recommendation, Recommender, TrainedRun};
+use llm_emf::train::{ExperimentConfig, Preset, train};
+
+/// Histories of the tiny world (X is 0..40, Y is 40..90), with the domain to recommend from.
+const REQUESTS: [(&[u32], DomainId); 6] = [
+    (&[0, 45, 3, 60], DomainId::Y),
+    (&[0, 45, 3, 60], DomainId::X),
+    (&[41, 42], DomainId::X),
+    (&[5], DomainId::Y),
+    (&[12, 13, 14, 70, 71], DomainId::Y),
+    (&[89], DomainId::X),
+];
+
+fn answers(rec: &Recommender) -> Vec<Vec<Recommendation>> {
+    REQUESTS
+        .iter()
+        .map(|(h, d)| rec.recommend(h, *d, 10, Exclude::History).unwrap())
+        .collect()
+}
+
+/// A titled run (title rows, row shrinkage fitted on validation) whose text vectors live in a
+/// file outside the run folder.
+fn titled_config(dir: &Path) -> (ExperimentConfig, PathBuf) {
+    let mut cfg = tiny_config(Preset::Recommended, 2);
+    cfg.model.id_text = true;
+    cfg.model.id_row_init = 0.1;
+    cfg.train.fit_row_shrinkage = true;
+    let generated = cfg.load_data().unwrap();
+    let text = dir.join("features/text.npy");
+    std::fs::create_dir_all(text.parent().unwrap()).unwrap();
+    generated.text.unwrap().save_npy(&text).unwrap();
+    cfg.features.text = Some(text.clone());
+    (cfg, text)
+}
+
+fn export_tiny(dir: &Path) -> (PathBuf, Vec<Vec<Recommendation>>) {
+    let device = backend::from_env().unwrap();
+    let (cfg, text) = titled_config(dir);
+    let run_dir = dir.join("run");
+    train(&cfg, &cfg.load_data().unwrap(), &run_dir, &device, &quiet()).unwrap();
+    let run = TrainedRun::load(&run_dir, &device).unwrap();
+    let model_dir = dir.join("export/model");
+    let report = run.export(&model_dir).unwrap();
+    let mut names: Vec<&str> = report.files.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "features.safetensors",
+            "items.jsonl",
+            "manifest.json",
+            "model.json",
+            "weights.safetensors"
+        ]
+    );
+    assert_eq!(report.items, 90);
+    let want = answers(&run.into_recommender());
+    // The run, its config and the feature file it read are gone.
+    std::fs::remove_dir_all(&run_dir).unwrap();
+    std::fs::remove_file(&text).unwrap();
+    (model_dir, want)
+}
+
+#[test]
+fn an_exported_model_serves_alone_with_the_run_s_items_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, want) = export_tiny(dir.path());
+    // Nothing in the folder points outside it.
+    for f in ["model.json", "manifest.json", "items.jsonl"] {
+        let text = std::fs::read_to_string(model_dir.join(f)).unwrap();
+        assert!(
+            !text.contains(dir.path().to_str().unwrap()) && !text.contains("text.npy"),
+            "{f} names a path: {text}"
+        );
+    }
+    let device = backend::from_env().unwrap();
+    let served = Recommender::load(&model_dir, &device).unwrap();
+    let got = answers(&served);
+    for ((w, g), (h, d)) in want.iter().zip(&got).zip(REQUESTS) {
+        assert_eq!(
+            w.iter()
+                .map(|r| (r.item, r.title.clone()))
+                .collect::<Vec<_>>(),
+            g.iter()
+                .map(|r| (r.item, r.title.clone()))
+                .collect::<Vec<_>>(),
+            "history {h:?}, domain {d:?}"
+        );
+        for (a, b) in w.iter().zip(g) {
+            assert!((a.score - b.score).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+    // Exporting again replaces the folder whole; a folder that is not a model is left alone.
+    let copy = dir.path().join("copy");
+    copy_dir(&model_dir, &copy);
+    let other = dir.path().join("notes");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "mine").unwrap();
+    let loaded = llm_emf::model_dir::load(&copy, &device).unwrap();
+    let e = llm_emf::model_dir::save(&other, &loaded.model, &loaded.parts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("notes") && e.contains("not a model folder"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    llm_emf::model_dir::save(&model_dir, &loaded.model, &loaded.parts).unwrap();
+    let again = answers(&Recommender::load(&model_dir, &device).unwrap());
+    assert_eq!(
+        again.iter().flatten().map(|r| r.item).collect::<Vec<_>>(),
+        got.iter().flatten().map(|r| r.item).collect::<Vec<_>>()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(model_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["model"], "no staging folder left behind");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Replaces `name` in the model folder `dir` and records its size and checksum in the
+/// manifest, as a consistent (but wrong) export would.
+fn rewrite_consistently(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let sha: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    manifest["files"][name] = serde_json::json!({"bytes": bytes.len(), "sha256": sha});
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn folders_that_are_not_whole_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, _) = export_tiny(dir.path());
+    let device = backend::from_env().unwrap();
+    let fresh = |name: &str| {
+        let d = dir.path().join(name);
+        copy_dir(&model_dir, &d);
+        d
+    };
+    let error = |d: &Path| {
+        Recommender::load(d, &device)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+
+    // Another format version.
+    let d = fresh("version");
+    let path = d.join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    let e = error(&d);
+    assert!(
+        e.contains("manifest.json") && e.contains("version 99"),
+        "{e}"
+    );
+
+    // A truncated weights file.
+    let d = fresh("truncated");
+    let w = std::fs::read(d.join("weights.safetensors")).unwrap();
+    std::fs::write(d.join("weights.safetensors"), &w[..w.len() / 2]).unwrap();
+    let e = error(&d);
+    assert!(
+        e.contains("weights.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
+
+    // A changed byte in the catalogue.
+    let d = fresh("tampered");
+    let mut items = std::fs::read(d.join("items.jsonl")).unwrap();
+    let at = items.iter().position(|&b| b == b'7').unwrap();
+    items[at] = b'8';
+    std::fs::write(d.join("items.jsonl"), &items).unwrap();
+    let e = error(&d);
+    assert!(e.contains("items.jsonl") && e.contains("checksum"), "{e}");
+
+    // Parts that disagree, each file whole: an item fewer than the domains hold.
+    let d = fresh("fewer-items");
+    let text = std::fs::read_to_string(d.join("items.jsonl")).unwrap();
+    let kept: String = text.lines().take(89).map(|l| format!("{l}\n")).collect();
+    rewrite_consistently(&d, "items.jsonl", kept.as_bytes());
+    let e = error(&d);
+    assert!(e.contains("items.jsonl") && e.contains("89 items"), "{e}");
+
+    // Feature rows of another width than the model was built for.
+    let d = fresh("width");
+    let text = std::fs::read_to_string(d.join("model.json")).unwrap();
+    let mut model: serde_json::Value = serde_json::from_str(&text).unwrap();
+    model["feature_widths"]["text"] = serde_json::json!(9);
+    rewrite_consistently(&d, "model.json", &serde_json::to_vec(&model).unwrap());
+    let e = error(&d);
+    assert!(
+        e.contains("features.safetensors") && e.contains("[90, 9]"),
+        "{e}"
+    );
+
+    // Weights of another model (a wider ID table): the parameters do not fit.
+    let d = fresh("other-model");
+    let mut model: serde_json::Value = serde_json::from_str(&text).unwrap();
+    model["model"]["id_dim"] = serde_json::json!(24);
+    rewrite_consistently(&d, "model.json", &serde_json::to_vec(&model).unwrap());
+    let e = error(&d);
+    assert!(e.contains("weights.safetensors"), "{e}");
+
+    // A file the manifest lists is gone; a folder without a manifest is not a model folder.
+    let d = fresh("gone");
+    std::fs::remove_file(d.join("features.safetensors")).unwrap();
+    let e = error(&d);
+    assert!(e.contains("features.safetensors"), "{e}");
+    let d = fresh("no-manifest");
+    std::fs::remove_file(d.join("manifest.json")).unwrap();
+    let e = llm_emf::model_dir::load(&d, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a model folder"), "{e}");
+}
