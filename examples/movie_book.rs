@@ -42,8 +42,8 @@ struct Args {
     /// Frozen text features (`.npy`, one row per item).
     #[arg(long = "features-tex")]
     text: Option<PathBuf>,
-    /// The preset: the paper's setting (Table 3's model) or the library's.
-    #[arg(long, value_enum, default_value_t = Preset::Paper)]
+    /// The preset: `paper` (Table 3's model), `recommended`, `ids` or `titles`.
+    #[arg(long, default_value = "paper")]
     preset: Preset,
     /// Epochs (default: the preset's).
     #[arg(long)]

@@ -87,19 +87,6 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
-/// A progress bar over `len` units named `unit`, with rate and ETA (drawn on stderr).
-pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "[{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

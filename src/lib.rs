@@ -36,23 +36,29 @@
 //! - [`train`]: the experiment configuration, presets, the training engine and multi-seed
 //!   experiments;
 //! - [`eval`]: metrics and the evaluator;
-//! - [`recommend`]: loading a trained run, evaluating it, recommending ([`recommend::Recommender`]
-//!   for services);
-//! - [`report`]: tables and SVG charts of runs and experiments;
+//! - [`recommend`]: loading a trained run or model folder, evaluating it, recommending
+//!   ([`recommend::Recommender`] for services);
+//! - [`model_dir`]: a trained model as a self-contained, versioned, checksummed folder;
+//! - [`report`]: tables (and, with `report`, SVG charts) of runs and experiments;
 //! - [`features`]: frozen feature matrices and the encoders that make them (CLIP's image and
-//!   text towers, all-MiniLM-L6-v2, a hashing encoder), with `embed` running them over a dataset;
-//! - [`enrich`]: LLM enrichment of item titles through an OpenAI-compatible endpoint;
+//!   text towers and all-MiniLM-L6-v2 with `encoders`, a hashing encoder), with `embed` running
+//!   them over a dataset;
+//! - `enrich` (with the `enrich` feature): LLM enrichment of item titles through an
+//!   OpenAI-compatible endpoint;
 //! - [`backend`]: choosing a device by name.
 //!
 //! # Crate features
-//! - `flex` (default): Burn's CPU backend, with SIMD and AVX-512 kernels (the fastest here);
-//! - `ndarray`: Burn's older CPU backend;
-//! - `wgpu`: GPUs through wgpu;
-//! - `cuda`: NVIDIA GPUs (needs network access at build time).
+#![doc = document_features::document_features!()]
+//!
+//! A service that trains, evaluates or serves needs none of the last five:
+//! `llm_emf = { version = "0.1", default-features = false, features = ["flex"] }` builds the
+//! model, training, evaluation, [`recommend::Recommender`] and [`model_dir`]. The library logs
+//! through `tracing`; install a subscriber to see its events.
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod data;
+#[cfg(feature = "enrich")]
 pub mod enrich;
 pub mod error;
 pub mod eval;
@@ -61,6 +67,7 @@ pub mod features;
 mod io;
 pub mod model;
 pub mod model_dir;
+mod progress;
 pub mod recommend;
 pub mod report;
 pub mod train;

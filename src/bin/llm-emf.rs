@@ -44,8 +44,8 @@ struct RunArgs {
     /// Preset: `titles` (the best setting for data with item titles; needs --features-tex),
     /// `ids` (the best without titles), `recommended` (fast, any data; the default) or `paper`
     /// (the paper's model and recipe). Overrides the config file's own.
-    #[arg(long)]
-    preset: Option<Preset>,
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
     /// Maximum number of epochs.
     #[arg(long)]
     epochs: Option<usize>,
@@ -74,8 +74,8 @@ impl RunArgs {
         burn::tensor::Device,
     )> {
         let mut cfg = match &self.config {
-            Some(p) => ExperimentConfig::load_with(p, self.preset)?,
-            None => ExperimentConfig::preset(self.preset.unwrap_or_default()),
+            Some(p) => ExperimentConfig::load_with(p, self.preset.map(Preset::from))?,
+            None => ExperimentConfig::preset(self.preset.map(Preset::from).unwrap_or_default()),
         };
         if let Some(d) = &self.data {
             cfg.data = data_source(d);
@@ -223,12 +223,12 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
         /// Split.
-        #[arg(long, value_enum, default_value_t = Split::Test)]
-        split: Split,
+        #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+        split: SplitArg,
         /// Protocol: c2dsr (999 uniform negatives), abxi (999 negatives unseen by the user) or
         /// full (all items of the target domain).
         #[arg(long, value_enum)]
-        protocol: Option<Protocol>,
+        protocol: Option<ProtocolArg>,
         /// Seed of the sampled negatives (default: the run's).
         #[arg(long)]
         seed: Option<u64>,
@@ -645,15 +645,17 @@ fn run(cli: Cli) -> Result<()> {
             let candidates = match candidates {
                 Some(path) => Candidates::load(&path)?,
                 None => trained.candidates(
-                    split,
-                    protocol.unwrap_or(trained.config.eval.protocol),
+                    split.into(),
+                    protocol
+                        .map(Protocol::from)
+                        .unwrap_or(trained.config.eval.protocol),
                     seed,
                 )?,
             };
             if let Some(path) = save_candidates {
                 candidates.save(&path)?;
             }
-            let evaluation = trained.evaluate_with(split, &candidates)?;
+            let evaluation = trained.evaluate_with(split.into(), &candidates)?;
             if json {
                 print_json(&evaluation)?;
             } else {
@@ -793,6 +795,72 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `--preset` values ([`Preset`]).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PresetArg {
+    /// The paper's model and recipe, implemented faithfully (Eq. 10 loss, fixed alpha/beta and
+    /// lambdas, Adam with L2, full softmax).
+    Paper,
+    /// The library's general setting: fast, for any data (q = 64, IDs and whatever features
+    /// are given).
+    Recommended,
+    /// The best measured setting for data without item titles (q = 256, IDs only).
+    Ids,
+    /// The best measured setting for data with item titles: title vectors in the ID rows and
+    /// the rows shrunk towards them by a count chosen on validation. Needs --features-tex.
+    Titles,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Paper => Preset::Paper,
+            PresetArg::Recommended => Preset::Recommended,
+            PresetArg::Ids => Preset::Ids,
+            PresetArg::Titles => Preset::Titles,
+        }
+    }
+}
+
+/// `--split` values ([`Split`]).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    /// The validation split.
+    Valid,
+    /// The test split.
+    Test,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Valid => Split::Valid,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+/// `--protocol` values ([`Protocol`]).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProtocolArg {
+    /// 999 uniform negatives from the target domain (C2DSR, the paper).
+    C2dsr,
+    /// 999 negatives from the target domain that the user never interacted with (ABXI).
+    Abxi,
+    /// Every item of the target domain.
+    Full,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::C2dsr => Protocol::C2dsr,
+            ProtocolArg::Abxi => Protocol::Abxi,
+            ProtocolArg::Full => Protocol::Full,
+        }
+    }
+}
+
 /// `--batching` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum BatchingArg {
@@ -804,6 +872,13 @@ enum BatchingArg {
 
 fn main() -> ExitCode {
     backend::tune_allocator();
+    // The library's events (one line per epoch, fits, early stops) on stderr, as plain lines.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -103,7 +103,7 @@ pub struct Example {
 }
 
 /// Which evaluation split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// The validation split (early stopping, model selection).

@@ -26,7 +26,7 @@ use crate::io::write_atomic;
 pub const DEFAULT_NEGATIVES: usize = 999;
 
 /// An evaluation protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// 999 uniform negatives from the target domain, excluding only the target (C2DSR, LLM-EMF).

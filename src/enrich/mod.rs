@@ -99,7 +99,7 @@ impl PromptTemplate {
     pub fn render(&self, domain: &str, title: &str, attributes: &str) -> String {
         self.text
             .replace("{domain}", domain)
-            .replace("{title}", &crate::features::tokenize::clean_text(title))
+            .replace("{title}", &crate::features::text::clean_text(title))
             .replace("{attributes}", attributes)
     }
 }
@@ -303,11 +303,7 @@ pub fn enrich(
         .open(out)
         .map_err(|e| Error::io(out, e))?;
 
-    let bar = if options.progress {
-        crate::io::progress_bar(work.len() as u64, "items")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::progress::Bar::units(options.progress, work.len() as u64, "items");
     let start = Instant::now();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);

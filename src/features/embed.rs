@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "encoders")]
 use super::bert::SentenceEncoder;
+#[cfg(feature = "encoders")]
 use super::clip::ClipEmbedder;
 use super::matrix::FeatureMatrix;
 use crate::data::{Dataset, Item, ItemId};
@@ -31,6 +33,7 @@ pub trait TextEmbed {
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>>;
 }
 
+#[cfg(feature = "encoders")]
 impl TextEmbed for SentenceEncoder {
     fn dim(&self) -> usize {
         SentenceEncoder::dim(self)
@@ -40,6 +43,7 @@ impl TextEmbed for SentenceEncoder {
     }
 }
 
+#[cfg(feature = "encoders")]
 impl TextEmbed for ClipEmbedder {
     fn dim(&self) -> usize {
         ClipEmbedder::dim(self)
@@ -302,11 +306,7 @@ impl EmbedJob {
             .map_err(|e| Error::io(&partial, e))?;
         crate::io::write_json(&meta_path, &meta)?;
 
-        let bar = if self.progress {
-            crate::io::progress_bar(self.rows as u64, "items")
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = crate::progress::Bar::units(self.progress, self.rows as u64, "items");
         bar.set_position(done as u64);
         let resumed = done;
         let start = Instant::now();
@@ -404,6 +404,7 @@ pub fn embed_texts(
 
 /// Embeds one image per row (`None`: a zero row; an unreadable file: a zero row, reported)
 /// with CLIP's vision tower into `job.out`.
+#[cfg(feature = "encoders")]
 pub fn embed_images(
     job: &EmbedJob,
     images: &[Option<PathBuf>],

@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 
-use super::embed::{
-    EmbedJob, EmbedReport, ItemTexts, TextEmbed, TextSource, embed_images, embed_texts,
-    item_images, item_texts,
-};
-use super::{ClipEmbedder, HashingTextEncoder, SentenceEncoder};
+use super::HashingTextEncoder;
+use super::embed::{EmbedJob, EmbedReport, TextSource, item_images, item_texts};
+#[cfg(feature = "encoders")]
+use super::embed::{ItemTexts, TextEmbed, embed_images, embed_texts};
+#[cfg(feature = "encoders")]
+use super::{ClipEmbedder, SentenceEncoder};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use burn::tensor::Device;
@@ -103,6 +104,7 @@ impl EmbedRequest {
         Ok(())
     }
 
+    #[cfg(feature = "encoders")]
     fn weights(&self) -> Result<PathBuf> {
         self.weights.clone().ok_or_else(|| {
             Error::Config(format!(
@@ -180,15 +182,6 @@ pub fn embed_dataset(
         batch_size: request.batch_size * 8,
         progress: request.progress,
     };
-    let embed_text = |texts: &ItemTexts, out: &PathBuf, encoder: &dyn TextEmbed| {
-        let (_, report) = embed_texts(
-            &job(out, encoder.dim(), "text"),
-            &texts.texts,
-            encoder,
-            request.batch_size,
-        )?;
-        Ok::<_, Error>((out.clone(), report))
-    };
     let mut outcome = EmbedOutcome {
         enriched,
         text: None,
@@ -219,25 +212,49 @@ pub fn embed_dataset(
                 },
             ));
         }
+        #[cfg(feature = "encoders")]
         TextEncoderKind::Minilm => {
             let (Some(texts), Some(out)) = (&texts, &request.text_out) else {
                 unreachable!("checked: the MiniLM encoder has text and an output");
             };
             let encoder = SentenceEncoder::load(&request.weights()?, device)?;
-            outcome.text = Some(embed_text(texts, out, &encoder)?);
+            let job = job(out, encoder.dim(), "text");
+            outcome.text = Some((out.clone(), text_report(&job, texts, &encoder, request)?));
         }
+        #[cfg(feature = "encoders")]
         TextEncoderKind::Clip => {
             let clip = ClipEmbedder::load(&request.weights()?, device)?;
             if let (Some(texts), Some(out)) = (&texts, &request.text_out) {
-                outcome.text = Some(embed_text(texts, out, &clip)?);
+                let job = job(out, clip.dim(), "text");
+                outcome.text = Some((out.clone(), text_report(&job, texts, &clip, request)?));
             }
             if let (Some(files), Some((_, out))) = (&images, &request.images) {
                 let (_, report) = embed_images(&job(out, clip.dim(), "image"), files, &clip)?;
                 outcome.images = Some((out.clone(), report));
             }
         }
+        #[cfg(not(feature = "encoders"))]
+        TextEncoderKind::Clip | TextEncoderKind::Minilm => {
+            let _ = (job, images, device);
+            return Err(Error::Config(format!(
+                "the {} encoder needs the `encoders` cargo feature: rebuild with `--features encoders`",
+                request.encoder.name()
+            )));
+        }
     }
     Ok(outcome)
+}
+
+/// Embeds `texts` with `encoder` as `job` says.
+#[cfg(feature = "encoders")]
+fn text_report(
+    job: &EmbedJob,
+    texts: &ItemTexts,
+    encoder: &dyn TextEmbed,
+    request: &EmbedRequest,
+) -> Result<EmbedReport> {
+    let (_, report) = embed_texts(job, &texts.texts, encoder, request.batch_size)?;
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -274,8 +291,11 @@ mod tests {
         let mut r = request(TextEncoderKind::Minilm);
         r.text_out = Some("t.npy".into());
         assert!(r.check().is_ok());
-        let e = r.weights().unwrap_err().to_string();
-        assert!(e.contains("minilm") && e.contains("--weights"), "{e}");
+        #[cfg(feature = "encoders")]
+        {
+            let e = r.weights().unwrap_err().to_string();
+            assert!(e.contains("minilm") && e.contains("--weights"), "{e}");
+        }
     }
 
     #[test]

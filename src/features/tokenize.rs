@@ -24,12 +24,7 @@ pub const CLIP_PATTERN: &str =
 /// Number of merges OpenAI's tokenizer reads from `bpe_simple_vocab_16e6.txt.gz`.
 const CLIP_MERGES: usize = 49152 - 256 - 2;
 
-/// Decodes HTML entities (named, decimal and hexadecimal) twice, then trims.
-pub fn clean_text(text: &str) -> String {
-    let once = html_escape::decode_html_entities(text);
-    let twice = html_escape::decode_html_entities(&once);
-    twice.trim().to_string()
-}
+pub use super::text::clean_text;
 
 /// GPT-2's reversible map from bytes to printable characters, in OpenAI's order.
 pub fn bytes_to_unicode() -> Vec<char> {

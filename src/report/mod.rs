@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::Evaluation;
-use crate::io::{read_text, write_atomic};
+use crate::io::read_text;
 use crate::train::{EpochLog, RunPaths, TrainReport};
 
+#[cfg(feature = "report")]
 pub mod charts;
 mod tables;
 #[cfg(test)]
@@ -272,6 +273,7 @@ pub fn group_index(groups: &[Group], label: &str) -> Result<usize> {
 /// `valid_mrr.svg`, `test_metrics.svg` and, with a reference, `paired.svg` into `out_dir`;
 /// returns their paths. Every file is written whole or not at all, and everything that can
 /// fail on the inputs is checked before the first one is written.
+#[cfg(feature = "report")]
 pub fn write_report(
     groups: &[Group],
     reference: Option<usize>,
@@ -342,7 +344,7 @@ pub fn write_report(
         std::iter::once(("report.md", md)).chain(charts.into_iter().map(|(f, _, svg)| (f, svg)))
     {
         let path = out_dir.join(name);
-        write_atomic(&path, text.as_bytes())?;
+        crate::io::write_atomic(&path, text.as_bytes())?;
         written.push(path);
     }
     Ok(written)

@@ -111,7 +111,7 @@ impl Objective {
 
 /// Which domains the loss targets (Eq. 10 is written for target X; with both, the two losses
 /// are summed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetDomains {
     /// Both domains (the default).
@@ -320,7 +320,7 @@ impl Default for EvalConfig {
 }
 
 /// A named starting point for a configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// The paper's model and recipe, implemented faithfully (Eq. 10 loss, fixed alpha/beta and
@@ -350,6 +350,24 @@ impl Preset {
         Preset::Ids,
         Preset::Titles,
     ];
+}
+
+impl std::str::FromStr for Preset {
+    type Err = Error;
+
+    /// A preset by its name (`paper`, `recommended`, `ids`, `titles`).
+    fn from_str(s: &str) -> Result<Self> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = Preset::ALL.iter().map(Preset::to_string).collect();
+                Error::Config(format!(
+                    "unknown preset {s:?}: expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
 }
 
 impl std::fmt::Display for Preset {

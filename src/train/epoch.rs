@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -68,7 +67,12 @@ pub(super) fn run_epoch(
         plan.domain_x,
         &mut rng,
     );
-    let bar = progress_bar(plan, batches.len());
+    let bar = crate::progress::Bar::epoch(
+        plan.progress,
+        batches.len() as u64,
+        plan.epoch + 1,
+        plan.epochs,
+    );
     let mut profile = plan.profile.then(StepProfile::default);
     let start = Instant::now();
     let mut loss_sum: Option<Tensor<1>> = None;
@@ -122,20 +126,4 @@ pub(super) fn run_epoch(
         profile,
     };
     Ok((model, stats))
-}
-
-fn progress_bar(plan: &EpochPlan<'_>, batches: usize) -> ProgressBar {
-    if !plan.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(batches as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} batches, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{}/{}", plan.epoch + 1, plan.epochs));
-    bar
 }

@@ -101,12 +101,12 @@ pub fn run_experiment(
         let results = RunPaths::new(&dir).results();
         let report: TrainReport = if results.is_file() {
             if options.verbose {
-                eprintln!("seed {seed}: finished before, skipped");
+                tracing::info!("seed {seed}: finished before, skipped");
             }
             read_json(&results)?
         } else {
             if options.verbose {
-                eprintln!("seed {seed}: training in {}", dir.display());
+                tracing::info!("seed {seed}: training in {}", dir.display());
             }
             let mut c = config.clone();
             c.train.seed = seed;

@@ -276,7 +276,7 @@ pub(super) fn fit_if<R>(
     }
     let fit = fit()?;
     if verbose {
-        eprintln!("{}", describe(&fit));
+        tracing::info!("{}", describe(&fit));
     }
     Ok(Some(fit))
 }

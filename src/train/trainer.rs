@@ -37,7 +37,9 @@ use crate::model::LlmEmf;
 pub struct TrainOptions {
     /// Show a progress bar per epoch.
     pub progress: bool,
-    /// Print one summary line per epoch to stderr.
+    /// Emit one summary line per epoch and the training's events (resumption, rate decays,
+    /// early stop, validation fits) as `tracing` info events: the `llm-emf` tool prints them
+    /// on stderr; a service routes them with its own subscriber (none installed: dropped).
     pub verbose: bool,
     /// Time the phases of every training step (synchronising the device after each) and write
     /// them to `log.jsonl`. Slows training a little.
@@ -124,7 +126,7 @@ pub fn train(
     if state.epochs_done > 0 {
         (model, optim) = resume(&paths, &state, model, optim)?;
         if options.verbose {
-            eprintln!(
+            tracing::info!(
                 "resuming {} after epoch {}",
                 run_dir.display(),
                 state.epochs_done
@@ -138,7 +140,7 @@ pub fn train(
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
     let objective = tc.objective.for_dataset(dataset);
     if options.verbose && objective != tc.objective {
-        eprintln!(
+        tracing::info!(
             "the sampled softmax's negatives cover both domains ({} and {} items): training \
              with the full softmax",
             dataset.domain(DomainId::X).len,
@@ -223,7 +225,7 @@ pub fn train(
                     optim = new_optimizer(tc);
                 }
                 if options.verbose {
-                    eprintln!(
+                    tracing::info!(
                         "validation stalled: learning rate x{}{}",
                         state.lr_scale,
                         if p.restore_best {
@@ -252,7 +254,7 @@ pub fn train(
             domain_weights: Some(DomainId::BOTH.map(|d| model.domain_weights(d))),
         };
         if options.verbose {
-            eprintln!("{}", log.summary());
+            tracing::info!("{}", log.summary());
         }
         let line = serde_json::to_string(&log).map_err(|e| Error::json(paths.log(), e))?;
         append_line(&paths.log(), &line)?;
@@ -263,9 +265,10 @@ pub fn train(
         save_checkpoint(&paths, &state, &model, &optim)?;
         if stopped_early {
             if options.verbose {
-                eprintln!(
+                tracing::info!(
                     "early stop: no better validation MRR for {} epochs (best: epoch {})",
-                    tc.patience, state.best_epoch
+                    tc.patience,
+                    state.best_epoch
                 );
             }
             break;
@@ -283,15 +286,16 @@ pub fn train(
         )?;
         if options.verbose {
             if let Some(fit) = &fits.0 {
-                eprintln!(
+                tracing::info!(
                     "modality weights (id, image, text) fitted on validation: {:?}",
                     fit.chosen
                 );
             }
             if let Some(fit) = &fits.1 {
-                eprintln!(
+                tracing::info!(
                     "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
-                    fit.chosen[0], fit.chosen[1]
+                    fit.chosen[0],
+                    fit.chosen[1]
                 );
             }
         }
