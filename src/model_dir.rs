@@ -10,6 +10,7 @@
 //! | `items.jsonl` | one line per item in global id order: id, domain, source key and title where known, training interactions (what the row shrinkage reads) |
 //! | `weights.safetensors` | the learned parameters, by module path |
 //! | `features.safetensors` | the frozen feature rows the model reads (`image`, `text`), when it reads any |
+//! | `added.jsonl` | items added after training ([`add_items`]), one [`NewItem`] per line with its text vector, when there are any |
 //!
 //! Writing goes to a temporary folder beside the destination, which then replaces it, so a
 //! reader never sees a half-written model; loading checks the format version, every file's
@@ -29,6 +30,7 @@ use crate::data::{Dataset, Domain, DomainId, Item, ItemId, TrainingData};
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
 use crate::model::{Catalogue, ItemFeatures, LlmEmf, ModelConfig, ScoreSettings};
+use crate::recommend::{NewItem, Recommender};
 use burn::tensor::Device;
 
 /// The `format` of every manifest.
@@ -41,6 +43,7 @@ const MODEL: &str = "model.json";
 const ITEMS: &str = "items.jsonl";
 const WEIGHTS: &str = "weights.safetensors";
 const FEATURES: &str = "features.safetensors";
+const ADDED: &str = "added.jsonl";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +108,8 @@ pub struct ModelDirParts {
     pub image: Option<FeatureMatrix>,
     /// Frozen text rows, when the model reads them.
     pub text: Option<FeatureMatrix>,
+    /// Items added after training, in the order of their ids (after the catalogue's).
+    pub added: Vec<NewItem>,
 }
 
 /// What [`save`] wrote.
@@ -320,6 +325,16 @@ fn write_parts(dir: &Path, model: &LlmEmf, parts: &ModelDirParts) -> Result<Vec<
             &features_bytes(parts.image.as_ref(), parts.text.as_ref())?,
         )?;
     }
+    if !parts.added.is_empty() {
+        let mut lines = String::new();
+        for item in &parts.added {
+            lines.push_str(&serde_json::to_string(item).map_err(|e| {
+                Error::InvalidInput(format!("serialising added item {:?}: {e}", item.key))
+            })?);
+            lines.push('\n');
+        }
+        put(ADDED, lines.as_bytes())?;
+    }
     let weights_path = dir.join(WEIGHTS);
     let mut store = SafetensorsStore::from_file(&weights_path).overwrite(true);
     model
@@ -518,6 +533,18 @@ fn read_parts_from(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<Mode
             }
         }
     }
+    let mut added = Vec::new();
+    if let Some(bytes) = files.get(ADDED) {
+        let path = dir.join(ADDED);
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::format(&path, format!("not UTF-8: {e}")))?;
+        for (no, line) in text.lines().enumerate() {
+            added.push(
+                serde_json::from_str::<NewItem>(line)
+                    .map_err(|e| Error::parse(&path, no + 1, e.to_string()))?,
+            );
+        }
+    }
     let catalogue = Dataset::new(
         model_file.dataset,
         domains,
@@ -537,6 +564,7 @@ fn read_parts_from(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<Mode
         train_counts: counts,
         image,
         text,
+        added,
     })
 }
 
@@ -609,4 +637,24 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
         features,
         parts,
     })
+}
+
+/// Adds `items` to the model folder at `dir`: they are checked as [`Recommender::add_items`]
+/// checks them (against the catalogue and the items added before), then the folder is
+/// written anew with them, in place of the old one. A [`Recommender`] loaded from the folder
+/// afterwards recommends them by their text.
+pub fn add_items(dir: &Path, items: &[NewItem], device: &Device) -> Result<SaveReport> {
+    let loaded = load(dir, device)?;
+    let mut check = Recommender::new(
+        loaded.model.clone(),
+        loaded.features.clone(),
+        loaded.parts.catalogue.clone(),
+        &loaded.parts.config,
+        device,
+    );
+    check.add_items(&loaded.parts.added)?;
+    check.add_items(items)?;
+    let mut parts = loaded.parts;
+    parts.added.extend(items.iter().cloned());
+    save(dir, &loaded.model, &parts)
 }

@@ -245,6 +245,46 @@ fn train_evaluate_recommend_round_trip() {
     );
     let served: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(served, recs);
+    // New items by their text vectors (the width of the model's text features).
+    let model_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
+    let width = model_json["feature_widths"]["text"].as_u64().unwrap() as usize;
+    let items = dir.path().join("new.jsonl");
+    let vector = serde_json::to_string(&vec![0.25f32; width]).unwrap();
+    std::fs::write(
+        &items,
+        format!("{{\"domain\": \"Y\", \"key\": \"brand-new\", \"title\": \"A new thing\", \"text\": {vector}}}\n"),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["add-items", "--model"])
+        .arg(&model)
+        .arg("--items")
+        .arg(&items)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 items added"));
+    // A line without a vector and no encoder to embed its title: named by file and line.
+    std::fs::write(
+        &items,
+        "\n{\"domain\": \"Y\", \"key\": \"other\", \"title\": \"Untold\"}\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["add-items", "--model"])
+        .arg(&model)
+        .arg("--items")
+        .arg(&items)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("new.jsonl:2") && e.contains("--weights"), "{e}");
     std::fs::rename(&moved, &run).unwrap();
     let out = bin()
         .args(["recommend", "--history", "0,999", "--domain", "Y", "--run"])

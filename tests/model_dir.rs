@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use llm_emf::backend;
 use llm_emf::data::DomainId;
-use llm_emf::recommend::{Exclude, Recommendation, Recommender, TrainedRun};
+use llm_emf::recommend::{Exclude, NewItem, Recommendation, Recommender, Request, TrainedRun};
 use llm_emf::train::{ExperimentConfig, Preset, train};
 
 /// Histories of the tiny world (X is 0..40, Y is 40..90), with the domain to recommend from.
@@ -242,4 +242,171 @@ fn folders_that_are_not_whole_are_refused_naming_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a model folder"), "{e}");
+}
+
+/// A titled model whose learned rows are all shrunk away (a prior count far above any
+/// training count), without the image modality: every catalogue item is scored by its text
+/// alone, as an added item is.
+fn text_scored(dir: &Path) -> TrainedRun {
+    let device = backend::from_env().unwrap();
+    let (mut cfg, _) = titled_config(dir);
+    cfg.model.modalities.image = false;
+    cfg.train.fit_row_shrinkage = false;
+    let run_dir = dir.join("run");
+    train(&cfg, &cfg.load_data().unwrap(), &run_dir, &device, &quiet()).unwrap();
+    let mut run = TrainedRun::load(&run_dir, &device).unwrap();
+    for d in DomainId::BOTH {
+        run.model.set_row_shrinkage(d, Some(1e12)).unwrap();
+    }
+    run
+}
+
+fn twin_of(run: &TrainedRun, item: usize, key: &str) -> NewItem {
+    NewItem {
+        domain: DomainId::Y,
+        key: key.into(),
+        title: Some(format!("{key}, a new item")),
+        text: run.data.text.as_ref().unwrap().row(item).to_vec(),
+    }
+}
+
+#[test]
+fn new_items_are_recommended_by_their_text_at_once_and_saved_with_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
+    let run = text_scored(dir.path());
+    let model_dir = dir.path().join("model");
+    run.export(&model_dir).unwrap();
+    // Twins of Y's items 45 and 70: the same text, so the same score as they get.
+    let twins = [twin_of(&run, 45, "new-45"), twin_of(&run, 70, "new-70")];
+    let mut rec = run.into_recommender();
+    assert_eq!(rec.new_item_text_width().unwrap(), 8);
+    let ids = rec.add_items(&twins).unwrap();
+    assert_eq!(ids, [90, 91]);
+    assert_eq!(rec.item_by_key("new-70"), Some(91));
+    assert_eq!(rec.item_by_key("45"), Some(45));
+    let ask = |rec: &Recommender| {
+        let request = Request {
+            history: vec![0, 45, 3, 60],
+            domain: DomainId::Y,
+            k: 4,
+            exclude: Exclude::Nothing,
+            candidates: Some(vec![45, 70, 90, 91]),
+        };
+        rec.recommend_batch(&[request]).unwrap().remove(0)
+    };
+    let got = ask(&rec);
+    let score = |item: u32| got.iter().find(|r| r.item == item).unwrap().score;
+    for (old, new) in [(45, 90), (70, 91)] {
+        assert!(
+            (score(old) - score(new)).abs() <= 1e-6 * score(old).abs(),
+            "{got:?}"
+        );
+    }
+    let title = got.iter().find(|r| r.item == 91).unwrap().title.clone();
+    assert_eq!(title.as_deref(), Some("new-70, a new item"));
+    // Among the whole domain, without a candidate list, they are ranked like everything else.
+    let all = rec
+        .recommend(&[0, 45, 3, 60], DomainId::Y, 52, Exclude::Nothing)
+        .unwrap();
+    assert_eq!(all.len(), 52);
+    assert!(all.iter().any(|r| r.item == 90) && all.iter().any(|r| r.item == 91));
+
+    // Saved into the model folder, they are served after a reload with the same scores.
+    llm_emf::model_dir::add_items(&model_dir, &twins, &device).unwrap();
+    let reloaded = Recommender::load(&model_dir, &device).unwrap();
+    assert_eq!(reloaded.added_items().count(), 2);
+    let again = ask(&reloaded);
+    for (a, b) in got.iter().zip(&again) {
+        assert_eq!(a.item, b.item);
+        assert!((a.score - b.score).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+    // Adding the same keys again is refused, and the folder keeps its two.
+    let e = llm_emf::model_dir::add_items(&model_dir, &twins[..1], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("new-45") && e.contains("already"), "{e}");
+    assert_eq!(
+        Recommender::load(&model_dir, &device)
+            .unwrap()
+            .added_items()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn new_items_that_cannot_be_scored_are_refused_naming_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = text_scored(dir.path());
+    let good = twin_of(&run, 45, "fine");
+    let mut rec = run.into_recommender();
+    let with = |f: &dyn Fn(&mut NewItem)| {
+        let mut item = good.clone();
+        f(&mut item);
+        item
+    };
+    let cases: [(NewItem, &str); 5] = [
+        (with(&|i| i.text.truncate(5)), "width 5"),
+        (
+            with(&|i| i.text.iter_mut().for_each(|v| *v = 0.0)),
+            "no text",
+        ),
+        (with(&|i| i.text[2] = f32::NAN), "not finite"),
+        (with(&|i| i.key = "45".into()), "already in the catalogue"),
+        (with(&|i| i.key = String::new()), "empty key"),
+    ];
+    for (item, want) in cases {
+        let e = rec.add_items(&[item]).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    // Two items of one key in one call: neither is added.
+    let e = rec
+        .add_items(&[good.clone(), good.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"fine\""), "{e}");
+    assert_eq!(rec.added_items().count(), 0);
+    let [id] = rec.add_items(&[good]).unwrap()[..] else {
+        panic!("one id")
+    };
+    // An added item is recommendable, not readable in a history, and only in its domain.
+    let e = rec
+        .recommend(&[0, id], DomainId::Y, 3, Exclude::History)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("added after training"), "{e}");
+    let request = Request {
+        history: vec![0],
+        domain: DomainId::X,
+        k: 3,
+        exclude: Exclude::History,
+        candidates: Some(vec![1, id]),
+    };
+    let e = rec.recommend_batch(&[request]).unwrap_err().to_string();
+    assert!(e.contains(&format!("candidate {id}")), "{e}");
+
+    // A model without a text path cannot take new items at all.
+    let device = backend::from_env().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 1);
+    cfg.model.modalities.text = false;
+    let ids_only = dir.path().join("ids-only");
+    train(
+        &cfg,
+        &cfg.load_data().unwrap(),
+        &ids_only,
+        &device,
+        &quiet(),
+    )
+    .unwrap();
+    let mut rec = Recommender::load(&ids_only, &device).unwrap();
+    let e = rec
+        .add_items(&[twin_of(
+            &TrainedRun::load(&ids_only, &device).unwrap(),
+            45,
+            "x",
+        )])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no text path"), "{e}");
 }

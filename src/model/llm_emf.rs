@@ -374,6 +374,48 @@ impl LlmEmf {
         self.output_rows(m, features, |table| table.narrow(0, start, len))
     }
 
+    /// The output rows of modality `m` for items outside the catalogue, scored by their text
+    /// alone (`text`: `[items, text_dim]`, L2-normalised as [`ItemFeatures::new`] uploads
+    /// rows): the ID modality's row is the mapped title without a learned row (what an item
+    /// never seen in training gets under any row shrinkage), a zero row without title rows;
+    /// the text modality's row is the text row (projected when the model projects features);
+    /// the image modality's row is zero (no image: neutral in every cosine). Rows as
+    /// [`Self::heads`] holds them.
+    ///
+    /// # Shapes
+    /// - `text`: `[items, text_dim]`; output `[items, width of m's table]`
+    pub fn text_only_rows(
+        &self,
+        m: Modality,
+        text: Tensor<2>,
+        features: &ItemFeatures,
+    ) -> Tensor<2> {
+        let [n, _] = text.dims();
+        let device = text.device();
+        match m {
+            Modality::Id => {
+                let table = self.items.as_ref().expect("ID modality without ID table");
+                match &table.text_map {
+                    Some(map) => l2_normalise(map.forward(text)),
+                    None => Tensor::zeros([n, table.dim()], &device),
+                }
+            }
+            _ => {
+                let rows = match m {
+                    Modality::Text => text,
+                    _ => {
+                        let width = features.dims()[m.index()].unwrap_or(1);
+                        Tensor::zeros([n, width], &device)
+                    }
+                };
+                match self.projection(m) {
+                    Some(p) => l2_normalise(p.forward(rows)),
+                    None => rows,
+                }
+            }
+        }
+    }
+
     /// Rows of a modality's output table: `pick` takes them from the whole table (all items),
     /// then ID rows are L2-normalised and feature rows projected (feature rows are normalised
     /// when uploaded, and again after a projection).

@@ -15,6 +15,10 @@ use crate::model::{ItemFeatures, LlmEmf};
 use crate::train::checkpoint::load_best_model;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
+mod new_items;
+
+pub use new_items::NewItem;
+
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
@@ -222,6 +226,7 @@ impl TrainedRun {
             train_counts: dataset.train_counts(),
             image: self.data.image.clone(),
             text: self.data.text.clone(),
+            added: Vec::new(),
         };
         crate::model_dir::save(dir, &self.model, &parts)
     }
@@ -295,6 +300,9 @@ pub struct Recommender {
     scales: [f64; 3],
     batcher: SequenceBatcher,
     dataset: crate::data::Dataset,
+    /// Items added after training ([`Recommender::add_items`]), per domain in the order of
+    /// their columns after the domain's catalogue items, with their global ids.
+    added: [Vec<(ItemId, NewItem)>; 2],
     device: Device,
 }
 
@@ -303,6 +311,7 @@ impl std::fmt::Debug for Recommender {
         f.debug_struct("Recommender")
             .field("dataset", &self.dataset.name())
             .field("items", &self.dataset.num_items())
+            .field("added", &(self.added[0].len() + self.added[1].len()))
             .field("max_len", &self.batcher.max_len())
             .finish()
     }
@@ -315,13 +324,18 @@ impl Recommender {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         if crate::model_dir::is_model_dir(dir) {
             let loaded = crate::model_dir::load(dir, device)?;
-            Ok(Self::new(
+            let added = loaded.parts.added.clone();
+            let mut recommender = Self::new(
                 loaded.model,
                 loaded.features,
                 loaded.parts.catalogue,
                 &loaded.parts.config,
                 device,
-            ))
+            );
+            recommender.add_items(&added).map_err(|e| {
+                Error::InvalidInput(format!("{}: the added items: {e}", dir.display()))
+            })?;
+            Ok(recommender)
         } else {
             Ok(TrainedRun::load(dir, device)?.into_recommender())
         }
@@ -357,6 +371,7 @@ impl Recommender {
             scales,
             batcher,
             dataset,
+            added: [Vec::new(), Vec::new()],
             device: device.clone(),
         }
     }
@@ -421,7 +436,7 @@ impl Recommender {
                     &self.heads[d.index()],
                 )?
             };
-            let n = self.dataset.domain(d).len as usize;
+            let n = self.columns(d);
             // Rows are independent: mixed and ranked in parallel on the host, one pass each.
             let answers: Vec<Vec<Recommendation>> = idx
                 .par_iter()
@@ -474,13 +489,19 @@ impl Recommender {
         }
         let n = self.dataset.num_items();
         if let Some(&bad) = r.history.iter().find(|&&i| i as usize >= n) {
-            return Err(format!(
-                "history item {bad} is outside the catalogue of {n} items"
-            ));
+            return Err(if self.added_column(bad).is_some() {
+                format!(
+                    "history item {bad} was added after training: a history holds only the items the model was trained with (an added item is recommendable, not yet readable as a past interaction)"
+                )
+            } else {
+                format!("history item {bad} is outside the catalogue of {n} items")
+            });
         }
         if let Some(c) = &r.candidates {
             let dom = self.dataset.domain(r.domain);
-            if let Some(&bad) = c.iter().find(|&&i| !dom.contains(i)) {
+            if let Some(&bad) = c.iter().find(|&&i| {
+                !dom.contains(i) && self.added_column(i).is_none_or(|(d, _)| d != r.domain)
+            }) {
                 return Err(format!(
                     "candidate {bad} is not an item of domain {}",
                     dom.name
@@ -500,7 +521,13 @@ impl Recommender {
                 let mut c: Vec<(ItemId, f32)> = c
                     .iter()
                     .filter(|&&item| !excluded(item))
-                    .map(|&item| (item, row[(item - dom.start) as usize]))
+                    .map(|&item| {
+                        let column = match self.added_column(item) {
+                            Some((_, column)) => column,
+                            None => (item - dom.start) as usize,
+                        };
+                        (item, row[column])
+                    })
                     .collect();
                 c.sort_unstable_by_key(|&(item, _)| item);
                 c.dedup_by_key(|e| e.0);
@@ -510,7 +537,7 @@ impl Recommender {
                 let mut all: Vec<(ItemId, f32)> = row
                     .iter()
                     .enumerate()
-                    .map(|(i, &s)| (dom.start + i as ItemId, s))
+                    .map(|(i, &s)| (self.column_item(r.domain, i), s))
                     .collect();
                 if r.exclude == Exclude::History {
                     for &item in r.history.iter().filter(|&&i| dom.contains(i)) {
@@ -532,7 +559,7 @@ impl Recommender {
             .into_iter()
             .map(|(item, s)| Recommendation {
                 item,
-                title: self.dataset.items()[item as usize].title.clone(),
+                title: self.title(item),
                 score: s as f64,
             })
             .collect()
