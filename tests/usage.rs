@@ -707,17 +707,30 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         err.contains(&base_dir.path().display().to_string()),
         "{err}"
     );
-    // Nor title rows to shrink: the row-shrinkage fit is refused, naming the run.
+    // Untitled rows shrink towards their domain's mean trained row: the fit runs on an IDs-only
+    // run, whole rows compete, and the choice is never worse on validation.
     let rows = RunFits {
         weights: false,
         row_shrinkage: true,
     };
-    let err = fit_run(base_dir.path(), &device, rows)
+    let fitted = fit_run(base_dir.path(), &device, rows).unwrap();
+    let fit = fitted.row_shrinkage_fit.expect("a row-shrinkage fit");
+    assert_eq!(fit.grid.len(), 9);
+    let sum = |g: &(Option<f64>, [f64; 2])| g.1[0] + g.1[1];
+    let whole = fit.grid.iter().find(|g| g.0.is_none()).unwrap();
+    let chosen = fit.grid.iter().find(|g| g.0 == fit.chosen[0]).unwrap();
+    assert!(sum(chosen) >= sum(whole), "{fit:?}");
+    // A model without ID rows has nothing to shrink: refused, naming the run.
+    let features_only = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 1);
+    cfg.model.modalities.id = false;
+    train(&cfg, &data, features_only.path(), &device, &quiet()).unwrap();
+    let err = fit_run(features_only.path(), &device, rows)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("title rows"), "{err}");
+    assert!(err.contains("no ID rows"), "{err}");
     assert!(
-        err.contains(&base_dir.path().display().to_string()),
+        err.contains(&features_only.path().display().to_string()),
         "{err}"
     );
 

@@ -313,7 +313,14 @@ impl ItemTable {
     ) -> Tensor<2> {
         let rows = pick(self.rows.weight.val());
         let Some(map) = &self.text_map else {
-            return rows;
+            // Without titles, a shrunk row leans towards its domain's mean trained row.
+            return match self.row_scale() {
+                Some(scale) if !rows.device().is_autodiff() => {
+                    let rest = scale.clone().neg().add_scalar(1.0);
+                    rows * pick(scale) + pick(self.domain_mean_rows()) * pick(rest)
+                }
+                _ => rows,
+            };
         };
         let rows = if self.row_dropout > 0.0 && rows.device().is_autodiff() {
             let [picked, _] = rows.dims();
@@ -330,30 +337,28 @@ impl ItemTable {
         rows + map.forward(text)
     }
 
-    /// With title rows, the prior count `k` of domain `d`'s learned rows at inference: item
-    /// i's learned row is scaled by `c_i / (c_i + k)`, `c_i` its training interactions, before
-    /// its mapped title is added; `None` (the default) uses every row whole. A learned row is
-    /// an estimate from the item's own interactions: an item never seen in training has only
-    /// ever been a sampled negative, so its row holds nothing but "not this one". Shrinking
-    /// the row towards the title (`k = 0`: only the unseen items' rows are dropped) lets the
-    /// title place the items training did not reach. Training is unchanged (the scale applies
-    /// outside autodiff).
+    /// The prior count `k` of domain `d`'s learned rows at inference: item i's learned row is
+    /// scaled by `c_i / (c_i + k)`, `c_i` its training interactions, and the rest of its
+    /// weight goes to a prior: with title rows its mapped title (added whole, as in training),
+    /// without them the mean learned row of the domain's items seen in training, weighted
+    /// `k / (c_i + k)`. `None` (the default) uses every row whole. A learned row is an estimate
+    /// from the item's own interactions: an item never seen in training has only ever been a
+    /// sampled negative (or kept its random start), so its row holds nothing but "not this
+    /// one". Shrinking it towards the prior (`k = 0`: only the unseen items' rows are
+    /// replaced) places the items training did not reach where the prior puts them: by their
+    /// title, or, untitled, as an average item of their domain. Training is unchanged (the
+    /// scale applies outside autodiff).
     pub fn shrinkage(&self, d: DomainId) -> Option<f64> {
         let k = self.shrinkage[d.index()];
         (k >= 0.0).then_some(k)
     }
 
-    /// Sets [`Self::shrinkage`] of domain `d`'s rows; an error unless the table has title rows
-    /// and `k` is finite and not negative.
+    /// Sets [`Self::shrinkage`] of domain `d`'s rows; an error unless `k` is finite and not
+    /// negative.
     pub fn set_shrinkage(&mut self, d: DomainId, k: Option<f64>) -> Result<()> {
         match k {
             None => self.shrinkage[d.index()] = -1.0,
             Some(k) => {
-                if self.text_map.is_none() {
-                    return Err(Error::Config(format!(
-                        "row shrinkage {k} needs title rows (model.id_text): without them a shrunk row leaves nothing"
-                    )));
-                }
                 if !(k.is_finite() && k >= 0.0) {
                     return Err(Error::Config(format!(
                         "row shrinkage {k} must be a finite count, 0 or more"
@@ -363,6 +368,31 @@ impl ItemTable {
             }
         }
         Ok(())
+    }
+
+    /// Per item, the mean learned row of its domain's items seen in training (a zero row in a
+    /// domain without any).
+    ///
+    /// # Shapes
+    /// - output `[items, dim]`
+    fn domain_mean_rows(&self) -> Tensor<2> {
+        let weight = self.rows.weight.val();
+        let q = self.dim();
+        let parts = DomainId::BOTH.map(|d| {
+            let (start, len) = self.domain_rows(d);
+            let seen = self
+                .train_log_counts
+                .clone()
+                .narrow(0, start, len)
+                .greater_elem(0.0)
+                .float()
+                .reshape([len, 1]);
+            let rows = weight.clone().narrow(0, start, len);
+            let count = seen.clone().sum().clamp_min(1.0).reshape([1, 1]);
+            let mean = (rows * seen).sum_dim(0) / count;
+            mean.expand([len, q])
+        });
+        Tensor::cat(parts.to_vec(), 0)
     }
 
     /// The scale of every item's learned row under the shrinkage, `c_i / (c_i + k_D)` (0 for

@@ -281,13 +281,13 @@ impl LlmEmf {
     }
 
     /// Sets [`Self::row_shrinkage`] of domain `d`'s rows ([`ItemTable::set_shrinkage`]); an
-    /// error unless the model has title rows and `k` is finite and not negative.
+    /// error unless the model has ID rows and `k` is finite and not negative.
     pub fn set_row_shrinkage(&mut self, d: DomainId, k: Option<f64>) -> Result<()> {
         match (&mut self.items, k) {
             (Some(t), k) => t.set_shrinkage(d, k),
             (None, None) => Ok(()),
             (None, Some(k)) => Err(Error::Config(format!(
-                "row shrinkage {k} needs title rows (model.id_text): this model has no ID rows"
+                "row shrinkage {k} needs ID rows: this model has none (the id modality is off)"
             ))),
         }
     }

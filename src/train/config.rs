@@ -226,11 +226,11 @@ pub struct TrainConfig {
     pub fit_domain_weights: bool,
     /// After training (and after the weight fits), choose on the validation split one prior
     /// count `k` for the learned ID rows of both domains at inference
-    /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`
-    /// beside its mapped title; `k = 0` drops only the rows of items never seen in training).
+    /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`,
+    /// the rest of its weight on its mapped title with title rows, on its domain's mean trained
+    /// row without; `k = 0` replaces only the rows of items never seen in training).
     /// Whole rows compete; chosen on the sum of the domains' validation MRRs (9 values).
-    /// Needs title rows (`model.id_text`); kept beside the saved model (`model.score.json`).
-    /// Default false.
+    /// Needs ID rows; kept beside the saved model (`model.score.json`). Default false.
     #[serde(default)]
     pub fit_row_shrinkage: bool,
 }
@@ -669,9 +669,9 @@ impl ExperimentConfig {
                 ));
             }
         }
-        if t.fit_row_shrinkage && !(self.model.id_text && self.model.modalities.id) {
+        if t.fit_row_shrinkage && !self.model.modalities.id {
             return Err(Error::Config(
-                "train: fit_row_shrinkage needs title rows (model.id_text with the id modality): there are no learned rows to shrink towards a title".into(),
+                "train: fit_row_shrinkage needs ID rows (the id modality): there are no learned rows to shrink".into(),
             ));
         }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {
@@ -790,16 +790,16 @@ mod tests {
         let mut cfg = ExperimentConfig::default();
         cfg.train.batch_size = 0;
         assert!(cfg.validate().is_err());
-        // The row shrinkage needs title rows to shrink towards, checked before training.
+        // The row shrinkage needs ID rows, checked before training.
         let mut cfg = ExperimentConfig::default();
         cfg.train.fit_row_shrinkage = true;
+        cfg.validate().unwrap();
+        cfg.model.modalities.id = false;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(
-            err.contains("fit_row_shrinkage") && err.contains("id_text"),
+            err.contains("fit_row_shrinkage") && err.contains("ID rows"),
             "{err}"
         );
-        cfg.model.id_text = true;
-        cfg.validate().unwrap();
     }
 
     #[test]

@@ -232,9 +232,10 @@ pub fn fit_row_shrinkage(
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
     domain_names: [&str; 2],
 ) -> Result<RowShrinkageFit> {
-    if !model.has_title_rows() {
+    if model.items.is_none() {
         return Err(Error::Config(
-            "train.fit_row_shrinkage needs title rows (model.id_text): the model has no rows to shrink towards a title".into(),
+            "train.fit_row_shrinkage needs ID rows: the model has none (the id modality is off)"
+                .into(),
         ));
     }
     let before = DomainId::BOTH.map(|d| model.row_shrinkage(d));
@@ -322,9 +323,9 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
             model.modalities().len()
         )));
     }
-    if fits.row_shrinkage && !model.has_title_rows() {
+    if fits.row_shrinkage && model.items.is_none() {
         return Err(Error::Config(format!(
-            "{}: the model has no title rows (model.id_text): no learned rows to shrink towards a title",
+            "{}: the model has no ID rows (the id modality is off): no learned rows to shrink",
             run_dir.display()
         )));
     }

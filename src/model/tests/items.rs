@@ -190,7 +190,7 @@ fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
     let (mut trained, ad_feats) = build(&ad);
     trained.set_row_shrinkage(DomainId::X, Some(0.0)).unwrap();
     expect(&trained, &ad_feats, &|_| 1.0);
-    // Bad values, and a model without title rows, are refused by name.
+    // Bad values are refused by name.
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
         let err = model
             .set_row_shrinkage(DomainId::X, Some(bad))
@@ -198,13 +198,47 @@ fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
             .to_string();
         assert!(err.contains("row shrinkage"), "{err}");
     }
-    let mut plain =
-        LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
-    let err = plain
-        .set_row_shrinkage(DomainId::X, Some(1.0))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("model.id_text"), "{err}");
+    // Without title rows, a shrunk row leans towards the mean learned row of its domain's
+    // items seen in training: `c / (c + k)` of its own, `k / (c + k)` of the mean.
+    let plain_config = ModelConfig {
+        id_text: false,
+        ..config.clone()
+    };
+    let of_data = Catalogue::of(&s.data.dataset);
+    let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+    let counts = (0..of_data.num_items()).map(|i| (i % 4) as u32).collect();
+    let catalogue = Catalogue::new(sizes, counts).unwrap();
+    let feats = features(&s, &device);
+    let mut plain = plain_config.init(&catalogue, &feats, &device).unwrap();
+    let learned = host(id_table(&plain).rows.weight.val());
+    let mean_of = |range: std::ops::Range<usize>| -> Vec<f32> {
+        let seen: Vec<usize> = range.filter(|&i| c(i) > 0.0).collect();
+        (0..learned[0].len())
+            .map(|j| seen.iter().map(|&i| learned[i][j]).sum::<f32>() / seen.len() as f32)
+            .collect()
+    };
+    let n = learned.len();
+    let means = [mean_of(0..n_x), mean_of(n_x..n)];
+    for (k, d) in [(0.0, DomainId::X), (2.0, DomainId::Y)] {
+        plain.set_row_shrinkage(d, Some(k)).unwrap();
+    }
+    let got = host(id_table(&plain).pick(None, |t| t));
+    for (i, row) in got.iter().enumerate() {
+        let (k, mean) = if i < n_x {
+            (0.0, &means[0])
+        } else {
+            (2.0, &means[1])
+        };
+        let own = if c(i) + k == 0.0 {
+            0.0
+        } else {
+            c(i) / (c(i) + k)
+        };
+        for (j, v) in row.iter().enumerate() {
+            let want = own * learned[i][j] + (1.0 - own) * mean[j];
+            assert!((v - want).abs() < 1e-5, "item {i}: {v} against {want}");
+        }
+    }
     plain.set_row_shrinkage(DomainId::X, None).unwrap();
 }
 
