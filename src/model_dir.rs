@@ -137,6 +137,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The size and SHA-256 of a file, read in chunks.
+fn sha256_of_file(path: &Path) -> Result<(u64, String)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    let sha = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((len, sha))
+}
+
 /// Writes `bytes` to `path` and flushes it to disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
@@ -335,20 +358,18 @@ fn write_parts(dir: &Path, model: &LlmEmf, parts: &ModelDirParts) -> Result<Vec<
         }
         put(ADDED, lines.as_bytes())?;
     }
+    // Serialised in memory, then written like every other file (flushed, the same mode).
     let weights_path = dir.join(WEIGHTS);
-    let mut store = SafetensorsStore::from_file(&weights_path).overwrite(true);
+    let mut store = SafetensorsStore::from_bytes(None);
     model
         .clone()
         .save_into(&mut store)
         .map_err(|e| Error::checkpoint(&weights_path, format!("{e:?}")))?;
-    let weights = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-    entries.insert(
-        WEIGHTS.to_string(),
-        FileEntry {
-            bytes: weights.len() as u64,
-            sha256: sha256_hex(&weights),
-        },
-    );
+    let weights = store
+        .get_bytes()
+        .map_err(|e| Error::checkpoint(&weights_path, format!("{e:?}")))?;
+    put(WEIGHTS, &weights)?;
+    drop(weights);
     let files: Vec<(String, u64)> = entries.iter().map(|(k, v)| (k.clone(), v.bytes)).collect();
     let manifest = Manifest {
         format: FORMAT.to_string(),
@@ -411,18 +432,25 @@ fn read_verified(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
             ));
         }
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        if bytes.len() as u64 != entry.bytes {
+        // The weights are checked as a stream and read by the store from the file (mapped),
+        // so the largest file is never held twice.
+        let (len, sha, bytes) = if name == WEIGHTS {
+            let (len, sha) = sha256_of_file(&path)?;
+            (len, sha, Vec::new())
+        } else {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            (bytes.len() as u64, sha256_hex(&bytes), bytes)
+        };
+        if len != entry.bytes {
             return Err(Error::format(
                 &path,
                 format!(
-                    "{} bytes, but the manifest says {} (truncated or replaced): export the model again",
-                    bytes.len(),
+                    "{len} bytes, but the manifest says {} (truncated or replaced): export the model again",
                     entry.bytes
                 ),
             ));
         }
-        if sha256_hex(&bytes) != entry.sha256 {
+        if sha != entry.sha256 {
             return Err(Error::format(
                 &path,
                 "checksum differs from the manifest's (the file changed after export): export the model again",
@@ -585,6 +613,7 @@ pub struct LoadedModel {
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let files = read_verified(dir)?;
     let parts = read_parts_from(dir, &files)?;
+    drop(files);
     let features = ItemFeatures::new(
         parts.image.as_ref(),
         parts.text.as_ref(),
@@ -601,7 +630,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
         .init(&catalogue, &features, device)
         .map_err(|e| Error::format(&model_path, e.to_string()))?;
     let weights_path = dir.join(WEIGHTS);
-    let mut store = SafetensorsStore::from_bytes(Some(files[WEIGHTS].clone()))
+    let mut store = SafetensorsStore::from_file(&weights_path)
         .validate(true)
         .allow_partial(false);
     let mut model = model;
