@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, SyntheticConfig, load_dataset};
 use llm_emf::enrich::{self, ChatClient, ClientConfig, EnrichOptions, PromptTemplate};
 use llm_emf::features::{EmbedReport, EmbedRequest, TextEncoderKind, TextSource, embed_dataset};
-use llm_emf::recommend::{Exclude, NewItem, Recommender, TrainedRun};
+use llm_emf::recommend::{Exclude, Recommender, TrainedRun};
 use llm_emf::report::{Group, group_index, markdown_table, paired_table, write_report};
 use llm_emf::train::experiment::{run_experiment, summary_markdown};
 use llm_emf::train::{
@@ -480,76 +480,6 @@ fn embed_request(
     })
 }
 
-/// One line of `add-items --items`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewItemLine {
-    domain: String,
-    key: String,
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    text: Option<Vec<f32>>,
-}
-
-/// Reads `add-items`' file: every line's domain by name, and a text vector given or embedded
-/// from the title with MiniLM (`weights`).
-fn read_new_items(
-    model: &std::path::Path,
-    path: &std::path::Path,
-    weights: Option<&std::path::Path>,
-    device: &burn::tensor::Device,
-) -> Result<Vec<NewItem>> {
-    let catalogue = llm_emf::model_dir::read_parts(model)?.catalogue;
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut items = Vec::new();
-    let mut to_embed = Vec::new();
-    for (no, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let l: NewItemLine =
-            serde_json::from_str(line).map_err(|e| Error::parse(path, no + 1, e.to_string()))?;
-        let domain = catalogue
-            .domain_by_name(&l.domain)
-            .map_err(|e| Error::parse(path, no + 1, e.to_string()))?;
-        let text = match (l.text, &l.title, weights) {
-            (Some(t), _, _) => t,
-            (None, Some(title), Some(_)) => {
-                to_embed.push((items.len(), title.clone()));
-                Vec::new()
-            }
-            (None, _, _) => {
-                return Err(Error::parse(
-                    path,
-                    no + 1,
-                    format!(
-                        "item {:?} has no text vector: give `text`, or a title and --weights to embed it",
-                        l.key
-                    ),
-                ));
-            }
-        };
-        items.push(NewItem {
-            domain,
-            key: l.key,
-            title: l.title,
-            text,
-        });
-    }
-    if let (Some(weights), false) = (weights, to_embed.is_empty()) {
-        let encoder = llm_emf::features::SentenceEncoder::load(weights, device)?;
-        let titles: Vec<&str> = to_embed.iter().map(|(_, t)| t.as_str()).collect();
-        let vectors = encoder.encode(&titles)?;
-        let dim = encoder.dim();
-        for ((i, _), v) in to_embed.iter().zip(vectors.chunks_exact(dim)) {
-            items[*i].text = v.to_vec();
-        }
-    }
-    Ok(items)
-}
-
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::InvalidInput(format!("serialising output: {e}")))?;
@@ -859,7 +789,18 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => {
             let device = backend::device(&device)?;
-            let new = read_new_items(&model, &items, weights.as_deref(), &device)?;
+            let catalogue = llm_emf::model_dir::read_parts(&model)?.catalogue;
+            let encoder = match &weights {
+                Some(w) => Some(llm_emf::features::SentenceEncoder::load(w, &device)?),
+                None => None,
+            };
+            let new = llm_emf::recommend::read_new_items(
+                &items,
+                &catalogue,
+                encoder
+                    .as_ref()
+                    .map(|e| e as &dyn llm_emf::features::TextEmbed),
+            )?;
             let report = llm_emf::model_dir::add_items(&model, &new, &device)?;
             println!(
                 "{} items added to {} ({} in the catalogue)",

@@ -17,7 +17,7 @@ use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
 mod new_items;
 
-pub use new_items::NewItem;
+pub use new_items::{NewItem, read_new_items};
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,13 +9,15 @@
 //! (the encoders' input rows are the trained table's).
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::Recommender;
-use crate::data::{DomainId, ItemId};
+use crate::data::{Dataset, DomainId, ItemId};
 use crate::error::{Error, Result};
+use crate::features::TextEmbed;
 use crate::model::Modality;
 
 /// An item added to a served model after training ([`Recommender::add_items`]).
@@ -211,4 +213,74 @@ impl Recommender {
         ids.sort_unstable();
         Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
+}
+
+/// One line of a new-items file ([`read_new_items`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItemLine {
+    domain: String,
+    key: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    text: Option<Vec<f32>>,
+}
+
+/// Reads new items from a JSON-lines file of `{"domain": NAME, "key": ID, "title": "...",
+/// "text": [floats]}` (blank lines skipped), each domain by its name in `catalogue` (or `X` /
+/// `Y`). A line without `text` has its title embedded by `encoder` (the encoder the model's
+/// text features came from); without an encoder, or without a title, it is an error naming the
+/// file and line.
+pub fn read_new_items(
+    path: &Path,
+    catalogue: &Dataset,
+    encoder: Option<&dyn TextEmbed>,
+) -> Result<Vec<NewItem>> {
+    let text = crate::io::read_text(path)?;
+    let mut items = Vec::new();
+    let mut to_embed = Vec::new();
+    for (no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let l: NewItemLine =
+            serde_json::from_str(line).map_err(|e| Error::parse(path, no + 1, e.to_string()))?;
+        let domain = catalogue
+            .domain_by_name(&l.domain)
+            .map_err(|e| Error::parse(path, no + 1, e.to_string()))?;
+        let text = match (l.text, &l.title, encoder) {
+            (Some(t), _, _) => t,
+            (None, Some(title), Some(_)) => {
+                to_embed.push((items.len(), crate::features::text::clean_text(title)));
+                Vec::new()
+            }
+            (None, _, _) => {
+                return Err(Error::parse(
+                    path,
+                    no + 1,
+                    format!(
+                        "item {:?} has no text vector: give `text`, or a title and an encoder to embed it (--weights)",
+                        l.key
+                    ),
+                ));
+            }
+        };
+        items.push(NewItem {
+            domain,
+            key: l.key,
+            title: l.title,
+            text,
+        });
+    }
+    if let (Some(encoder), false) = (encoder, to_embed.is_empty()) {
+        let titles: Vec<&str> = to_embed.iter().map(|(_, t)| t.as_str()).collect();
+        let vectors = encoder.embed(&titles)?;
+        let dim = encoder.dim();
+        for ((i, _), v) in to_embed.iter().zip(vectors.chunks_exact(dim)) {
+            items[*i].text = v.to_vec();
+        }
+    }
+    Ok(items)
 }

@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
 use crate::model::ModelConfig;
 
+pub use super::presets::Preset;
+
 /// Where the interactions come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -319,68 +321,6 @@ impl Default for EvalConfig {
     }
 }
 
-/// A named starting point for a configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The paper's model and recipe, implemented faithfully (Eq. 10 loss, fixed alpha/beta and
-    /// lambdas, Adam with L2, full softmax).
-    Paper,
-    /// The library's general setting (docs/model.md, "Beyond the paper"): the paper's model
-    /// trained on the score it ranks with, with learned weights and a stronger recipe, at
-    /// q = 64: fast, for any data (and the quickstart's synthetic world).
-    #[default]
-    Recommended,
-    /// The best measured setting for data without item titles: `recommended` widened to
-    /// q = 256 with IDs only, patience 8 and one shard per batch.
-    Ids,
-    /// The best measured setting for data with item titles: `ids` with each item's title
-    /// vector mapped into its ID row (`model.id_text`, rows started at the title,
-    /// `id_row_init` 0.1) and the learned rows shrunk towards their titles by a prior count
-    /// chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
-    /// from `llm-emf embed --text-encoder minilm`).
-    Titles,
-}
-
-impl Preset {
-    /// Every preset, in the order the documentation lists them.
-    pub const ALL: [Preset; 4] = [
-        Preset::Paper,
-        Preset::Recommended,
-        Preset::Ids,
-        Preset::Titles,
-    ];
-}
-
-impl std::str::FromStr for Preset {
-    type Err = Error;
-
-    /// A preset by its name (`paper`, `recommended`, `ids`, `titles`).
-    fn from_str(s: &str) -> Result<Self> {
-        Preset::ALL
-            .into_iter()
-            .find(|p| p.to_string() == s)
-            .ok_or_else(|| {
-                let names: Vec<String> = Preset::ALL.iter().map(Preset::to_string).collect();
-                Error::Config(format!(
-                    "unknown preset {s:?}: expected one of {}",
-                    names.join(", ")
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for Preset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Preset::Paper => "paper",
-            Preset::Recommended => "recommended",
-            Preset::Ids => "ids",
-            Preset::Titles => "titles",
-        })
-    }
-}
-
 /// Everything that defines a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -540,46 +480,6 @@ impl ExperimentConfig {
         let mut other = other.clone();
         other.eval.batch_size = self.eval.batch_size;
         *self == other
-    }
-
-    /// The configuration of a preset (on the synthetic data).
-    pub fn preset(preset: Preset) -> Self {
-        match preset {
-            Preset::Paper => Self {
-                preset,
-                data: DataSource::default(),
-                features: FeatureSources::default(),
-                model: ModelConfig::default(),
-                train: TrainConfig::default(),
-                eval: EvalConfig::default(),
-            },
-            Preset::Recommended => Self {
-                preset,
-                data: DataSource::default(),
-                features: FeatureSources::default(),
-                model: ModelConfig::recommended(),
-                train: TrainConfig::recommended(),
-                eval: EvalConfig::default(),
-            },
-            Preset::Ids => {
-                let mut c = Self::preset(Preset::Recommended);
-                c.preset = preset;
-                c.model.id_dim = 256;
-                c.model.modalities.image = false;
-                c.model.modalities.text = false;
-                c.train.patience = 8;
-                c.train.parallel_shards = 1;
-                c
-            }
-            Preset::Titles => {
-                let mut c = Self::preset(Preset::Ids);
-                c.preset = preset;
-                c.model.id_text = true;
-                c.model.id_row_init = 0.1;
-                c.train.fit_row_shrinkage = true;
-                c
-            }
-        }
     }
 
     /// Reads a config file (JSON; unknown keys are errors). The file's keys are read on top of
