@@ -1,77 +1,98 @@
 #!/usr/bin/env bash
-# Training throughput of llm_emf against the PyTorch peer (../shared/peers/pytorch-llm-emf) on
-# the same CPU, interleaved: for each thread count, REPS repetitions of (PyTorch, crate).
+# Training throughput of llm_emf against the PyTorch peer (../shared/peers/pytorch-llm-emf),
+# like for like: the same data and shapes (Food-Kitchen, q = 256, 1 head, 2 blocks, batch 256,
+# 512 uniform negatives per domain, every position trained), the same thread count, and the
+# same kind of batches on both sides, one whole epoch (every training sequence once) each:
 #
-# Workload (the peer's README): Food-Kitchen, q = 256, 1 head, 2 blocks, batch 256, 512 uniform
-# negatives per domain, every position trained, batches trimmed to their longest sub-sequence.
-# PyTorch times 12 steps on random batches; the crate trains one epoch (every sequence once)
-# with the config the peer ships, on the `paper` preset (the model the peer implements), with
-# its defaults otherwise (length-sorted batches, batches split into as many parts as threads),
-# and reports train_sequences_per_second and the validation rate (abxi protocol, 999
-# candidates) from its log.jsonl.
+#   sorted  batches of similar length (peer: --bench-epoch sorted; crate: --batching sorted)
+#   random  batches of a shuffled epoch (peer: --bench-epoch random; crate: --batching random)
+#
+# For each thread count and batching, REPS repetitions of (PyTorch, crate), interleaved; the
+# table reports the median of each side and their ratio, the crate's validation rate (abxi
+# protocol, 999 candidates) from the same runs, and the peak resident memory of each process
+# (/usr/bin/time). The crate splits each batch into as many shards as threads (--shards).
+# Raw timings go to $OUT/results.tsv, the table to $OUT/summary.md.
+#
+# The machine must be otherwise idle: the script refuses to start while the one-minute load
+# average is above MAX_LOAD (other work would slow both sides unevenly), unless FORCE=1.
 #
 # Usage: scripts/bench-vs-pytorch.sh [THREADS...]      (default: 2 1)
 # Environment:
-#   REPS=2                       repetitions per thread count
-#   LLM_EMF_BIN=path             the crate's binary (default: built here, release, default features)
-#   TORCH_PYTHON=path            python with torch (default ~/.cache/torch-venv/bin/python;
-#                                set up: python3 -m venv ~/.cache/torch-venv &&
-#                                ~/.cache/torch-venv/bin/pip install torch numpy)
-#   CRATE_ARGS="..."             extra `llm-emf train` flags (e.g. "--batching random")
-#   CRATE_LEGACY=1               the binary predates --preset/--shards (to measure an old build)
-#   OUT=dir                      where runs and the summary go (default target/bench-vs-pytorch)
+#   REPS=3                  repetitions per thread count and batching (the median is reported)
+#   BATCHINGS="sorted random"
+#   MAX_LOAD=0.5            highest one-minute load average at the start
+#   LLM_EMF_BIN=path        the crate's binary (default: built here, release, default features)
+#   TORCH_PYTHON=path       python with torch (default ~/.cache/torch-venv/bin/python; set up:
+#                           python3 -m venv ~/.cache/torch-venv &&
+#                           ~/.cache/torch-venv/bin/pip install torch numpy)
+#   OUT=dir                 where runs and the summary go (default target/bench-vs-pytorch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER=../shared/peers/pytorch-llm-emf
-REPS=${REPS:-2}
+REPS=${REPS:-3}
+BATCHINGS=(${BATCHINGS:-sorted random})
+MAX_LOAD=${MAX_LOAD:-0.5}
 THREADS=("$@")
 [ ${#THREADS[@]} -eq 0 ] && THREADS=(2 1)
 TORCH_PYTHON=${TORCH_PYTHON:-$HOME/.cache/torch-venv/bin/python}
 OUT=${OUT:-target/bench-vs-pytorch}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/llm-emf-target}
+[ -x "$TORCH_PYTHON" ] || { echo "no python with torch at $TORCH_PYTHON (see the header of $0)" >&2; exit 2; }
+[ -f "$PEER/llm_emf_ref.py" ] || { echo "the PyTorch peer is not at $PEER" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "/usr/bin/time is needed for the peak memory (apt-get install time)" >&2; exit 2; }
 if [ -z "${LLM_EMF_BIN:-}" ]; then
     cargo build --release --quiet --bin llm-emf
     LLM_EMF_BIN=$CARGO_TARGET_DIR/release/llm-emf
 fi
-[ -x "$TORCH_PYTHON" ] || { echo "no python with torch at $TORCH_PYTHON (see the header of $0)" >&2; exit 2; }
-[ -f "$PEER/llm_emf_ref.py" ] || { echo "the PyTorch peer is not at $PEER" >&2; exit 2; }
+load=$(cut -d' ' -f1 /proc/loadavg)
+if [ -z "${FORCE:-}" ] && python3 -c "import sys; sys.exit(0 if float('$load') > float('$MAX_LOAD') else 1)"; then
+    echo "the machine is busy (one-minute load $load > $MAX_LOAD): benchmarks need it idle; stop the other work or set FORCE=1" >&2
+    exit 3
+fi
+echo "load average at start: $load ($(nproc) cores)"
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
-printf 'threads\trep\tpytorch_seq_s\tcrate_seq_s\tcrate_valid_ex_s\tcrate_padding\n' > "$RESULTS"
+printf 'batching\tthreads\trep\tpytorch_seq_s\tpytorch_peak_kb\tcrate_seq_s\tcrate_peak_kb\tcrate_valid_ex_s\n' > "$RESULTS"
 
-for t in "${THREADS[@]}"; do
-    for rep in $(seq 1 "$REPS"); do
-        torch=$("$TORCH_PYTHON" "$PEER/llm_emf_ref.py" --dim 256 --heads 1 --threads "$t" --bench 12 \
-            | sed -n 's/.*seq\/s \([0-9.]*\).*/\1/p')
-        run=$OUT/run-t$t-r$rep
-        rm -rf "$run"
-        flags=(--preset paper --shards "$t")
-        [ -n "${CRATE_LEGACY:-}" ] && flags=()
-        # shellcheck disable=SC2086
-        RAYON_NUM_THREADS=$t "$LLM_EMF_BIN" train --config "$PEER/crate-bench-config.json" \
-            "${flags[@]}" --out "$run" --quiet ${CRATE_ARGS:-} > /dev/null
-        read -r crate valid padding < <(python3 - "$run/log.jsonl" <<'EOF'
+for batching in "${BATCHINGS[@]}"; do
+    for t in "${THREADS[@]}"; do
+        for rep in $(seq 1 "$REPS"); do
+            torch_out=$OUT/torch-$batching-t$t-r$rep.txt
+            /usr/bin/time -f 'PEAK_KB %M' -o "$torch_out.time" \
+                "$TORCH_PYTHON" "$PEER/llm_emf_ref.py" --dim 256 --heads 1 --threads "$t" \
+                --bench-epoch "$batching" > "$torch_out"
+            torch=$(sed -n 's/^BENCH epoch .* seq\/s \([0-9.]*\).*/\1/p' "$torch_out")
+            torch_kb=$(sed -n 's/^PEAK_KB \([0-9]*\)/\1/p' "$torch_out.time")
+            run=$OUT/run-$batching-t$t-r$rep
+            rm -rf "$run"
+            RAYON_NUM_THREADS=$t /usr/bin/time -f 'PEAK_KB %M' -o "$run.time" \
+                "$LLM_EMF_BIN" train --config "$PEER/crate-bench-config.json" \
+                --preset paper --shards "$t" --batching "$batching" --out "$run" --quiet > /dev/null
+            crate_kb=$(sed -n 's/^PEAK_KB \([0-9]*\)/\1/p' "$run.time")
+            read -r crate valid < <(python3 - "$run/log.jsonl" <<'EOF'
 import json, sys
 line = json.loads(open(sys.argv[1]).readline())
-print(line["train_sequences_per_second"], line["valid"]["examples_per_second"], line.get("padding") or "nan")
+print(line["train_sequences_per_second"], line["valid"]["examples_per_second"])
 EOF
 )
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rep" "$torch" "$crate" "$valid" "$padding" | tee -a "$RESULTS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$batching" "$t" "$rep" "$torch" "$torch_kb" \
+                "$crate" "$crate_kb" "$valid" | tee -a "$RESULTS"
+        done
     done
 done
 
-python3 - "$RESULTS" <<'EOF'
-import csv, sys
+python3 - "$RESULTS" "$load" > "$OUT/summary.md" <<'EOF'
+import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+med = lambda rs, k: statistics.median(float(r[k]) for r in rs)
+print(f"One epoch of Food-Kitchen each, the same batching on both sides; median of {len(rows) // max(1, len({(r['batching'], r['threads']) for r in rows}))} interleaved repetitions (load average at the start {sys.argv[2]}).")
 print()
-print("| threads | PyTorch (training seq/s) | llm_emf (training seq/s) | ratio llm_emf / PyTorch | llm_emf validation (examples/s) |")
-print("| --- | --- | --- | --- | --- |")
-for t in dict.fromkeys(r["threads"] for r in rows):
-    rs = [r for r in rows if r["threads"] == t]
-    torch = [float(r["pytorch_seq_s"]) for r in rs]
-    crate = [float(r["crate_seq_s"]) for r in rs]
-    valid = [float(r["crate_valid_ex_s"]) for r in rs]
-    ratio = (sum(crate) / len(crate)) / (sum(torch) / len(torch))
-    f = lambda v: ", ".join(f"{x:.1f}" for x in v)
-    print(f"| {t} | {f(torch)} | {f(crate)} | {ratio:.2f} | {f(valid)} |")
+print("| batching | threads | PyTorch (seq/s) | llm_emf (seq/s) | ratio llm_emf / PyTorch | llm_emf validation (examples/s) | peak memory PyTorch / llm_emf (MB) |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows):
+    rs = [r for r in rows if (r["batching"], r["threads"]) == key]
+    torch, crate = med(rs, "pytorch_seq_s"), med(rs, "crate_seq_s")
+    print(f"| {key[0]} | {key[1]} | {torch:.1f} | {crate:.1f} | {crate / torch:.2f} | "
+          f"{med(rs, 'crate_valid_ex_s'):.0f} | {med(rs, 'pytorch_peak_kb') / 1024:.0f} / {med(rs, 'crate_peak_kb') / 1024:.0f} |")
 EOF
+cat "$OUT/summary.md"
