@@ -87,6 +87,13 @@ fn print_table(result: &Evaluation) {
 
 fn main() {
     let args = Args::parse();
+    // The library's per-epoch lines on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .init();
     if let Err(e) = run(&args) {
         eprintln!("error: {e}");
         if matches!(e, Error::MissingTrainingData { .. }) {

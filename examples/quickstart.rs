@@ -1,7 +1,8 @@
 //! Quickstart: trains LLM-EMF as the paper specifies it (`paper` preset), LLM-EMF as this library
 //! recommends it (`recommended` preset) and the ID-only single-sequence baseline (SASRec-like:
 //! only S^{X+Y}, ID embeddings only, with the recommended recipe) on the built-in synthetic
-//! dataset, then prints their test metrics side by side. Runs on a fresh machine with no
+//! dataset, then prints their test metrics side by side, and exports the recommended model as a
+//! self-contained model folder that it serves from. Runs on a fresh machine with no
 //! download, in about two minutes on 2 CPU cores (after the build):
 //!
 //! ```text
@@ -10,7 +11,8 @@
 //!
 //! Options: `--device cpu|wgpu|cuda`, `--epochs N` (default 40: at 20 both the preset and the
 //! baseline were still climbing), `--out DIR` (default `runs/quickstart`).
-//! The run folders it writes work with `llm-emf evaluate` and `llm-emf recommend`.
+//! The run folders it writes work with `llm-emf evaluate` and `llm-emf recommend`; the model
+//! folder (`OUT/recommended-model`) with `llm-emf recommend --model` and the serve example.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -79,6 +81,13 @@ fn row(name: &str, domain: &str, e: &Evaluation) -> String {
 fn main() -> Result<()> {
     let args = Args::parse();
     backend::tune_allocator();
+    // The library's per-epoch lines on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .init();
     let device = backend::device(&args.device)?;
     let paper = experiment(Preset::Paper, args.epochs.get());
     let recommended = experiment(Preset::Recommended, args.epochs.get());
@@ -126,11 +135,30 @@ fn main() -> Result<()> {
             println!("{}", row(name, domain, e));
         }
     }
+    // The recommended model as a service would take it: a self-contained model folder, loaded
+    // without the run or the data.
+    let model = args.out.join("recommended-model");
+    let trained = llm_emf::recommend::TrainedRun::load(&args.out.join("recommended"), &device)?;
+    let saved = trained.export(&model)?;
+    let served = llm_emf::recommend::Recommender::load(&model, &device)?;
+    let top = served.recommend(
+        &[0, 700, 5],
+        llm_emf::data::DomainId::Y,
+        3,
+        llm_emf::recommend::Exclude::History,
+    )?;
     println!(
-        "\nRun folders: {} (try `llm-emf recommend --run {}/recommended --history 0,700,5 --domain Y`\n\
+        "\nModel folder {} ({:.1} MB, {} items): after items 0, 700, 5 it recommends {:?} in Y.",
+        model.display(),
+        saved.bytes() as f64 / 1e6,
+        saved.items,
+        top.iter().map(|r| r.item).collect::<Vec<_>>()
+    );
+    println!(
+        "\nRun folders: {} (try `llm-emf recommend --model {} --history 0,700,5 --domain Y`\n\
          and `llm-emf report {0}/paper {0}/recommended {0}/baseline --out report`)",
         args.out.display(),
-        args.out.display()
+        model.display()
     );
     Ok(())
 }
