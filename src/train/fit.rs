@@ -201,7 +201,13 @@ pub struct RowShrinkageFit {
     /// Per prior count tried (for both domains' rows): the count and the validation MRR of
     /// each target domain.
     pub grid: Vec<(Option<f64>, [f64; 2])>,
-    /// The chosen prior counts (X's rows, Y's rows; one count for both).
+    /// The pair of per-domain counts tried after the grid (each domain's best count for its
+    /// own validation MRR, when the two differ) and the validation MRR of each target domain
+    /// with both set at once; `None` when one count was best for both.
+    #[serde(default)]
+    pub pair: Option<([Option<f64>; 2], [f64; 2])>,
+    /// The chosen prior counts (X's rows, Y's rows): the grid's best shared count, or the pair
+    /// when, validated as set, it scores a higher sum.
     pub chosen: [Option<f64>; 2],
 }
 
@@ -219,14 +225,15 @@ const ROW_SHRINKAGES: [Option<f64>; 9] = [
     Some(32.0),
 ];
 
-/// Chooses one prior count for both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) with
-/// the best sum of the domains' validation MRRs over the grid (whole rows are its first point
-/// and win ties; the counts the model had are replaced, so a fit depends on the trained
-/// weights alone and fitting again gives the same), sets it in `model` and reports the grid.
-/// One count, evaluated as set: a domain's rows feed the other domain's histories too, so
-/// counts chosen per domain on separate passes would combine into a setting never validated
-/// (on Food-Kitchen such a pair scored below the grid's own points). An error naming the
-/// switch for a model without title rows.
+/// Chooses the prior counts of both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) on
+/// the validation split, sets them in `model` and reports the grid. First one count for both
+/// domains, the best sum of the domains' validation MRRs over the grid (whole rows are its
+/// first point and win ties; the counts the model had are replaced, so a fit depends on the
+/// trained weights alone and fitting again gives the same). Then, when the grid's best count
+/// for X's MRR and for Y's differ, that pair is validated as set (a domain's rows feed the
+/// other domain's histories too, so two counts each best on its own pass may combine into
+/// something worse) and kept only if its sum beats the shared count's. An error naming the
+/// switch for a model without ID rows.
 pub fn fit_row_shrinkage(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
@@ -254,12 +261,32 @@ pub fn fit_row_shrinkage(
         }
         grid.push((k, got));
     }
+    // Each domain's best count for its own MRR (the first of equals, whole rows first).
+    let own_best = [0, 1].map(|d| {
+        grid.iter()
+            .fold((None, f64::NEG_INFINITY), |acc, (k, mrrs)| {
+                if mrrs[d] > acc.1 { (*k, mrrs[d]) } else { acc }
+            })
+            .0
+    });
+    let mut pair = None;
+    if own_best[0] != own_best[1] {
+        for d in DomainId::BOTH {
+            model.set_row_shrinkage(d, own_best[d.index()])?;
+        }
+        let got = domain_mrrs(&validate(model)?, domain_names);
+        if total(got) > best {
+            chosen = own_best;
+        }
+        pair = Some((own_best, got));
+    }
     for d in DomainId::BOTH {
         model.set_row_shrinkage(d, chosen[d.index()])?;
     }
     Ok(RowShrinkageFit {
         before,
         grid,
+        pair,
         chosen,
     })
 }
