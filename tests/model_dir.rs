@@ -305,6 +305,26 @@ fn new_items_are_recommended_by_their_text_at_once_and_saved_with_the_model() {
     }
     let title = got.iter().find(|r| r.item == 91).unwrap().title.clone();
     assert_eq!(title.as_deref(), Some("new-70, a new item"));
+    // Many requests at once (scored with the backend's matrix product rather than on the host)
+    // see the added columns too, with the same scores.
+    let many: Vec<Request> = (0..6)
+        .map(|_| Request {
+            history: vec![0, 45, 3, 60],
+            domain: DomainId::Y,
+            k: 4,
+            exclude: Exclude::Nothing,
+            candidates: Some(vec![45, 70, 90, 91]),
+        })
+        .collect();
+    for answer in rec.recommend_batch(&many).unwrap() {
+        for (a, b) in answer.iter().zip(&got) {
+            assert_eq!(a.item, b.item);
+            assert!(
+                (a.score - b.score).abs() <= 1e-4 * b.score.abs(),
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
     // Among the whole domain, without a candidate list, they are ranked like everything else.
     let all = rec
         .recommend(&[0, 45, 3, 60], DomainId::Y, 52, Exclude::Nothing)
