@@ -190,7 +190,10 @@ pub fn embed_dataset(
     match request.encoder {
         TextEncoderKind::Hashing { dim, seed } => {
             let (Some(texts), Some(out)) = (&texts, &request.text_out) else {
-                unreachable!("checked: the hashing encoder has text and an output");
+                return Err(Error::Config(
+                    "the hashing encoder embeds text only: it needs a text source and an output path"
+                        .into(),
+                ));
             };
             let start = std::time::Instant::now();
             let encoder = HashingTextEncoder { dim, seed };
@@ -215,7 +218,10 @@ pub fn embed_dataset(
         #[cfg(feature = "encoders")]
         TextEncoderKind::Minilm => {
             let (Some(texts), Some(out)) = (&texts, &request.text_out) else {
-                unreachable!("checked: the MiniLM encoder has text and an output");
+                return Err(Error::Config(
+                    "the MiniLM encoder embeds text only: it needs a text source and an output path"
+                        .into(),
+                ));
             };
             let encoder = SentenceEncoder::load(&request.weights()?, device)?;
             let job = job(out, encoder.dim(), "text");

@@ -1,4 +1,7 @@
-//! Using a trained run: load it from its folder, evaluate it, recommend items for a history.
+//! Using a trained model: [`TrainedRun`] loads a run folder with its data (to evaluate, fit or
+//! export it), [`Recommender`] serves a model folder or a run folder (top-k for histories,
+//! single or batched), and takes new items by their text without retraining
+//! ([`Recommender::add_items`]).
 
 use std::path::Path;
 
