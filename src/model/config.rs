@@ -164,8 +164,18 @@ pub struct ModelConfig {
     /// input and each row of the output table; the rows kept are scaled by `1 / (1 - p)`), so
     /// that the mapped text alone must place the item, as it has to for items that training
     /// rarely reaches. Inference uses every row. Must be in [0, 1); 0 (the default) leaves
-    /// training unchanged.
+    /// training unchanged. With `unseen_row` instead, the probability that a row is replaced
+    /// by its domain's learned unseen-item row at a training step.
     pub id_row_dropout: f64,
+    /// Without `id_text`: one learned "unseen item" row per domain, which stands in, at
+    /// inference, for every item never seen in training (instead of a row that training only
+    /// ever pushed away as a negative, or left at its random start), and towards which the row
+    /// shrinkage leans rare items. It is trained by `id_row_dropout`: at each step, each use
+    /// of a row is replaced by its domain's unseen row with that probability, so the row
+    /// learns where an item the model knows nothing about belongs. Needs `id_row_dropout > 0`.
+    /// Default false.
+    #[serde(default)]
+    pub unseen_row: bool,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -217,6 +227,7 @@ impl Default for ModelConfig {
             id_text: false,
             id_row_init: 1.0,
             id_row_dropout: 0.0,
+            unseen_row: false,
         }
     }
 }
@@ -291,7 +302,13 @@ impl ModelConfig {
                 self.id_row_dropout
             ));
         }
-        if self.id_row_dropout > 0.0 && !self.id_text {
+        if self.unseen_row && (self.id_text || self.id_row_dropout <= 0.0) {
+            return bad(
+                "unseen_row needs IDs without id_text (title rows have the title as their prior) and id_row_dropout > 0 (which trains it)"
+                    .into(),
+            );
+        }
+        if self.id_row_dropout > 0.0 && !self.id_text && !self.unseen_row {
             return bad(
                 "id_row_dropout needs id_text (without text in the ID rows, a dropped row leaves nothing)"
                     .into(),

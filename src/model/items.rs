@@ -3,7 +3,7 @@
 //! the catalogue's sizes and training counts that the model is built from ([`Catalogue`]).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -190,9 +190,14 @@ pub struct ItemTableConfig {
     /// rows only.
     #[config(default = "None")]
     pub text_dim: Option<usize>,
-    /// With title rows, the probability of leaving a learned row out at a training step.
+    /// With title rows, the probability of leaving a learned row out at a training step; with
+    /// the unseen-item rows, of replacing a row by its domain's unseen row.
     #[config(default = 0.0)]
     pub row_dropout: f64,
+    /// Without title rows: a learned unseen-item row per domain that stands in for the items
+    /// never seen in training at inference, trained by `row_dropout`.
+    #[config(default = false)]
+    pub unseen_row: bool,
 }
 
 /// The ID table E_id as a block: one learned row per item, plus, with title rows, a learned
@@ -207,8 +212,11 @@ pub struct ItemTable {
     pub rows: Embedding,
     /// The map of the frozen text rows into the table (title rows).
     pub text_map: Option<Linear>,
-    /// The probability of leaving a learned row out in training (title rows only).
+    /// The probability of leaving a learned row out in training (title rows), or of replacing
+    /// it by its domain's unseen-item row (`unseen`).
     pub row_dropout: f64,
+    /// Without title rows, the learned unseen-item rows `[2, dim]` (X's, Y's).
+    pub unseen: Option<Param<Tensor<2>>>,
     /// Items of X (the first rows) and of Y.
     pub sizes: [usize; 2],
     /// `ln(1 + c_i)` for every item, `c_i` its training interactions (not a parameter).
@@ -259,9 +267,17 @@ impl ItemTableConfig {
             })
             .init(device);
         let log_counts: Vec<f32> = train_counts.iter().map(|&c| (c as f32).ln_1p()).collect();
+        let unseen = (self.unseen_row && self.text_dim.is_none()).then(|| {
+            Initializer::Normal {
+                mean: 0.0,
+                std: self.init_scale / (q as f64).sqrt(),
+            }
+            .init([2, q], device)
+        });
         Ok(ItemTable {
             rows,
             text_map,
+            unseen,
             row_dropout: self.row_dropout,
             sizes: self.sizes,
             train_log_counts: Tensor::from_data(TensorData::new(log_counts, [n]), device),
@@ -313,14 +329,7 @@ impl ItemTable {
     ) -> Tensor<2> {
         let rows = pick(self.rows.weight.val());
         let Some(map) = &self.text_map else {
-            // Without titles, a shrunk row leans towards its domain's mean trained row.
-            return match self.row_scale() {
-                Some(scale) if !rows.device().is_autodiff() => {
-                    let rest = scale.clone().neg().add_scalar(1.0);
-                    rows * pick(scale) + pick(self.domain_mean_rows()) * pick(rest)
-                }
-                _ => rows,
-            };
+            return self.pick_untitled(rows, &pick);
         };
         let rows = if self.row_dropout > 0.0 && rows.device().is_autodiff() {
             let [picked, _] = rows.dims();
@@ -368,6 +377,55 @@ impl ItemTable {
             }
         }
         Ok(())
+    }
+
+    /// The picked rows of a table without titles: in training, each replaced by its domain's
+    /// unseen-item row with probability `row_dropout` (with `unseen`); at inference, the rows
+    /// of items never seen in training replaced by it, and, under the shrinkage, every row
+    /// leaning towards its prior (the unseen row, or the domain's mean trained row without
+    /// one) by `k / (c + k)`.
+    fn pick_untitled(&self, rows: Tensor<2>, pick: &impl Fn(Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+        let device = rows.device();
+        let Some(unseen) = &self.unseen else {
+            return match self.row_scale() {
+                Some(scale) if !device.is_autodiff() => {
+                    let rest = scale.clone().neg().add_scalar(1.0);
+                    rows * pick(scale) + pick(self.domain_mean_rows()) * pick(rest)
+                }
+                _ => rows,
+            };
+        };
+        let [picked, _] = rows.dims();
+        // The unseen row of each picked item's domain: X's for flag 0, Y's for flag 1.
+        let n = self.sizes[0] + self.sizes[1];
+        let flags: Vec<f32> = (0..n)
+            .map(|i| f32::from(u8::from(i >= self.sizes[0])))
+            .collect();
+        let y = pick(Tensor::from_data(TensorData::new(flags, [n, 1]), &device));
+        let u = unseen.val();
+        let prior =
+            u.clone().narrow(0, 0, 1) * y.clone().neg().add_scalar(1.0) + u.narrow(0, 1, 1) * y;
+        if device.is_autodiff() {
+            if self.row_dropout <= 0.0 {
+                return rows;
+            }
+            // A 0/1 mask: kept rows are not rescaled (the replacement is a row, not a zero).
+            let keep = keep_mask([picked, 1], self.row_dropout, &device)
+                .mul_scalar(1.0 - self.row_dropout);
+            return rows * keep.clone() + prior * keep.neg().add_scalar(1.0);
+        }
+        let own = match self.row_scale() {
+            Some(scale) => pick(scale),
+            // Whole rows for the items seen in training, the unseen row for the others.
+            None => pick(
+                self.train_log_counts
+                    .clone()
+                    .greater_elem(0.0)
+                    .float()
+                    .reshape([n, 1]),
+            ),
+        };
+        rows * own.clone() + prior * own.neg().add_scalar(1.0)
     }
 
     /// Per item, the mean learned row of its domain's items seen in training (a zero row in a

@@ -145,6 +145,7 @@ impl ModelConfig {
                     .with_init_scale(config.id_row_init)
                     .with_text_dim(text_dim.filter(|_| config.id_text))
                     .with_row_dropout(config.id_row_dropout)
+                    .with_unseen_row(config.unseen_row && !config.id_text)
                     .init(catalogue.train_counts(), device)?,
             ),
             None => None,

@@ -269,3 +269,91 @@ fn id_row_init_scales_the_learned_rows_and_must_be_positive() {
         assert!(err.contains("id_row_init"), "{err}");
     }
 }
+
+#[test]
+fn unseen_item_rows_stand_in_for_untrained_items_and_are_trained_by_row_dropout() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        id_text: false,
+        unseen_row: true,
+        id_row_dropout: 0.3,
+        ..s.config.clone()
+    };
+    let of_data = Catalogue::of(&s.data.dataset);
+    let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+    let c = |i: usize| (i % 4) as f32;
+    let counts = (0..of_data.num_items()).map(|i| (i % 4) as u32).collect();
+    let catalogue = Catalogue::new(sizes, counts).unwrap();
+    let feats = features(&s, &device);
+    let host = |t: Tensor<2>| -> Vec<Vec<f32>> {
+        let [rows, cols] = t.dims();
+        let v = t.into_data().try_to_vec::<f32>().unwrap();
+        (0..rows)
+            .map(|r| v[r * cols..(r + 1) * cols].to_vec())
+            .collect()
+    };
+    let mut model = config.init(&catalogue, &feats, &device).unwrap();
+    let table = id_table(&model);
+    let learned = host(table.rows.weight.val());
+    let unseen = host(table.unseen.as_ref().expect("unseen rows").val());
+    let n_x = sizes[0];
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    // At inference an item never seen in training is its domain's unseen row; the others are
+    // themselves.
+    let got = host(id_table(&model).pick(None, |t| t));
+    for (i, row) in got.iter().enumerate() {
+        let want = if c(i) == 0.0 {
+            &unseen[usize::from(i >= n_x)]
+        } else {
+            &learned[i]
+        };
+        assert!(close(row, want), "item {i}");
+    }
+    // Under the shrinkage every row leans towards its domain's unseen row by k / (c + k).
+    for d in DomainId::BOTH {
+        model.set_row_shrinkage(d, Some(2.0)).unwrap();
+    }
+    let got = host(id_table(&model).pick(None, |t| t));
+    for (i, row) in got.iter().enumerate() {
+        let own = c(i) / (c(i) + 2.0);
+        let u = &unseen[usize::from(i >= n_x)];
+        let want: Vec<f32> = (0..row.len())
+            .map(|j| own * learned[i][j] + (1.0 - own) * u[j])
+            .collect();
+        assert!(close(row, &want), "item {i}");
+    }
+    // In training, each use of a row is the row itself or, with probability 0.3, its
+    // domain's unseen row.
+    let ad = device.clone().autodiff();
+    let trained = config.init(&catalogue, &features(&s, &ad), &ad).unwrap();
+    let table = id_table(&trained);
+    let learned = host(table.rows.weight.val());
+    let unseen = host(table.unseen.as_ref().unwrap().val());
+    let got = host(table.pick(None, |t| t));
+    let replaced = got
+        .iter()
+        .enumerate()
+        .filter(|(i, row)| {
+            let u = &unseen[usize::from(*i >= n_x)];
+            assert!(close(row, &learned[*i]) || close(row, u), "item {i}");
+            close(row, u)
+        })
+        .count();
+    let share = replaced as f64 / got.len() as f64;
+    assert!((0.1..0.5).contains(&share), "{share}");
+    // It needs untitled rows and the dropout that trains it.
+    for bad in [
+        ModelConfig {
+            id_row_dropout: 0.0,
+            ..config.clone()
+        },
+        ModelConfig {
+            id_text: true,
+            ..config.clone()
+        },
+    ] {
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("unseen_row"), "{err}");
+    }
+}
