@@ -180,6 +180,32 @@ fn train_evaluate_recommend_round_trip() {
         .unwrap();
     let w: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(v["domains"], w["domains"]);
+    // Scored on a list of targets; a line that is not an item id is named by file and line.
+    let targets = dir.path().join("targets.txt");
+    std::fs::write(&targets, "1\n2\n\n3\n").unwrap();
+    let out = bin()
+        .args(["evaluate", "--json", "--targets"])
+        .arg(&targets)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&targets, "1\nseven\n").unwrap();
+    let out = bin()
+        .args(["evaluate", "--targets"])
+        .arg(&targets)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("targets.txt:2"), "{e}");
 
     let out = bin()
         .args([

@@ -14,7 +14,7 @@ use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedR
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::archive_experiment;
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{ExperimentConfig, Objective, Preset, RunFits, fit_run, train};
+use llm_emf::train::{ExperimentConfig, HoldOut, Objective, Preset, RunFits, fit_run, train};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -758,4 +758,100 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         Err(e) => e.to_string(),
     };
     assert!(err.contains("model.score.json"), "{err}");
+}
+
+#[test]
+fn held_out_items_leave_training_and_are_scored_alone() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 1);
+    cfg.hold_out = Some(HoldOut {
+        domain: "Y".into(),
+        share: 0.2,
+        seed: 3,
+        titled_only: false,
+    });
+    let data = cfg.load_data().unwrap();
+    let full = ExperimentConfig {
+        hold_out: None,
+        ..cfg.clone()
+    }
+    .load_data()
+    .unwrap();
+    // A fifth of Y's trained items (Y is 40..90), the same draw every time, none in training
+    // any more, all still in the catalogue and the evaluation splits.
+    let trained_y = (40..90u32)
+        .filter(|&i| full.dataset.train_counts()[i as usize] > 0)
+        .count();
+    assert_eq!(
+        data.held_out.len(),
+        (0.2 * trained_y as f64).round() as usize
+    );
+    assert_eq!(cfg.load_data().unwrap().held_out, data.held_out);
+    let counts = data.dataset.train_counts();
+    assert!(
+        data.held_out
+            .iter()
+            .all(|&i| (40..90).contains(&i) && counts[i as usize] == 0)
+    );
+    assert_eq!(data.dataset.num_items(), full.dataset.num_items());
+    assert_eq!(
+        data.dataset.examples(Split::Test),
+        full.dataset.examples(Split::Test)
+    );
+    train(&cfg, &data, dir.path(), &device, &quiet()).unwrap();
+    let listed: Vec<u32> = std::fs::read_to_string(dir.path().join("held_out.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(listed, data.held_out);
+    // Scored alone: every target gives the whole evaluation, the held-out ones their own.
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let candidates = run
+        .candidates(Split::Test, cfg.eval.protocol, None)
+        .unwrap();
+    let all: std::collections::HashSet<u32> = (0..90).collect();
+    let whole = run.evaluate_with(Split::Test, &candidates).unwrap();
+    let again = run
+        .evaluate_targets(Split::Test, &candidates, &all)
+        .unwrap();
+    assert_eq!(again.domains, whole.domains);
+    let held: std::collections::HashSet<u32> = data.held_out.iter().copied().collect();
+    let alone = run
+        .evaluate_targets(Split::Test, &candidates, &held)
+        .unwrap();
+    let n = data
+        .dataset
+        .examples(Split::Test)
+        .iter()
+        .filter(|e| held.contains(&e.target))
+        .count();
+    assert_eq!(alone.domains.values().map(|m| m.n).sum::<usize>(), n);
+    assert_eq!(alone.domains["X"].n, 0);
+    // A share outside (0, 1) and an unknown domain are refused by name.
+    for (h, says) in [
+        (
+            HoldOut {
+                share: 1.0,
+                ..cfg.hold_out.clone().unwrap()
+            },
+            "hold_out.share",
+        ),
+        (
+            HoldOut {
+                domain: "Garden".into(),
+                ..cfg.hold_out.clone().unwrap()
+            },
+            "Garden",
+        ),
+    ] {
+        let bad = ExperimentConfig {
+            hold_out: Some(h),
+            ..cfg.clone()
+        };
+        let e = bad.load_data().unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
 }

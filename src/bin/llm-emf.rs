@@ -239,6 +239,10 @@ enum Command {
         /// Save the sampled candidates to this file.
         #[arg(long)]
         save_candidates: Option<PathBuf>,
+        /// Score only the examples whose target is listed in this file (global item ids, one
+        /// per line), such as the `held_out.txt` a run with `hold_out` writes.
+        #[arg(long)]
+        targets: Option<PathBuf>,
         /// Device: cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -655,6 +659,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             candidates,
             save_candidates,
+            targets,
             device,
             json,
         } => {
@@ -673,7 +678,24 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(path) = save_candidates {
                 candidates.save(&path)?;
             }
-            let evaluation = trained.evaluate_with(split.into(), &candidates)?;
+            let evaluation = match targets {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                    let mut items = std::collections::HashSet::new();
+                    for (no, line) in text
+                        .lines()
+                        .enumerate()
+                        .filter(|(_, l)| !l.trim().is_empty())
+                    {
+                        let id: ItemId = line.trim().parse().map_err(|e| {
+                            Error::parse(&path, no + 1, format!("not an item id: {e}"))
+                        })?;
+                        items.insert(id);
+                    }
+                    trained.evaluate_targets(split.into(), &candidates, &items)?
+                }
+                None => trained.evaluate_with(split.into(), &candidates)?,
+            };
             if json {
                 print_json(&evaluation)?;
             } else {

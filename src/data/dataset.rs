@@ -313,6 +313,54 @@ impl Dataset {
         map
     }
 
+    /// The dataset with every occurrence of `items` removed from the training sequences
+    /// (sequences left empty are dropped): the items stay in the catalogue, and in the
+    /// evaluation histories and targets, but training never sees them.
+    pub fn without_training_items(&self, items: &std::collections::HashSet<ItemId>) -> Self {
+        let train = match &self.train {
+            TrainingData::Present(seqs) => TrainingData::Present(
+                seqs.iter()
+                    .map(|s| Sequence {
+                        user: s.user,
+                        items: s
+                            .items
+                            .iter()
+                            .copied()
+                            .filter(|i| !items.contains(i))
+                            .collect(),
+                    })
+                    .filter(|s| !s.items.is_empty())
+                    .collect(),
+            ),
+            missing => missing.clone(),
+        };
+        Self {
+            train,
+            ..self.clone()
+        }
+    }
+
+    /// The dataset with only the examples of `split` for which `keep` holds (the other split,
+    /// the catalogue and the training sequences unchanged); also returns the kept examples'
+    /// positions in the split.
+    pub fn with_examples_where(
+        &self,
+        split: Split,
+        keep: impl Fn(&Example) -> bool,
+    ) -> (Self, Vec<usize>) {
+        let examples = self.examples(split);
+        let kept: Vec<usize> = (0..examples.len())
+            .filter(|&i| keep(&examples[i]))
+            .collect();
+        let chosen: Vec<Example> = kept.iter().map(|&i| examples[i].clone()).collect();
+        let mut out = self.clone();
+        match split {
+            Split::Valid => out.valid = chosen,
+            Split::Test => out.test = chosen,
+        }
+        (out, kept)
+    }
+
     /// Interaction counts per item in the training sequences (zeros without training data).
     pub fn train_counts(&self) -> Vec<u32> {
         let mut counts = vec![0u32; self.items.len()];

@@ -188,6 +188,42 @@ impl TrainedRun {
         )
     }
 
+    /// Evaluates only the examples of `split` whose target is one of `targets` (each with the
+    /// candidates it has among all examples): how a set of items ranks, such as the items a
+    /// run held out of training (`held_out.txt`, [`crate::train::HoldOut`]) or the same items
+    /// in a run trained with them.
+    pub fn evaluate_targets(
+        &self,
+        split: Split,
+        candidates: &Candidates,
+        targets: &std::collections::HashSet<ItemId>,
+    ) -> Result<Evaluation> {
+        candidates.check(&self.data.dataset, split)?;
+        let (dataset, kept) = self
+            .data
+            .dataset
+            .with_examples_where(split, |e| targets.contains(&e.target));
+        let mut info = candidates.info.clone();
+        info.examples = kept.len();
+        let candidates = Candidates {
+            info,
+            negatives: kept
+                .iter()
+                .map(|&i| candidates.negatives[i].clone())
+                .collect(),
+        };
+        evaluate(
+            &self.model,
+            &self.features,
+            &dataset,
+            split,
+            &candidates,
+            &self.batcher,
+            self.config.eval.batch_size,
+            &self.device,
+        )
+    }
+
     /// The `k` best items of `domain` after `history` (global ids, oldest first), excluding the
     /// items of the history. For many requests, build a [`Recommender`] once instead.
     pub fn recommend(

@@ -337,6 +337,59 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     /// Evaluation.
     pub eval: EvalConfig,
+    /// Items held out of training, to measure how items added after training rank
+    /// ([`HoldOut`]). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_out: Option<HoldOut>,
+}
+
+/// A seeded share of one domain's items held out of training: every occurrence removed from
+/// the training sequences, so the model never learns them, while they stay in the catalogue
+/// and in the evaluation splits. Their test targets then rank as items added after training
+/// would ([`crate::recommend::Recommender::add_items`]: with title rows under the row
+/// shrinkage, exactly by their titles); `llm-emf evaluate --targets` reads the list the run
+/// writes (`held_out.txt`) to score them alone, here and in a run trained with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldOut {
+    /// The domain's name (or `X` / `Y`).
+    pub domain: String,
+    /// The share of the domain's items that occur in training to hold out, in (0, 1).
+    pub share: f64,
+    /// Seed of the draw.
+    pub seed: u64,
+    /// Draw among items with a title only.
+    #[serde(default)]
+    pub titled_only: bool,
+}
+
+impl HoldOut {
+    /// The held-out items of `dataset`, sorted: `share` of the domain's items (titled ones
+    /// with `titled_only`) that occur in training, drawn with `seed`.
+    pub fn items(&self, dataset: &Dataset) -> Result<Vec<crate::data::ItemId>> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if !(self.share > 0.0 && self.share < 1.0) {
+            return Err(Error::Config(format!(
+                "hold_out.share {} is not in (0, 1)",
+                self.share
+            )));
+        }
+        let d = dataset.domain_by_name(&self.domain)?;
+        let counts = dataset.train_counts();
+        let mut pool: Vec<crate::data::ItemId> = dataset
+            .domain(d)
+            .items()
+            .filter(|&i| counts[i as usize] > 0)
+            .filter(|&i| !self.titled_only || dataset.items()[i as usize].title.is_some())
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        pool.shuffle(&mut rng);
+        let n = (self.share * pool.len() as f64).round() as usize;
+        let mut held: Vec<_> = pool.into_iter().take(n).collect();
+        held.sort_unstable();
+        Ok(held)
+    }
 }
 
 /// Writes `over` onto `base`: objects merge key by key, anything else is replaced. A tagged
@@ -450,6 +503,9 @@ pub struct LoadedData {
     pub image: Option<FeatureMatrix>,
     /// Text features, if any.
     pub text: Option<FeatureMatrix>,
+    /// The items held out of training ([`ExperimentConfig::hold_out`]), sorted; empty
+    /// without.
+    pub held_out: Vec<crate::data::ItemId>,
 }
 
 impl LoadedData {
@@ -611,10 +667,19 @@ impl ExperimentConfig {
         if let Some(p) = &self.features.text {
             text = Some(FeatureMatrix::load(p, Some(n))?);
         }
+        let (dataset, held_out) = match &self.hold_out {
+            Some(h) => {
+                let held = h.items(&dataset)?;
+                let set = held.iter().copied().collect();
+                (dataset.without_training_items(&set), held)
+            }
+            None => (dataset, Vec::new()),
+        };
         Ok(LoadedData {
             dataset,
             image,
             text,
+            held_out,
         })
     }
 }

@@ -80,6 +80,7 @@ impl ExperimentConfig {
                 model: ModelConfig::default(),
                 train: TrainConfig::default(),
                 eval: EvalConfig::default(),
+                hold_out: None,
             },
             Preset::Recommended => Self {
                 preset,
@@ -88,6 +89,7 @@ impl ExperimentConfig {
                 model: ModelConfig::recommended(),
                 train: TrainConfig::recommended(),
                 eval: EvalConfig::default(),
+                hold_out: None,
             },
             Preset::Ids => {
                 let mut c = Self::preset(Preset::Recommended);

@@ -114,6 +114,11 @@ pub fn train(
     }
     let paths = RunPaths::new(run_dir);
     let mut state = open_run(&paths, config)?;
+    if !data.held_out.is_empty() {
+        // The items training never saw, for `llm-emf evaluate --targets`.
+        let list: String = data.held_out.iter().map(|i| format!("{i}\n")).collect();
+        crate::io::write_atomic(&run_dir.join("held_out.txt"), list.as_bytes())?;
+    }
 
     let tc = &config.train;
     let features = data.features(device)?;
