@@ -199,7 +199,9 @@ pub fn evaluate(
                 all_tied.reciprocal() * times as f64
             })
             .sum();
-        chance_mrr.insert(dom.name.clone(), total / indices.len().max(1) as f64);
+        if !indices.is_empty() {
+            chance_mrr.insert(dom.name.clone(), total / indices.len() as f64);
+        }
         if let Some(counts) = &counts {
             let target_counts: Vec<u32> = indices
                 .iter()
