@@ -77,7 +77,7 @@ impl Default for ModalitySwitches {
     }
 }
 
-/// Configuration of [`LlmEmf`]; [`ModelConfig::init`] builds it. Defaults follow the paper's implementation details where it gives
+/// Configuration of [`LlmEmf`](super::LlmEmf); [`ModelConfig::init`] builds it. Defaults follow the paper's implementation details where it gives
 /// them (q = 256, dropout 0.3, lambda1 = 0.3, lambda2 = 0.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The cross-domain score of Eq. 11-12: the queries of a history (the last position of every
 //! sub-sequence's encoder, per modality), their scaled cosine logits against a domain's output
 //! tables, and the mixture `sum_s w_s sum_m a_m softmax(logits_{s,m})` over the sub-sequences
-//! present, mixed on the host by [`super::host`] (the one implementation of the rule, which
+//! present, mixed on the host by `model::host` (the one implementation of the rule, which
 //! evaluation, [`crate::recommend::Recommender`] and [`LlmEmf::score`] share). The settings a
 //! validation fit may change after training ([`ScoreSettings`]) live beside the model file.
 

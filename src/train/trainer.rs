@@ -1,8 +1,8 @@
 //! The training loop: Adam, early stopping on validation MRR, best-model and resumable
 //! checkpoints, a progress bar and one JSON line per epoch. Each part has its own file:
-//! [`super::batching`] (the order of an epoch), [`super::sampler`] (negatives),
-//! [`super::step`] (one step, with its profile), [`super::epoch`] (one pass),
-//! [`super::stopping`] (validation and early stopping), [`super::checkpoint`] (the run folder and
+//! [`super::batching`] (the order of an epoch), `sampler` (negatives),
+//! [`super::step`] (one step, with its profile), `epoch` (one pass),
+//! `stopping` (validation and early stopping), [`super::checkpoint`] (the run folder and
 //! resumption), [`super::log`] (the epoch record); this file puts them in order.
 
 use std::path::Path;
