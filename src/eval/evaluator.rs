@@ -61,17 +61,22 @@ impl std::fmt::Display for Evaluation {
             "{:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
             "domain", "MRR", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10", "n"
         )?;
+        // A domain or slice without examples has no metrics: "-", not a zero.
+        let pct = |v: f64, n: usize| match n {
+            0 => "-".to_string(),
+            _ => format!("{:.2}", 100.0 * v),
+        };
         for (name, m) in &self.domains {
             writeln!(
                 f,
-                "{:<12} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7}",
+                "{:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
                 name,
-                100.0 * m.mrr,
-                100.0 * m.ndcg5,
-                100.0 * m.ndcg10,
-                100.0 * m.hr1,
-                100.0 * m.hr5,
-                100.0 * m.hr10,
+                pct(m.mrr, m.n),
+                pct(m.ndcg5, m.n),
+                pct(m.ndcg10, m.n),
+                pct(m.hr1, m.n),
+                pct(m.hr5, m.n),
+                pct(m.hr10, m.n),
                 m.n
             )?;
         }
@@ -88,7 +93,7 @@ impl std::fmt::Display for Evaluation {
             for (name, slices) in &self.popularity {
                 write!(f, "{name:<12}")?;
                 for s in slices {
-                    let cell = format!("{:.2} ({})", 100.0 * s.metrics.mrr, s.metrics.n);
+                    let cell = format!("{} ({})", pct(s.metrics.mrr, s.metrics.n), s.metrics.n);
                     write!(f, " {cell:>15}")?;
                 }
                 if let Some(chance) = self.chance_mrr.get(name) {
@@ -519,5 +524,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_domain_without_examples_prints_no_metrics() {
+        use crate::eval::metrics::{PopularitySlice, Rank};
+        let ranked = DomainMetrics::from_ranks(&[Rank { higher: 0, tied: 0 }]);
+        let empty = DomainMetrics::from_ranks(&[]);
+        let slice = |metrics| PopularitySlice {
+            min: 0,
+            max: Some(0),
+            metrics,
+        };
+        let evaluation = Evaluation {
+            protocol: Protocol::Abxi,
+            split: Split::Test,
+            seed: 1,
+            domains: [("Food".into(), empty), ("Kitchen".into(), ranked)].into(),
+            popularity: [
+                ("Food".into(), vec![slice(empty)]),
+                ("Kitchen".into(), vec![slice(ranked)]),
+            ]
+            .into(),
+            chance_mrr: [("Kitchen".into(), 0.5)].into(),
+            examples_per_second: 0.0,
+        };
+        let text = evaluation.to_string();
+        let food: Vec<&str> = text.lines().filter(|l| l.starts_with("Food")).collect();
+        assert_eq!(food.len(), 2, "{text}");
+        assert!(
+            food[0].contains(" - ") && !food[0].contains("0.00"),
+            "{text}"
+        );
+        assert!(
+            food[1].contains("- (0)") && !food[1].contains("random"),
+            "{text}"
+        );
+        assert!(
+            text.contains("100.00") && text.contains("(a random order: 50.00)"),
+            "{text}"
+        );
     }
 }
