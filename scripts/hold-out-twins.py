@@ -57,7 +57,7 @@ def main():
 
     # Test requests (ABXI split: the history is every interaction but the last, the last 50 of
     # them) whose target is a held-out item.
-    seqs, cur = {}, None
+    seqs = {}
     with open(os.path.join(DATA, "food-kitchen.inter"), encoding="utf-8") as f:
         next(f)
         for line in f:
@@ -67,7 +67,7 @@ def main():
     requests = requests[: a.users]
 
     worst_diff, worst_between, n = 0.0, 0, 0
-    for u, history, target in requests:
+    for _, history, _ in requests:
         out = subprocess.run(
             [a.bin, "recommend", "--model", a.model, "--history", ",".join(map(str, history)),
              "--domain", domain, "-k", "1000000", "--json"],
