@@ -25,26 +25,12 @@ timed() { # seconds-limit command... (skipped when the binary was not packed)
 }
 
 step "set-up"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+source scripts/gpu-unpack.sh
 head -12 "$OUT/nvidia-smi.txt"
-BIN=/tmp/gpu-bin
-mkdir -p "$BIN"
-for f in .gpu/bin/*.xz; do
-  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$f" "$BIN/$(basename "$f" .xz)"
-  chmod +x "$BIN/$(basename "$f" .xz)"
-done
+BIN=$GPU_BIN
 ls -la "$BIN"
 # The test binaries were built in /work/main and look for their fixtures there.
 if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$PWD" /work/main; fi
-mkdir -p ../shared/data
-for t in .gpu/*.tar.gz; do tar xzf "$t" -C ../shared/data; done
 export LLM_EMF_WEIGHTS="$PWD/.gpu/weights"
 export LLM_EMF_DEVICE=wgpu
 export RUST_BACKTRACE=1

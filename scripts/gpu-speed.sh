@@ -21,20 +21,9 @@ LIMIT_S=${LIMIT_S:-600}
 mkdir -p "$OUT"
 
 if [ -z "${BIN:-}" ]; then
-    # The GPU machine: unpack what gpu-prepare.sh packed (Vulkan loader, binary, data).
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    fi
-    nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-    BIN=/tmp/gpu-bin/llm-emf
-    mkdir -p /tmp/gpu-bin
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-        .gpu/bin/llm-emf.xz "$BIN"
-    chmod +x "$BIN"
-    mkdir -p ../shared/data
-    tar xzf .gpu/food-kitchen.tar.gz -C ../shared/data
+    # The GPU machine: what gpu-prepare.sh packed (Vulkan loader, binaries, data).
+    source scripts/gpu-unpack.sh
+    BIN=$GPU_BIN/llm-emf
 fi
 [ -x "$BIN" ] || { echo "no llm-emf binary at $BIN" >&2; exit 2; }
 [ -d "$DATA" ] || { echo "no Food-Kitchen data at $DATA" >&2; exit 2; }
