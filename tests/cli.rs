@@ -536,3 +536,66 @@ fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
     let records = llm_emf::enrich::read_records(&out).unwrap();
     assert!(!records.is_empty() && records.iter().all(|r| r.error.is_some()));
 }
+
+#[test]
+fn enrich_check_counts_usable_answers_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("e.jsonl");
+    let line = |id: u32, title: &str, text: Option<&str>| {
+        let mut r = serde_json::json!({"item_id": id, "domain": "Food", "title": title,
+            "model": "m", "prompt_hash": "h", "tries": 1});
+        match text {
+            Some(t) => r["text"] = t.into(),
+            None => r["error"] = "HTTP 500".into(),
+        }
+        r.to_string() + "\n"
+    };
+    let good = "A rich dark roast with notes of cocoa and caramel, for espresso drinkers who \
+                like a strong morning cup.";
+    let content = line(0, "Dark Roast", Some(good))
+        + &line(1, "Green Tea", Some("Green tea."))
+        + &line(2, "Cast Iron Pan", None);
+    std::fs::write(&file, &content).unwrap();
+    let check = |extra: &[&str]| {
+        bin()
+            .arg("enrich-check")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&[]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("3 items: 1 usable (33.3%)"), "{stdout}");
+    assert!(
+        stdout.contains("Failed: 1") && stdout.contains("Title: 1"),
+        "{stdout}"
+    );
+    // Below the required share: exit status 1, naming the file and the shares.
+    let strict = check(&["--min-usable", "0.95"]);
+    assert_eq!(strict.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(err.contains("e.jsonl") && err.contains("33.3%"), "{err}");
+    // A missing file, a broken line and a missing tokenizer are named.
+    let missing = bin()
+        .arg("enrich-check")
+        .arg(dir.path().join("none.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("none.jsonl"));
+    std::fs::write(
+        &file,
+        content.clone() + "{not json\n" + &line(3, "Salt", Some(good)),
+    )
+    .unwrap();
+    let broken = check(&[]);
+    assert_eq!(broken.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("e.jsonl:4:"), "{err}");
+    std::fs::write(&file, &content).unwrap();
+    let no_weights = check(&["--weights", dir.path().join("minilm").to_str().unwrap()]);
+    assert_eq!(no_weights.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_weights.stderr).contains("minilm"));
+}

@@ -339,6 +339,22 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Check an enrichment file as a reviewer would: the share of usable answers (non-empty,
+    /// at least ten words besides the title's, not looping, not the prompt echoed), the lengths
+    /// of the answers and, given the text encoder's weights, how much of each the encoder reads.
+    EnrichCheck {
+        /// Enrichment file (`llm-emf enrich --out`).
+        file: PathBuf,
+        /// Prompt template file the answers were asked with (default: the paper's).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Folder of all-MiniLM-L6-v2 (its `tokenizer.json`), to count the encoder's tokens.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Fail (exit status 1) when fewer than this share of the items is usable.
+        #[arg(long)]
+        min_usable: Option<f64>,
+    },
     /// Recommend the top-k items of a domain for a history.
     /// Write a run's best model as a self-contained model folder (configuration, score
     /// settings, weights in safetensors, the item catalogue and the frozen feature rows, with
@@ -790,6 +806,42 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(why) = summary.stopped {
                 return Err(Error::InvalidInput(format!(
                     "enrichment stopped early ({why}); re-run the same command to resume"
+                )));
+            }
+        }
+        Command::EnrichCheck {
+            file,
+            template,
+            weights,
+            min_usable,
+        } => {
+            let template = match template {
+                Some(path) => PromptTemplate::from_file(&path)?,
+                None => PromptTemplate::paper(),
+            };
+            if !file.is_file() {
+                return Err(Error::InvalidInput(format!(
+                    "{}: no such enrichment file",
+                    file.display()
+                )));
+            }
+            let records = enrich::read_records(&file)?;
+            let counter = weights
+                .map(|dir| enrich::quality::EncoderTokens::load(&dir))
+                .transpose()?;
+            let counter = counter
+                .as_ref()
+                .map(|c| c as &dyn enrich::quality::TokenCount);
+            let report = enrich::quality::check(&records, &template, counter);
+            print!("{report}");
+            if let Some(min) = min_usable
+                && report.usable_share() < min
+            {
+                return Err(Error::InvalidInput(format!(
+                    "{}: {:.1}% of the items are usable, below the required {:.1}%",
+                    file.display(),
+                    100.0 * report.usable_share(),
+                    100.0 * min
                 )));
             }
         }

