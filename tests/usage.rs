@@ -174,6 +174,7 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     let only_rows = RunFits {
         weights: false,
         row_shrinkage: true,
+        unseen_rows: false,
     };
     let refit = fit_run(dir.path(), &device, only_rows).unwrap();
     let fit = refit
@@ -676,6 +677,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     let weights = RunFits {
         weights: true,
         row_shrinkage: false,
+        unseen_rows: false,
     };
     let refit = fit_run(dir.path(), &device, weights).unwrap();
     assert_eq!(refit.best_epoch, report.best_epoch);
@@ -728,6 +730,7 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     let rows = RunFits {
         weights: false,
         row_shrinkage: true,
+        unseen_rows: false,
     };
     let fitted = fit_run(base_dir.path(), &device, rows).unwrap();
     let fit = fitted.row_shrinkage_fit.expect("a row-shrinkage fit");
@@ -749,6 +752,42 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         err.contains(&features_only.path().display().to_string()),
         "{err}"
     );
+    // Fresh rows for the items never seen in training (`fit-weights --unseen-rows`): one per
+    // such item, kept only when validation allows, and the same rows when fitted again.
+    let unseen = RunFits {
+        weights: false,
+        row_shrinkage: false,
+        unseen_rows: true,
+    };
+    let first = fit_run(base_dir.path(), &device, unseen)
+        .unwrap()
+        .unseen_row_fit
+        .expect("an unseen-row fit");
+    let never_seen = data
+        .dataset
+        .train_counts()
+        .iter()
+        .filter(|&&c| c == 0)
+        .count();
+    assert_eq!(first.redrawn, never_seen);
+    if first.kept {
+        for d in 0..2 {
+            assert!(first.mrr[1][d] >= first.mrr[0][d] - 0.001, "{first:?}");
+            if let [Some(before), Some(after)] = [first.unseen_mrr[0][d], first.unseen_mrr[1][d]] {
+                assert!(after >= before, "{first:?}");
+            }
+        }
+    }
+    let again = fit_run(base_dir.path(), &device, unseen)
+        .unwrap()
+        .unseen_row_fit
+        .unwrap();
+    assert_eq!(again.redrawn, first.redrawn);
+    assert_eq!(again.mrr[1], first.mrr[1]);
+    let err = fit_run(features_only.path(), &device, unseen)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no ID rows"), "{err}");
 
     // A damaged settings file is an error that names it, never a silently different model.
     let settings = base_dir.path().join("model.score.json");

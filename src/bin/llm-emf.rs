@@ -192,7 +192,11 @@ enum Command {
         /// does after training; models with title rows).
         #[arg(long)]
         rows: bool,
-        /// Leave the score's weights as they are (fit only what --rows asks).
+        /// Also draw fresh rows for the items never seen in training, kept when validation
+        /// allows (what `train.fit_unseen_rows` does after training; models with plain ID rows).
+        #[arg(long)]
+        unseen_rows: bool,
+        /// Leave the score's weights as they are (fit only what --rows / --unseen-rows ask).
         #[arg(long)]
         skip_weights: bool,
         /// Device: cpu, wgpu or cuda.
@@ -589,6 +593,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::FitWeights {
             runs,
             rows,
+            unseen_rows,
             skip_weights,
             device,
         } => {
@@ -596,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
             let fits = llm_emf::train::RunFits {
                 weights: !skip_weights,
                 row_shrinkage: rows,
+                unseen_rows,
             };
             for run in runs {
                 let report = llm_emf::train::fit_run(&run, &device, fits)?;
@@ -622,6 +628,9 @@ fn run(cli: Cli) -> Result<()> {
                         "weights (X, Y, merged) target X {:?}, target Y {:?}",
                         fit.chosen[0], fit.chosen[1]
                     ));
+                }
+                if let Some(fit) = report.unseen_row_fit.as_ref().filter(|_| unseen_rows) {
+                    fitted.push(llm_emf::train::fit::describe_unseen_row_fit(fit));
                 }
                 if let Some(fit) = report.row_shrinkage_fit.as_ref().filter(|_| rows) {
                     fitted.push(format!(

@@ -6,6 +6,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::config::Modality;
 use super::dropout::keep_mask;
@@ -379,6 +381,55 @@ impl ItemTable {
         Ok(())
     }
 
+    /// Gives every item never seen in training a fresh learned row, drawn as at
+    /// initialisation (N(0, (init_scale / sqrt(dim))^2) per coordinate, from `seed`), in place
+    /// of the row training left it: a row that was only ever a sampled negative points away
+    /// from every history ("never a target") and ranks the item last, below a random order; a
+    /// fresh row gives it a score that says nothing either way, as for an item the negatives
+    /// had left alone. Returns how many rows were drawn. An error with title rows (the row
+    /// shrinkage places those items by their titles) or with learned unseen-item rows (they
+    /// stand in for these items already).
+    pub fn redraw_unseen_rows(&mut self, init_scale: f64, seed: u64) -> Result<usize> {
+        if self.text_map.is_some() || self.unseen.is_some() {
+            return Err(Error::Config(
+                "redrawing unseen rows needs plain learned rows: title rows are placed by the row shrinkage, and learned unseen-item rows stand in for these items already".into(),
+            ));
+        }
+        if !(init_scale.is_finite() && init_scale > 0.0) {
+            return Err(Error::Config(format!(
+                "redrawing unseen rows: init scale {init_scale} must be positive"
+            )));
+        }
+        let device = self.rows.weight.device();
+        let [n, q] = self.rows.weight.dims();
+        let log_counts = self
+            .train_log_counts
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("training counts: {e:?}")))?;
+        let mut values = self
+            .rows
+            .weight
+            .val()
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))?;
+        let std = init_scale / (q as f64).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut drawn = 0;
+        for (i, _) in log_counts.iter().enumerate().filter(|(_, c)| **c == 0.0) {
+            for v in &mut values[i * q..(i + 1) * q] {
+                *v = (std * standard_normal(&mut rng)) as f32;
+            }
+            drawn += 1;
+        }
+        self.rows.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(values, [n, q]), &device));
+        Ok(drawn)
+    }
+
     /// The picked rows of a table without titles: in training, each replaced by its domain's
     /// unseen-item row with probability `row_dropout` (with `unseen`); at inference, the rows
     /// of items never seen in training replaced by it, and, under the shrinkage, every row
@@ -480,4 +531,11 @@ impl ItemTable {
         let n = self.sizes[0] + self.sizes[1];
         Some(Tensor::cat(parts.to_vec(), 0).reshape([n, 1]))
     }
+}
+
+/// One draw of N(0, 1) (Box-Muller).
+fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: the logarithm stays finite
+    let v: f64 = rng.random();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }

@@ -293,6 +293,19 @@ impl LlmEmf {
         }
     }
 
+    /// Draws fresh learned rows for the items never seen in training
+    /// ([`ItemTable::redraw_unseen_rows`]), at the configuration's initial scale
+    /// (`ModelConfig::id_row_init`); how many. An error without plain learned ID rows.
+    pub fn redraw_unseen_rows(&mut self, init_scale: f64, seed: u64) -> Result<usize> {
+        match &mut self.items {
+            Some(t) => t.redraw_unseen_rows(init_scale, seed),
+            None => Err(Error::Config(
+                "redrawing unseen rows needs ID rows: this model has none (the id modality is off)"
+                    .into(),
+            )),
+        }
+    }
+
     /// Whether the ID rows include the mapped titles (`ModelConfig::id_text` with text
     /// features).
     pub fn has_title_rows(&self) -> bool {

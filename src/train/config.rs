@@ -235,6 +235,15 @@ pub struct TrainConfig {
     /// Needs ID rows; kept beside the saved model (`model.score.json`). Default false.
     #[serde(default)]
     pub fit_row_shrinkage: bool,
+    /// After training (before the other fits), draw fresh learned rows for the items never
+    /// seen in training ([`crate::model::LlmEmf::redraw_unseen_rows`], at `id_row_init`) and
+    /// keep them when validation agrees: the never-seen targets' MRR falls in no domain and
+    /// no domain's MRR falls by more than 0.1 points (`fit::UNSEEN_ROWS_MAX_LOSS`). A row that
+    /// was only ever a sampled negative ranks its item below a random order; a fresh one
+    /// says nothing either way. Needs plain learned ID rows (no `id_text`, no `unseen_row`).
+    /// Default false.
+    #[serde(default)]
+    pub fit_unseen_rows: bool,
 }
 
 impl Default for TrainConfig {
@@ -257,6 +266,7 @@ impl Default for TrainConfig {
             parallel_shards: 2,
             fit_domain_weights: false,
             fit_row_shrinkage: false,
+            fit_unseen_rows: false,
         }
     }
 }
@@ -628,6 +638,13 @@ impl ExperimentConfig {
         if t.fit_row_shrinkage && !self.model.modalities.id {
             return Err(Error::Config(
                 "train: fit_row_shrinkage needs ID rows (the id modality): there are no learned rows to shrink".into(),
+            ));
+        }
+        if t.fit_unseen_rows
+            && (!self.model.modalities.id || self.model.id_text || self.model.unseen_row)
+        {
+            return Err(Error::Config(
+                "train: fit_unseen_rows needs plain learned ID rows: the id modality on, without model.id_text (the row shrinkage places those items) and model.unseen_row".into(),
             ));
         }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {

@@ -291,6 +291,97 @@ pub fn fit_row_shrinkage(
     })
 }
 
+/// The validation check of [`crate::train::TrainConfig::fit_unseen_rows`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnseenRowFit {
+    /// Rows drawn anew (items never seen in training).
+    pub redrawn: usize,
+    /// Validation MRR per domain (X, Y): with the trained rows, then with the new ones.
+    pub mrr: [[f64; 2]; 2],
+    /// Validation MRR of the targets never seen in training per domain (X, Y), likewise
+    /// (`None` where a domain has none).
+    pub unseen_mrr: [[Option<f64>; 2]; 2],
+    /// Whether the new rows were kept.
+    pub kept: bool,
+}
+
+/// Most a domain's validation MRR may fall for the new unseen rows to be kept (0.1 points).
+pub const UNSEEN_ROWS_MAX_LOSS: f64 = 0.001;
+
+/// The validation MRR of the targets never seen in training, per named domain (`None` where
+/// a domain has none).
+fn never_seen_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [Option<f64>; 2] {
+    domain_names.map(|n| {
+        e.popularity
+            .get(n)
+            .and_then(|slices| slices.iter().find(|s| s.max == Some(0)))
+            .filter(|s| s.metrics.n > 0)
+            .map(|s| s.metrics.mrr)
+    })
+}
+
+/// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`],
+/// initial scale `init_scale`, from `seed`) and keeps them when validation agrees: the
+/// never-seen targets' MRR does not fall in any domain, and no domain's MRR falls by more
+/// than [`UNSEEN_ROWS_MAX_LOSS`]. Otherwise `model` is left as it was.
+pub fn fit_unseen_rows(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+    init_scale: f64,
+    seed: u64,
+) -> Result<UnseenRowFit> {
+    let mut redrawn_model = model.clone();
+    let redrawn = redrawn_model.redraw_unseen_rows(init_scale, seed)?;
+    let before = validate(model)?;
+    let after = validate(&redrawn_model)?;
+    let mrr = [
+        domain_mrrs(&before, domain_names),
+        domain_mrrs(&after, domain_names),
+    ];
+    let unseen_mrr = [
+        never_seen_mrrs(&before, domain_names),
+        never_seen_mrrs(&after, domain_names),
+    ];
+    let unseen_fall = (0..2).any(|d| match (unseen_mrr[0][d], unseen_mrr[1][d]) {
+        (Some(before), Some(after)) => after < before,
+        _ => false,
+    });
+    let overall_fall = (0..2).any(|d| mrr[1][d] < mrr[0][d] - UNSEEN_ROWS_MAX_LOSS);
+    let kept = redrawn > 0 && !unseen_fall && !overall_fall;
+    if kept {
+        *model = redrawn_model;
+    }
+    Ok(UnseenRowFit {
+        redrawn,
+        mrr,
+        unseen_mrr,
+        kept,
+    })
+}
+
+/// One line on what [`fit_unseen_rows`] found, for the log.
+pub fn describe_unseen_row_fit(fit: &UnseenRowFit) -> String {
+    format!(
+        "{} rows of items never seen in training drawn anew: validation MRR {:.2} / {:.2} -> {:.2} / {:.2}, never-seen targets {} / {} -> {} / {} (%): {}",
+        fit.redrawn,
+        100.0 * fit.mrr[0][0],
+        100.0 * fit.mrr[0][1],
+        100.0 * fit.mrr[1][0],
+        100.0 * fit.mrr[1][1],
+        percent(fit.unseen_mrr[0][0]),
+        percent(fit.unseen_mrr[0][1]),
+        percent(fit.unseen_mrr[1][0]),
+        percent(fit.unseen_mrr[1][1]),
+        if fit.kept { "kept" } else { "not kept" }
+    )
+}
+
+/// A share in % with two decimals, `-` when absent.
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
 /// Runs one of the score fits made after training when its switch `on` is set, saying what
 /// it chose (`describe`) when `verbose`.
 pub(super) fn fit_if<R>(
@@ -317,6 +408,9 @@ pub struct RunFits {
     pub weights: bool,
     /// The learned rows' prior counts, as [`crate::train::TrainConfig::fit_row_shrinkage`].
     pub row_shrinkage: bool,
+    /// Fresh rows for the items never seen in training, first, as
+    /// [`crate::train::TrainConfig::fit_unseen_rows`].
+    pub unseen_rows: bool,
 }
 
 /// Makes the validation fits `fits` names on the finished run in `run_dir`, as the train
@@ -329,7 +423,7 @@ pub struct RunFits {
 pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainReport> {
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
-    if !(fits.weights || fits.row_shrinkage) {
+    if !(fits.weights || fits.row_shrinkage || fits.unseen_rows) {
         return Err(Error::Config(format!(
             "{}: no fit asked for",
             run_dir.display()
@@ -342,7 +436,7 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     let mut model = load_best_model(&config.model, &data, &features, &paths.best_model(), device)?;
     let weights =
         fits.weights && (has_modality_weights_to_fit(&model) || has_domain_weights_to_fit(&model));
-    if fits.weights && !weights && !fits.row_shrinkage {
+    if fits.weights && !weights && !fits.row_shrinkage && !fits.unseen_rows {
         return Err(Error::Config(format!(
             "{}: the model reads {} sub-sequence(s) without both the merged one and another, and {} modality(ies) without IDs and a feature modality: no weights to fit",
             run_dir.display(),
@@ -350,7 +444,7 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
             model.modalities().len()
         )));
     }
-    if fits.row_shrinkage && model.items.is_none() {
+    if (fits.row_shrinkage || fits.unseen_rows) && model.items.is_none() {
         return Err(Error::Config(format!(
             "{}: the model has no ID rows (the id modality is off): no learned rows to shrink",
             run_dir.display()
@@ -374,6 +468,12 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
     let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    if fits.unseen_rows {
+        let init = config.model.id_row_init;
+        let fit = fit_unseen_rows(&mut model, validate, names, init, config.train.seed)
+            .map_err(|e| Error::Config(format!("{}: {e}", run_dir.display())))?;
+        report.unseen_row_fit = Some(fit);
+    }
     if weights {
         (report.modality_weight_fit, report.domain_weight_fit) =
             fit_score_weights(&mut model, validate, names)?;

@@ -19,8 +19,8 @@ use super::checkpoint::{
 use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer, TrainConfig};
 use super::epoch::{EpochPlan, run_epoch};
 use super::fit::{
-    DomainWeightFit, ModalityWeightFit, RowShrinkageFit, fit_if, fit_row_shrinkage,
-    fit_score_weights,
+    DomainWeightFit, ModalityWeightFit, RowShrinkageFit, UnseenRowFit, describe_unseen_row_fit,
+    fit_if, fit_row_shrinkage, fit_score_weights, fit_unseen_rows,
 };
 use super::log::EpochLog;
 use super::sampler::NegativeSampler;
@@ -84,6 +84,10 @@ pub struct TrainReport {
     /// after the other fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_shrinkage_fit: Option<RowShrinkageFit>,
+    /// The validation check of fresh rows for the items never seen in training
+    /// (`TrainConfig::fit_unseen_rows`), before the other fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_row_fit: Option<UnseenRowFit>,
 }
 
 /// Trains LLM-EMF on `data` as `config` says, writing the run folder `run_dir`. Resumes from
@@ -283,6 +287,20 @@ pub fn train(
     // Test the best model, its sub-sequence weights first fitted on validation when asked.
     let mut best = load_best_model(&config.model, data, &features, &paths.best_model(), device)?;
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    let unseen_row_fit = fit_if(
+        tc.fit_unseen_rows,
+        options.verbose,
+        || {
+            fit_unseen_rows(
+                &mut best,
+                |m| evaluate_on(m, Split::Valid, &valid_candidates),
+                names,
+                config.model.id_row_init,
+                tc.seed,
+            )
+        },
+        describe_unseen_row_fit,
+    )?;
     let (modality_weight_fit, domain_weight_fit) = if tc.fit_domain_weights {
         let fits = fit_score_weights(
             &mut best,
@@ -321,7 +339,11 @@ pub fn train(
         },
     )?;
     // The best model saved once with whatever the fits changed.
-    if modality_weight_fit.is_some() || domain_weight_fit.is_some() || row_shrinkage_fit.is_some() {
+    if modality_weight_fit.is_some()
+        || domain_weight_fit.is_some()
+        || row_shrinkage_fit.is_some()
+        || unseen_row_fit.as_ref().is_some_and(|f| f.kept)
+    {
         save_model(&best, &paths.best_model())?;
     }
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
@@ -343,6 +365,7 @@ pub fn train(
         domain_weight_fit,
         modality_weight_fit,
         row_shrinkage_fit,
+        unseen_row_fit,
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)

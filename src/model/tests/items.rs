@@ -357,3 +357,83 @@ fn unseen_item_rows_stand_in_for_untrained_items_and_are_trained_by_row_dropout(
         assert!(err.contains("unseen_row"), "{err}");
     }
 }
+
+#[test]
+fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        id_dim: 32,
+        id_text: false,
+        ..s.config.clone()
+    };
+    let of_data = Catalogue::of(&s.data.dataset);
+    let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+    // Every fourth item never seen in training: c_i = i mod 4.
+    let counts = (0..of_data.num_items()).map(|i| (i % 4) as u32).collect();
+    let catalogue = Catalogue::new(sizes, counts).unwrap();
+    let rows = |m: &LlmEmf| {
+        id_table(m)
+            .rows
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let mut model = config
+        .init(&catalogue, &ItemFeatures::none(), &device)
+        .unwrap();
+    let before = rows(&model);
+    let drawn = model.redraw_unseen_rows(0.5, 7).unwrap();
+    let n = of_data.num_items();
+    assert_eq!(drawn, n.div_ceil(4));
+    let after = rows(&model);
+    let q = 32;
+    let mut squares = 0.0f64;
+    for i in 0..n {
+        let (b, a) = (&before[i * q..(i + 1) * q], &after[i * q..(i + 1) * q]);
+        if i % 4 == 0 {
+            assert!(b != a, "item {i} is unseen: a new row");
+            squares += a.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+        } else {
+            assert_eq!(b, a, "item {i} was trained: its row stays");
+        }
+    }
+    // The new rows have the initial spread: std 0.5 / sqrt(q) per coordinate.
+    let std = (squares / (drawn * q) as f64).sqrt() * (q as f64).sqrt();
+    assert!((std - 0.5).abs() < 0.05, "{std}");
+    // The same seed draws the same rows.
+    let mut again = config
+        .init(&catalogue, &ItemFeatures::none(), &device)
+        .unwrap();
+    again.redraw_unseen_rows(0.5, 7).unwrap();
+    let redrawn = rows(&again);
+    for i in (0..n).step_by(4) {
+        assert_eq!(after[i * q..(i + 1) * q], redrawn[i * q..(i + 1) * q]);
+    }
+    // Title rows and learned unseen-item rows refuse; so do a bad scale and no ID rows.
+    let titled = ModelConfig {
+        id_text: true,
+        ..config.clone()
+    };
+    let feats = features(&s, &device);
+    let mut m = titled.init(&catalogue, &feats, &device).unwrap();
+    let err = m.redraw_unseen_rows(1.0, 1).unwrap_err().to_string();
+    assert!(err.contains("title rows"), "{err}");
+    let mut m = config
+        .init(&catalogue, &ItemFeatures::none(), &device)
+        .unwrap();
+    assert!(m.redraw_unseen_rows(0.0, 1).is_err());
+    let no_ids = ModelConfig {
+        modalities: ModalitySwitches {
+            id: false,
+            image: true,
+            text: true,
+        },
+        ..config.clone()
+    };
+    let mut m = no_ids.init(&catalogue, &feats, &device).unwrap();
+    let err = m.redraw_unseen_rows(1.0, 1).unwrap_err().to_string();
+    assert!(err.contains("ID rows"), "{err}");
+}
