@@ -15,10 +15,10 @@
 #    PREFIX-minilm-enriched.npy (resumable too).
 #
 # Settings (environment): PARALLEL, MAX_TOKENS, TEMPLATE (the measured defaults of
-# docs/features.md), RESTARTS (3), MIN_USABLE (0.95), WEIGHTS (the MiniLM folder; default
-# fetched by scripts/fetch-weights.sh), BIN (the llm-emf binary), LIMIT (most items asked in
-# this run, for a trial; the embedding then reads titles alone for the items not yet enriched),
-# EMBED=0 to stop after the check.
+# docs/features.md), TIMEOUT (seconds per request, 120), RESTARTS (3), MIN_USABLE (0.95),
+# WEIGHTS (the MiniLM folder; default fetched by scripts/fetch-weights.sh), BIN (the llm-emf
+# binary), LIMIT (most items asked in this run, for a trial; the embedding then reads titles
+# alone for the items not yet enriched), EMBED=0 to stop after the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +46,7 @@ trap 'scripts/local-llm.sh stop' EXIT
 for attempt in $(seq 0 "$RESTARTS"); do
   if "$BIN" enrich --data "$DATA" --endpoint "$url" --model "$name" --out "$out" \
     --concurrency "$PARALLEL" --max-tokens "$MAX_TOKENS" --template "$TEMPLATE" \
-    ${LIMIT:+--limit "$LIMIT"}; then
+    --timeout "${TIMEOUT:-120}" ${LIMIT:+--limit "$LIMIT"}; then
     break
   fi
   if [ "$attempt" -eq "$RESTARTS" ]; then

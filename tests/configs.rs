@@ -46,7 +46,12 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_and_their_shrinkage() {
     back.model.id_text = false;
     back.model.id_row_init = 1.0;
     back.train.fit_row_shrinkage = false;
+    back.train.fit_unseen_rows = true;
     assert_eq!(back, ids);
+    assert!(
+        !titles.train.fit_unseen_rows,
+        "title rows place the unseen items themselves"
+    );
     for preset in Preset::ALL {
         ExperimentConfig::preset(preset).validate().unwrap();
     }

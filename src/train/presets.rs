@@ -20,7 +20,8 @@ pub enum Preset {
     #[default]
     Recommended,
     /// The best measured setting for data without item titles: `recommended` widened to
-    /// q = 256 with IDs only, patience 8 and one shard per batch.
+    /// q = 256 with IDs only, patience 8 and one shard per batch, and fresh rows for the items
+    /// never seen in training when validation allows (`train.fit_unseen_rows`).
     Ids,
     /// The best measured setting for data with item titles: `ids` with each item's title
     /// vector mapped into its ID row (`model.id_text`, rows started at the title,
@@ -99,6 +100,7 @@ impl ExperimentConfig {
                 c.model.modalities.text = false;
                 c.train.patience = 8;
                 c.train.parallel_shards = 1;
+                c.train.fit_unseen_rows = true;
                 c
             }
             Preset::Titles => {
@@ -107,6 +109,8 @@ impl ExperimentConfig {
                 c.model.id_text = true;
                 c.model.id_row_init = 0.1;
                 c.train.fit_row_shrinkage = true;
+                // The title rows place the items never seen in training instead.
+                c.train.fit_unseen_rows = false;
                 c
             }
         }
