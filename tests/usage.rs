@@ -788,6 +788,27 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .unwrap_err()
         .to_string();
     assert!(err.contains("no ID rows"), "{err}");
+    // The same fit at the end of training (`train.fit_unseen_rows`, as in the `ids` preset):
+    // reported, and what it kept is what the saved model scores with.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let mut fresh = base.clone();
+    fresh.train.fit_unseen_rows = true;
+    let report = train(&fresh, &data, fresh_dir.path(), &device, &quiet()).unwrap();
+    let fit = report
+        .unseen_row_fit
+        .expect("an unseen-row fit after training");
+    assert_eq!(fit.redrawn, never_seen);
+    let run = TrainedRun::load(fresh_dir.path(), &device).unwrap();
+    let valid = run
+        .evaluate(Split::Valid, fresh.eval.protocol, None)
+        .unwrap();
+    assert_eq!(valid.domains, report.valid.domains);
+    // The validation MRR of the model kept: the new rows' when kept, the trained ones' if not.
+    for d in DomainId::BOTH {
+        let name = &data.dataset.domain(d).name;
+        let got = report.valid.domains[name].mrr;
+        assert_eq!(got, fit.mrr[usize::from(fit.kept)][d.index()], "{name}");
+    }
 
     // A damaged settings file is an error that names it, never a silently different model.
     let settings = base_dir.path().join("model.score.json");
