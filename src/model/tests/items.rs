@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{all_rows, features, id_table, mapped_titles, setup};
+use super::{all_rows, features, id_table, learned_rows, mapped_titles, setup};
 use crate::data::DomainId;
 use crate::model::*;
 use crate::test_device;
@@ -372,23 +372,14 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
     // Every fourth item never seen in training: c_i = i mod 4.
     let counts = (0..of_data.num_items()).map(|i| (i % 4) as u32).collect();
     let catalogue = Catalogue::new(sizes, counts).unwrap();
-    let rows = |m: &LlmEmf| {
-        id_table(m)
-            .rows
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
     let mut model = config
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
-    let before = rows(&model);
+    let before = learned_rows(&model);
     let drawn = model.redraw_unseen_rows(0.5, 7).unwrap();
     let n = of_data.num_items();
     assert_eq!(drawn, n.div_ceil(4));
-    let after = rows(&model);
+    let after = learned_rows(&model);
     let q = 32;
     let mut squares = 0.0f64;
     for i in 0..n {
@@ -408,7 +399,7 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
     again.redraw_unseen_rows(0.5, 7).unwrap();
-    let redrawn = rows(&again);
+    let redrawn = learned_rows(&again);
     for i in (0..n).step_by(4) {
         assert_eq!(after[i * q..(i + 1) * q], redrawn[i * q..(i + 1) * q]);
     }

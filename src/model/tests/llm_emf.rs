@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 
-use super::{features, id_table, scalar, setup, train_batch};
+use super::{features, learned_rows, scalar, setup, train_batch};
 use crate::data::DomainId;
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::model::*;
@@ -97,17 +97,7 @@ fn frozen_features_never_change_while_the_model_learns() {
     let before = [feats.values(Modality::Image), feats.values(Modality::Text)];
     let train_feats = feats.for_autodiff();
     let mut model = LlmEmf::new(&s.config, &s.data.dataset, &train_feats, &device).unwrap();
-    // Owned copies: on a GPU backend the optimizer may update the table's buffer in place.
-    let id_values = |m: &LlmEmf| {
-        id_table(m)
-            .rows
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
-    let id_before = id_values(&model);
+    let id_before = learned_rows(&model);
     let mut optim = AdamConfig::new().init();
     let batch = train_batch(&s, &device);
     let first = scalar(model.loss(&batch, &train_feats, &DomainId::BOTH, None));
@@ -121,7 +111,7 @@ fn frozen_features_never_change_while_the_model_learns() {
         last < first,
         "loss should fall on a fixed batch: {first} -> {last}"
     );
-    let id_after = id_values(&model);
+    let id_after = learned_rows(&model);
     let moved = id_before
         .iter()
         .zip(&id_after)

@@ -44,6 +44,18 @@ pub(super) fn id_table(model: &LlmEmf) -> &ItemTable {
     model.items.as_ref().expect("the model's ID table")
 }
 
+/// The learned ID rows, row-major on the host (an owned copy: on a GPU backend the optimizer
+/// may update the table's buffer in place).
+pub(super) fn learned_rows(model: &LlmEmf) -> Vec<f32> {
+    id_table(model)
+        .rows
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
 /// Every item's mapped title row `W t_i`.
 pub(super) fn mapped_titles(model: &LlmEmf, feats: &ItemFeatures) -> Tensor<2> {
     id_table(model)
