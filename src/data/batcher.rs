@@ -77,15 +77,71 @@ impl PaddedPlan {
         b * self.len + self.len - 1
     }
 
+    /// Real (not padding) positions of the batch.
+    pub fn real_len(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    /// Flat rows (`b * len + t`) converted to packed rows: the index of each among the real
+    /// positions in row-major order (its row in a packed `[real_len, width]` matrix). A row at
+    /// padding (a placeholder, as the absent rows of a mixture plan) becomes 0.
+    pub fn packed_rows(&self, rows: &[i64]) -> Vec<i64> {
+        let mut before = Vec::with_capacity(self.batch + 1);
+        let mut sum = 0usize;
+        for &n in &self.lengths {
+            before.push(sum);
+            sum += n;
+        }
+        rows.iter()
+            .map(|&r| {
+                let flat = r as usize;
+                if flat >= self.pad.len() || self.pad[flat] {
+                    return 0;
+                }
+                let (b, t) = (flat / self.len, flat % self.len);
+                (before[b] + t - (self.len - self.lengths[b])) as i64
+            })
+            .collect()
+    }
+
     /// Moves the plan to `device`.
     pub fn to_tensors(&self, device: &Device) -> SubSequenceBatch {
         let shape = [self.batch, self.len];
+        let real: Vec<usize> = (0..self.pad.len()).filter(|&i| !self.pad[i]).collect();
+        let n = real.len();
+        let pick = |v: &[i64]| -> Tensor<1, Int> {
+            let picked: Vec<i64> = real.iter().map(|&i| v[i]).collect();
+            Tensor::from_data(TensorData::new(picked, [n]), device)
+        };
+        let flat: Vec<i64> = real.iter().map(|&i| i as i64).collect();
         SubSequenceBatch {
             items: Tensor::from_data(TensorData::new(self.items.clone(), shape), device),
             positions: Tensor::from_data(TensorData::new(self.positions.clone(), shape), device),
             bias: AttentionBias::causal(&self.pad, self.batch, self.len, device),
+            packed: Packed {
+                flat: Tensor::from_data(TensorData::new(flat, [n]), device),
+                items: pick(&self.items),
+                positions: pick(&self.positions),
+                len: n,
+            },
         }
     }
+}
+
+/// The real (not padding) positions of a padded sub-sequence batch, in row-major order: what
+/// the training encoders compute their position-wise layers on
+/// ([`crate::model::SequenceEncoder::forward_packed`]), so that padding costs no matrix
+/// product outside attention.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    /// `[N]` flat index (`b * L + t`) of each real position.
+    pub flat: Tensor<1, Int>,
+    /// `[N]` global item id at each real position.
+    pub items: Tensor<1, Int>,
+    /// `[N]` position number at each real position.
+    pub positions: Tensor<1, Int>,
+    /// `N`, the number of real positions.
+    pub len: usize,
 }
 
 /// One padded sub-sequence batch on a device.
@@ -97,6 +153,8 @@ pub struct SubSequenceBatch {
     pub positions: Tensor<2, Int>,
     /// `[B, 1, L, L]` additive attention bias: causal, padding masked out as a key.
     pub bias: AttentionBias,
+    /// The real positions, packed.
+    pub packed: Packed,
 }
 
 /// Next-item targets of one domain inside one sub-sequence batch.
@@ -119,14 +177,16 @@ impl TargetPlan {
         self.rows.is_empty()
     }
 
-    /// Moves the targets to `device`; `None` when there are none.
-    pub fn to_tensors(&self, device: &Device) -> Option<Targets> {
+    /// Moves the targets to `device`, their rows as rows of the packed hidden states of
+    /// `input`, the padded batch they index ([`PaddedPlan::packed_rows`]); `None` when there
+    /// are none.
+    pub fn to_tensors(&self, input: &PaddedPlan, device: &Device) -> Option<Targets> {
         if self.is_empty() {
             return None;
         }
         let n = self.rows.len();
         Some(Targets {
-            rows: Tensor::from_data(TensorData::new(self.rows.clone(), [n]), device),
+            rows: Tensor::from_data(TensorData::new(input.packed_rows(&self.rows), [n]), device),
             local: Tensor::from_data(TensorData::new(self.local.clone(), [n]), device),
             local_ids: self.local.clone(),
         })
@@ -136,7 +196,8 @@ impl TargetPlan {
 /// Next-item targets of one domain on a device.
 #[derive(Debug, Clone)]
 pub struct Targets {
-    /// `[P]` flat positions.
+    /// `[P]` rows of the packed hidden states (real positions in row-major order) that predict
+    /// the targets.
     pub rows: Tensor<1, Int>,
     /// `[P]` target indices inside the domain.
     pub local: Tensor<1, Int>,
@@ -250,7 +311,7 @@ impl TargetCounts {
 pub struct MixtureTargets {
     /// `[P]` target indices inside the domain.
     pub local: Tensor<1, Int>,
-    /// Per sub-sequence, `[P]` flat rows.
+    /// Per sub-sequence, `[P]` rows of the packed hidden states (0 where absent).
     pub rows: [Tensor<1, Int>; 3],
     /// Per sub-sequence, `[P, 1]`: 0 where present, a large negative log-weight where not.
     pub absent: [Tensor<2>; 3],
@@ -263,17 +324,17 @@ pub struct MixtureTargets {
 }
 
 impl MixturePlan {
-    /// Moves the plan to `device`; `None` without transitions.
-    pub fn to_tensors(&self, device: &Device) -> Option<MixtureTargets> {
+    /// Moves the plan to `device`, its rows as rows of the packed hidden states of `inputs`
+    /// (the three padded batches they index); `None` without transitions.
+    pub fn to_tensors(&self, inputs: &[PaddedPlan; 3], device: &Device) -> Option<MixtureTargets> {
         let n = self.local.len();
         if n == 0 {
             return None;
         }
-        let ints =
-            |v: &Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [n]), device);
+        let ints = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device);
         Some(MixtureTargets {
-            local: ints(&self.local),
-            rows: std::array::from_fn(|s| ints(&self.rows[s])),
+            local: ints(self.local.clone()),
+            rows: std::array::from_fn(|s| ints(inputs[s].packed_rows(&self.rows[s]))),
             absent: std::array::from_fn(|s| {
                 let v: Vec<f32> = self.present[s]
                     .iter()
@@ -551,14 +612,15 @@ impl TrainPlan {
     pub fn to_tensors(&self, device: &Device) -> TrainBatch {
         TrainBatch {
             inputs: self.inputs.clone().map(|p| p.to_tensors(device)),
-            targets: self
-                .targets
-                .clone()
-                .map(|per_domain| per_domain.map(|t| t.to_tensors(device))),
-            mixture: self
-                .mixture
-                .as_ref()
-                .map(|m| [m[0].to_tensors(device), m[1].to_tensors(device)]),
+            targets: std::array::from_fn(|s| {
+                std::array::from_fn(|d| self.targets[s][d].to_tensors(&self.inputs[s], device))
+            }),
+            mixture: self.mixture.as_ref().map(|m| {
+                [
+                    m[0].to_tensors(&self.inputs, device),
+                    m[1].to_tensors(&self.inputs, device),
+                ]
+            }),
             sequences: self.inputs[0].batch,
         }
     }
@@ -655,6 +717,28 @@ mod tests {
         let p = PaddedPlan::new(&[&[1, 2, 3, 4, 5]], 2);
         assert_eq!(p.items, vec![4, 5]);
         assert_eq!(p.positions, vec![0, 1]);
+    }
+
+    #[test]
+    fn packed_rows_count_real_positions_in_row_major_order() {
+        // Rows of 2, 1, 0 and 3 items, padded on the left to 3.
+        let rows: [&[ItemId]; 4] = [&[1, 2], &[3], &[], &[4, 5, 6]];
+        let plan = PaddedPlan::new(&rows, 5);
+        assert_eq!(plan.real_len(), 6);
+        // Real flat positions: 1, 2 | 5 | - | 9, 10, 11.
+        assert_eq!(
+            plan.packed_rows(&[1, 2, 5, 9, 10, 11]),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        // Padding (a placeholder row) maps to 0.
+        assert_eq!(plan.packed_rows(&[0, 6, 11]), vec![0, 0, 5]);
+        let device = crate::test_device();
+        let packed = plan.to_tensors(&device).packed;
+        let ints = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        assert_eq!(packed.len, 6);
+        assert_eq!(ints(packed.flat), vec![1, 2, 5, 9, 10, 11]);
+        assert_eq!(ints(packed.items), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(ints(packed.positions), vec![0, 1, 0, 0, 1, 2]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use burn::nn::{
 use burn::tensor::activation::{gelu, relu, softmax};
 
 use super::dropout::dropout;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
 
 pub use crate::data::mask::{AttentionBias, MASKED_SCORE};
 
@@ -147,6 +147,47 @@ impl AttentionBlock {
         self.feed_forward(x)
     }
 
+    /// Applies the block at the real positions of a padded batch, given packed: the layer
+    /// norms, the projections and the feed-forward layer run on the `N` real rows only, and
+    /// only attention sees the padded `[batch, len]` layout (the projected queries, keys and
+    /// values are scattered into it, padding left at zero and masked by `bias`, and the context
+    /// is gathered back). Equal to [`Self::forward`] at the real positions; on a batch of
+    /// uneven lengths it does a fraction of the work.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, d_model]`, the real positions in row-major order
+    /// - `flat`: `[N]`, the flat index `b * len + t` of each
+    /// - `bias`: `[batch, 1, len, len]`
+    /// - output: `[N, d_model]`
+    pub fn forward_packed(
+        &self,
+        x: Tensor<2>,
+        flat: &Tensor<1, Int>,
+        bias: &AttentionBias,
+    ) -> Tensor<2> {
+        let [n, d] = x.dims();
+        let [batch, _, len, _] = bias.bias.dims();
+        let h = self.heads;
+        let qkv = self.qkv.forward(self.norm_attention.forward(x.clone()));
+        let padded = Tensor::<2>::zeros([batch * len, 3 * d], &x.device()).select_assign(
+            0,
+            flat.clone(),
+            qkv,
+            IndexingUpdateOp::Add,
+        );
+        let qkv = padded
+            .reshape([batch, len, 3, h, d / h])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([batch, h, len, d / h]);
+        let context = self
+            .attend(part(0), part(1), part(2), bias)
+            .reshape([batch * len, d])
+            .select(0, flat.clone());
+        debug_assert_eq!(context.dims(), [n, d]);
+        let x = x + dropout(&self.dropout, self.output.forward(context));
+        self.feed_forward(x)
+    }
+
     /// Queries, keys and values, split into heads.
     ///
     /// # Shapes
@@ -179,7 +220,7 @@ impl AttentionBlock {
             .reshape([batch, lq, heads * dh])
     }
 
-    fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
+    fn feed_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let inner = self.ff_inner.forward(self.norm_ff.forward(x.clone()));
         let inner = if self.gelu { gelu(inner) } else { relu(inner) };
         x + dropout(

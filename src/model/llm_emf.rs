@@ -323,7 +323,21 @@ impl LlmEmf {
         features: &ItemFeatures,
     ) -> Tensor<3> {
         let [batch, len] = items.dims();
-        let flat = items.reshape([batch * len]);
+        let rows = self.embed_rows(m, items.reshape([batch * len]), features);
+        let width = rows.dims()[1];
+        rows.reshape([batch, len, width])
+    }
+
+    /// The input vectors of modality `m` for a list of items.
+    ///
+    /// # Shapes
+    /// - `items`: `[n]` global ids; output `[n, width]`
+    pub(super) fn embed_rows(
+        &self,
+        m: Modality,
+        flat: Tensor<1, Int>,
+        features: &ItemFeatures,
+    ) -> Tensor<2> {
         match m {
             Modality::Id => {
                 let table = self
@@ -333,7 +347,7 @@ impl LlmEmf {
                 let q = table.dim();
                 let rows = table.forward(flat, features.table(Modality::Text));
                 // Rows of std 1/sqrt(q), rescaled to unit variance per coordinate as inputs.
-                rows.reshape([batch, len, q]).mul_scalar((q as f64).sqrt())
+                rows.mul_scalar((q as f64).sqrt())
             }
             _ => {
                 let table = features
@@ -345,30 +359,30 @@ impl LlmEmf {
                     .clone()
                     .select(0, flat)
                     .mul_scalar((dim as f64).sqrt());
-                let rows = match self.projection(m) {
+                match self.projection(m) {
                     Some(p) => p.forward(rows),
                     None => rows,
-                };
-                let width = rows.dims()[1];
-                rows.reshape([batch, len, width])
+                }
             }
         }
     }
 
-    /// Encodes one sub-sequence with one modality's encoder.
+    /// Encodes the real positions of one sub-sequence with one modality's encoder
+    /// ([`SequenceEncoder::forward_packed`]): the encoder's output at those positions.
     ///
     /// # Shapes
-    /// - output `[batch, len, width]`
-    pub(super) fn encode(
+    /// - output `[N, width]`, N the real positions in row-major order
+    pub(super) fn encode_packed(
         &self,
         s: SubSequence,
         m: Modality,
         input: &SubSequenceBatch,
         features: &ItemFeatures,
-    ) -> Option<Tensor<3>> {
+    ) -> Option<Tensor<2>> {
         let encoder = self.encoder(s, m)?;
-        let x = self.embed(m, input.items.clone(), features);
-        Some(encoder.forward(x, input.positions.clone(), &input.bias))
+        let packed = &input.packed;
+        let x = self.embed_rows(m, packed.items.clone(), features);
+        Some(encoder.forward_packed(x, packed.positions.clone(), &packed.flat, &input.bias))
     }
 
     /// The first row and the number of rows of domain `d`'s items in the global item tables.

@@ -33,8 +33,9 @@ const ACCIDENTAL_HIT: f32 = -1.0e9;
 /// The encoders' outputs for a training batch ([`LlmEmf::encode_train`]).
 #[derive(Debug, Clone)]
 pub struct TrainHidden {
-    /// `[B * L, width]` per sub-sequence (X, Y, merged) and used modality (id, image, text
-    /// order); empty for a sub-sequence without targets or encoders.
+    /// `[N, width]` per sub-sequence (X, Y, merged) and used modality (id, image, text
+    /// order), the real positions of the sub-sequence's batch in row-major order (the rows the
+    /// targets index); empty for a sub-sequence without targets or encoders.
     pub hidden: [Vec<Tensor<2>>; 3],
 }
 
@@ -76,14 +77,9 @@ impl LlmEmf {
                 continue;
             }
             let input = &batch.inputs[s.index()];
-            let [b, l] = input.items.dims();
             hidden[s.index()] = modalities
                 .iter()
-                .filter_map(|&m| {
-                    let h = self.encode(s, m, input, features)?;
-                    let width = h.dims()[2];
-                    Some(h.reshape([b * l, width]))
-                })
+                .filter_map(|&m| self.encode_packed(s, m, input, features))
                 .collect();
         }
         TrainHidden { hidden }
@@ -322,7 +318,7 @@ impl LlmEmf {
     /// sub-sequences, stacked in the order of `rows` (one head computation per modality).
     ///
     /// # Shapes
-    /// - each `rows` entry: `[P_s]` flat rows; `targets`: `[sum P_s]`; output `[sum P_s, 1]` each
+    /// - each `rows` entry: `[P_s]` packed rows; `targets`: `[sum P_s]`; output `[sum P_s, 1]` each
     #[allow(clippy::too_many_arguments)]
     fn stacked_log_probs(
         &self,
@@ -344,7 +340,7 @@ impl LlmEmf {
     /// in the order of `rows`: one head computation per modality.
     ///
     /// # Shapes
-    /// - each `rows` entry: `[P_s]` flat rows; `targets`: `[sum P_s]`; outputs `[sum P_s, 1]`
+    /// - each `rows` entry: `[P_s]` packed rows; `targets`: `[sum P_s]`; outputs `[sum P_s, 1]`
     ///   (the targets') and `[sum P_s, C]` (the softmax's)
     #[allow(clippy::too_many_arguments)]
     fn stacked_head_logits(
@@ -436,7 +432,7 @@ impl LlmEmf {
 }
 
 /// What the mixture score of some transitions stacks: the sub-sequences that
-/// take part, the targets repeated once per sub-sequence, and each sub-sequence's flat rows, so
+/// take part, the targets repeated once per sub-sequence, and each sub-sequence's packed rows, so
 /// that each modality's head runs once over all of them.
 struct JointRows {
     subs: Vec<SubSequence>,
