@@ -20,6 +20,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::linear;
 
 use super::dropout::dropout;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
@@ -138,10 +139,27 @@ impl AttentionBlock {
     /// - `bias`: `[batch, 1, len, len]`
     /// - output: `[batch, 1, d_model]`
     pub fn forward_last(&self, x: Tensor<3>, bias: &AttentionBias) -> Tensor<3> {
-        let [_, len, _] = x.dims();
-        let (q, k, v) = self.project(x.clone());
-        let q = q.narrow(2, len - 1, 1);
-        let context = self.attend(q, k, v, &bias.last_query());
+        let [batch, len, d] = x.dims();
+        let h = self.heads;
+        // Keys and values at every position, the query at the last one only: the columns of
+        // the fused projection, read in place.
+        let normed = self.norm_attention.forward(x.clone());
+        let weight = self.qkv.weight.val();
+        let kv = linear(
+            normed.clone(),
+            weight.clone().narrow(1, d, 2 * d),
+            self.qkv_bias(d, 2 * d),
+        )
+        .reshape([batch, len, 2 * h, d / h]);
+        let q = linear(
+            normed.narrow(1, len - 1, 1),
+            weight.narrow(1, 0, d),
+            self.qkv_bias(0, d),
+        )
+        .reshape([batch, 1, h, d / h])
+        .swap_dims(1, 2);
+        let part = |i: usize| kv.clone().narrow(2, i * h, h).swap_dims(1, 2);
+        let context = self.attend(q, part(0), part(1), &bias.last_query());
         let last = x.narrow(1, len - 1, 1);
         let x = last + dropout(&self.dropout, self.output.forward(context));
         self.feed_forward(x)
@@ -168,19 +186,23 @@ impl AttentionBlock {
         let [n, d] = x.dims();
         let [batch, _, len, _] = bias.bias.dims();
         let h = self.heads;
-        let qkv = self.qkv.forward(self.norm_attention.forward(x.clone()));
-        let padded = Tensor::<2>::zeros([batch * len, 3 * d], &x.device()).select_assign(
-            0,
-            flat.clone(),
-            qkv,
-            IndexingUpdateOp::Add,
-        );
-        let qkv = padded
-            .reshape([batch, len, 3, h, d / h])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([batch, h, len, d / h]);
+        let normed = self.norm_attention.forward(x.clone());
+        // Three products with column blocks of the fused weight (not one product split
+        // afterwards: the backward of a split writes each gradient into a third of a zeroed
+        // `[rows, 3d]` buffer, a strided copy).
+        let padded = |i: usize| {
+            let projected = linear(
+                normed.clone(),
+                self.qkv.weight.val().narrow(1, i * d, d),
+                self.qkv_bias(i * d, d),
+            );
+            Tensor::<2>::zeros([batch * len, d], &x.device())
+                .select_assign(0, flat.clone(), projected, IndexingUpdateOp::Add)
+                .reshape([batch, len, h, d / h])
+                .swap_dims(1, 2)
+        };
         let context = self
-            .attend(part(0), part(1), part(2), bias)
+            .attend(padded(0), padded(1), padded(2), bias)
             .reshape([batch * len, d])
             .select(0, flat.clone());
         debug_assert_eq!(context.dims(), [n, d]);
@@ -195,12 +217,27 @@ impl AttentionBlock {
     fn project(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [batch, len, d] = x.dims();
         let h = self.heads;
-        let qkv = self
-            .qkv
-            .forward(self.norm_attention.forward(x))
-            .reshape([batch, len, 3, h, d / h])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([batch, h, len, d / h]);
+        let qkv =
+            self.qkv
+                .forward(self.norm_attention.forward(x))
+                .reshape([batch, len, 3 * h, d / h]);
+        Self::split_heads(qkv)
+    }
+
+    /// Entries `start..start + n` of the fused projection's bias.
+    fn qkv_bias(&self, start: usize, n: usize) -> Option<Tensor<1>> {
+        self.qkv.bias.as_ref().map(|b| b.val().narrow(0, start, n))
+    }
+
+    /// Queries, keys and values of `[batch, len, 3 * heads, d_model / heads]` projections, as
+    /// views (the backend's strided matrix products read them in place; reshaping a permuted
+    /// copy would copy every projection once more).
+    ///
+    /// # Shapes
+    /// - output: three `[batch, heads, len, d_model / heads]`
+    fn split_heads(qkv: Tensor<4>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let h = qkv.dims()[2] / 3;
+        let part = |i: usize| qkv.clone().narrow(2, i * h, h).swap_dims(1, 2);
         (part(0), part(1), part(2))
     }
 
@@ -212,7 +249,7 @@ impl AttentionBlock {
     fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &AttentionBias) -> Tensor<3> {
         let [batch, heads, lq, dh] = q.dims();
         let scores =
-            q.mul_scalar(1.0 / (dh as f64).sqrt()).matmul(k.transpose()) + bias.bias.clone();
+            q.matmul(k.transpose()).mul_scalar(1.0 / (dh as f64).sqrt()) + bias.bias.clone();
         let weights = dropout(&self.dropout, softmax(scores, 3));
         weights
             .matmul(v)
