@@ -13,6 +13,10 @@
 # (/usr/bin/time). The crate splits each batch into as many shards as threads (--shards).
 # Raw timings go to $OUT/results.tsv, the table to $OUT/summary.md.
 #
+# With BASE_BIN (an older build of the crate), each crate run's model is also evaluated on the
+# validation split by both binaries (`llm-emf evaluate`, order alternating between
+# repetitions), so that the validation rates of the two builds are compared in one run.
+#
 # The machine must be otherwise idle: the script refuses to start while the one-minute load
 # average is above MAX_LOAD (other work would slow both sides unevenly), unless FORCE=1.
 #
@@ -26,6 +30,8 @@
 #                           python3 -m venv ~/.cache/torch-venv &&
 #                           ~/.cache/torch-venv/bin/pip install torch numpy)
 #   OUT=dir                 where runs and the summary go (default target/bench-vs-pytorch)
+#   BASE_BIN=path           an older llm-emf binary whose validation rate is measured beside
+#                           this one's on the same models (default: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER=../shared/peers/pytorch-llm-emf
@@ -52,7 +58,13 @@ fi
 echo "load average at start: $load ($(nproc) cores)"
 mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
-printf 'batching\tthreads\trep\tpytorch_seq_s\tpytorch_peak_kb\tcrate_seq_s\tcrate_peak_kb\tcrate_valid_ex_s\n' > "$RESULTS"
+printf 'batching\tthreads\trep\tpytorch_seq_s\tpytorch_peak_kb\tcrate_seq_s\tcrate_peak_kb\tcrate_valid_ex_s\teval_ex_s\tbase_eval_ex_s\n' > "$RESULTS"
+
+# Validation examples/s of `llm-emf evaluate` by binary $1 on run $2 at $3 threads.
+eval_rate() {
+    RAYON_NUM_THREADS=$3 "$1" evaluate --run "$2" --split valid --json 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["examples_per_second"])'
+}
 
 for batching in "${BATCHINGS[@]}"; do
     for t in "${THREADS[@]}"; do
@@ -75,8 +87,18 @@ line = json.loads(open(sys.argv[1]).readline())
 print(line["train_sequences_per_second"], line["valid"]["examples_per_second"])
 EOF
 )
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$batching" "$t" "$rep" "$torch" "$torch_kb" \
-                "$crate" "$crate_kb" "$valid" | tee -a "$RESULTS"
+            eval_new=; eval_base=
+            if [ -n "${BASE_BIN:-}" ]; then
+                if [ $((rep % 2)) -eq 1 ]; then
+                    eval_new=$(eval_rate "$LLM_EMF_BIN" "$run" "$t")
+                    eval_base=$(eval_rate "$BASE_BIN" "$run" "$t")
+                else
+                    eval_base=$(eval_rate "$BASE_BIN" "$run" "$t")
+                    eval_new=$(eval_rate "$LLM_EMF_BIN" "$run" "$t")
+                fi
+            fi
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$batching" "$t" "$rep" "$torch" "$torch_kb" \
+                "$crate" "$crate_kb" "$valid" "$eval_new" "$eval_base" | tee -a "$RESULTS"
         done
     done
 done
@@ -94,5 +116,15 @@ for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows):
     torch, crate = med(rs, "pytorch_seq_s"), med(rs, "crate_seq_s")
     print(f"| {key[0]} | {key[1]} | {torch:.1f} | {crate:.1f} | {crate / torch:.2f} | "
           f"{med(rs, 'crate_valid_ex_s'):.0f} | {med(rs, 'pytorch_peak_kb') / 1024:.0f} / {med(rs, 'crate_peak_kb') / 1024:.0f} |")
+if rows and rows[0].get("base_eval_ex_s"):
+    print()
+    print("Validation (`llm-emf evaluate --split valid`) of the same models by this build and by BASE_BIN:")
+    print()
+    print("| batching | threads | this build (examples/s) | base build (examples/s) | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows):
+        rs = [r for r in rows if (r["batching"], r["threads"]) == key]
+        new, base = med(rs, "eval_ex_s"), med(rs, "base_eval_ex_s")
+        print(f"| {key[0]} | {key[1]} | {new:.0f} | {base:.0f} | {new / base:.2f} |")
 EOF
 cat "$OUT/summary.md"
