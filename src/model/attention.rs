@@ -8,11 +8,13 @@
 //! x = x + Dropout(FF2(Dropout(Act(FF1(LN2(x))))))      (Act: ReLU or GELU)
 //! ```
 //!
-//! which is `burn::nn::transformer::TransformerEncoderLayer` with `norm_first`, with three
-//! differences that make it cheaper to train: the three projections are one matrix product, the
-//! causal and padding masks are one additive bias built once per batch on the host and shared by
-//! every layer and every encoder that reads the same sub-sequence, and
-//! [`AttentionBlock::forward_last`] computes the last position only (what scoring reads).
+//! which is `burn::nn::transformer::TransformerEncoderLayer` with `norm_first`, with four
+//! differences that make it cheaper to run: the three projections share one `[d, 3d]` weight
+//! (one product, whose heads are read as views); the causal and padding masks are one additive
+//! bias built once per batch on the host and shared by every layer and every encoder that reads
+//! the same sub-sequence; [`AttentionBlock::forward_packed`] runs everything but attention on
+//! the real positions only (what training runs); and [`AttentionBlock::forward_last`] computes
+//! the last position only (what scoring reads).
 
 use burn::config::Config;
 use burn::module::Module;
