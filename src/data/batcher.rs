@@ -107,6 +107,15 @@ impl PaddedPlan {
     /// Moves the plan to `device`.
     pub fn to_tensors(&self, device: &Device) -> SubSequenceBatch {
         let shape = [self.batch, self.len];
+        SubSequenceBatch {
+            items: Tensor::from_data(TensorData::new(self.items.clone(), shape), device),
+            positions: Tensor::from_data(TensorData::new(self.positions.clone(), shape), device),
+            bias: AttentionBias::causal(&self.pad, self.batch, self.len, device),
+        }
+    }
+
+    /// The real positions of the plan, packed, on `device` (what training encodes).
+    pub fn packed(&self, device: &Device) -> Packed {
         let real: Vec<usize> = (0..self.pad.len()).filter(|&i| !self.pad[i]).collect();
         let n = real.len();
         let pick = |v: &[i64]| -> Tensor<1, Int> {
@@ -114,16 +123,11 @@ impl PaddedPlan {
             Tensor::from_data(TensorData::new(picked, [n]), device)
         };
         let flat: Vec<i64> = real.iter().map(|&i| i as i64).collect();
-        SubSequenceBatch {
-            items: Tensor::from_data(TensorData::new(self.items.clone(), shape), device),
-            positions: Tensor::from_data(TensorData::new(self.positions.clone(), shape), device),
-            bias: AttentionBias::causal(&self.pad, self.batch, self.len, device),
-            packed: Packed {
-                flat: Tensor::from_data(TensorData::new(flat, [n]), device),
-                items: pick(&self.items),
-                positions: pick(&self.positions),
-                len: n,
-            },
+        Packed {
+            flat: Tensor::from_data(TensorData::new(flat, [n]), device),
+            items: pick(&self.items),
+            positions: pick(&self.positions),
+            len: n,
         }
     }
 }
@@ -153,8 +157,6 @@ pub struct SubSequenceBatch {
     pub positions: Tensor<2, Int>,
     /// `[B, 1, L, L]` additive attention bias: causal, padding masked out as a key.
     pub bias: AttentionBias,
-    /// The real positions, packed.
-    pub packed: Packed,
 }
 
 /// Next-item targets of one domain inside one sub-sequence batch.
@@ -363,6 +365,8 @@ pub const ABSENT: f32 = -1.0e30;
 pub struct TrainBatch {
     /// Inputs of S^X, S^Y, S^{X+Y}.
     pub inputs: [SubSequenceBatch; 3],
+    /// The real positions of each input, packed (what the training encoders compute on).
+    pub packed: [Packed; 3],
     /// `targets[sub-sequence][domain]`, `None` when the batch has no such target.
     pub targets: [[Option<Targets>; 2]; 3],
     /// Per target domain, the lined-up transitions (cross-domain targets only).
@@ -612,6 +616,7 @@ impl TrainPlan {
     pub fn to_tensors(&self, device: &Device) -> TrainBatch {
         TrainBatch {
             inputs: self.inputs.clone().map(|p| p.to_tensors(device)),
+            packed: std::array::from_fn(|s| self.inputs[s].packed(device)),
             targets: std::array::from_fn(|s| {
                 std::array::from_fn(|d| self.targets[s][d].to_tensors(&self.inputs[s], device))
             }),
@@ -733,7 +738,7 @@ mod tests {
         // Padding (a placeholder row) maps to 0.
         assert_eq!(plan.packed_rows(&[0, 6, 11]), vec![0, 0, 5]);
         let device = crate::test_device();
-        let packed = plan.to_tensors(&device).packed;
+        let packed = plan.packed(&device);
         let ints = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
         assert_eq!(packed.len, 6);
         assert_eq!(ints(packed.flat), vec![1, 2, 5, 9, 10, 11]);

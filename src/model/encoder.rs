@@ -219,6 +219,7 @@ mod tests {
         let rows: [&[u32]; 4] = [&[1, 2, 3, 4, 5], &[6], &[7, 8, 9], &[]];
         let plan = PaddedPlan::new(&rows, 10);
         let batch = plan.to_tensors(&device);
+        let real = plan.packed(&device);
         let (b, l, d) = (plan.batch, plan.len, 8);
         let x =
             Tensor::<2>::random([b * l, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -231,11 +232,11 @@ mod tests {
                 &batch.bias,
             )
             .reshape([b * l, d])
-            .select(0, batch.packed.flat.clone());
+            .select(0, real.flat.clone());
         let packed = enc.forward_packed(
-            x.clone().select(0, batch.packed.flat.clone()),
-            batch.packed.positions.clone(),
-            &batch.packed.flat,
+            x.clone().select(0, real.flat.clone()),
+            real.positions.clone(),
+            &real.flat,
             &batch.bias,
         );
         assert_eq!(packed.dims(), [9, d]);

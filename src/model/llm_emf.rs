@@ -14,7 +14,7 @@ use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
 use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig};
-use crate::data::batcher::{SubSequence, SubSequenceBatch};
+use crate::data::batcher::{Packed, SubSequence, SubSequenceBatch};
 use crate::data::{Dataset, DomainId};
 use crate::error::{Error, Result};
 
@@ -377,10 +377,10 @@ impl LlmEmf {
         s: SubSequence,
         m: Modality,
         input: &SubSequenceBatch,
+        packed: &Packed,
         features: &ItemFeatures,
     ) -> Option<Tensor<2>> {
         let encoder = self.encoder(s, m)?;
-        let packed = &input.packed;
         let x = self.embed_rows(m, packed.items.clone(), features);
         Some(encoder.forward_packed(x, packed.positions.clone(), &packed.flat, &input.bias))
     }

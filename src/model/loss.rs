@@ -76,10 +76,10 @@ impl LlmEmf {
             if batch.targets[s.index()].iter().all(Option::is_none) {
                 continue;
             }
-            let input = &batch.inputs[s.index()];
+            let (input, packed) = (&batch.inputs[s.index()], &batch.packed[s.index()]);
             hidden[s.index()] = modalities
                 .iter()
-                .filter_map(|&m| self.encode_packed(s, m, input, features))
+                .filter_map(|&m| self.encode_packed(s, m, input, packed, features))
                 .collect();
         }
         TrainHidden { hidden }
