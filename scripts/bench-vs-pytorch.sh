@@ -107,12 +107,14 @@ python3 - "$RESULTS" "$load" > "$OUT/summary.md" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 med = lambda rs, k: statistics.median(float(r[k]) for r in rs)
-print(f"One epoch of Food-Kitchen each, the same batching on both sides; median of {len(rows) // max(1, len({(r['batching'], r['threads']) for r in rows}))} interleaved repetitions (load average at the start {sys.argv[2]}).")
+# The runs of each (batching, threads), in the order they ran.
+groups = [(key, [r for r in rows if (r["batching"], r["threads"]) == key])
+          for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows)]
+print(f"One epoch of Food-Kitchen each, the same batching on both sides; median of {len(rows) // max(1, len(groups))} interleaved repetitions (load average at the start {sys.argv[2]}).")
 print()
 print("| batching | threads | PyTorch (seq/s) | llm_emf (seq/s) | ratio llm_emf / PyTorch | llm_emf validation (examples/s) | peak memory PyTorch / llm_emf (MB) |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
-for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows):
-    rs = [r for r in rows if (r["batching"], r["threads"]) == key]
+for key, rs in groups:
     torch, crate = med(rs, "pytorch_seq_s"), med(rs, "crate_seq_s")
     print(f"| {key[0]} | {key[1]} | {torch:.1f} | {crate:.1f} | {crate / torch:.2f} | "
           f"{med(rs, 'crate_valid_ex_s'):.0f} | {med(rs, 'pytorch_peak_kb') / 1024:.0f} / {med(rs, 'crate_peak_kb') / 1024:.0f} |")
@@ -122,8 +124,7 @@ if rows and rows[0].get("base_eval_ex_s"):
     print()
     print("| batching | threads | this build (examples/s) | base build (examples/s) | ratio |")
     print("| --- | --- | --- | --- | --- |")
-    for key in dict.fromkeys((r["batching"], r["threads"]) for r in rows):
-        rs = [r for r in rows if (r["batching"], r["threads"]) == key]
+    for key, rs in groups:
         new, base = med(rs, "eval_ex_s"), med(rs, "base_eval_ex_s")
         print(f"| {key[0]} | {key[1]} | {new:.0f} | {base:.0f} | {new / base:.2f} |")
 EOF

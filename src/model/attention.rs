@@ -153,6 +153,7 @@ impl AttentionBlock {
             self.qkv_bias(d, 2 * d),
         )
         .reshape([batch, len, 2 * h, d / h]);
+        let [k, v] = Self::split_heads(kv);
         let q = linear(
             normed.narrow(1, len - 1, 1),
             weight.narrow(1, 0, d),
@@ -160,8 +161,7 @@ impl AttentionBlock {
         )
         .reshape([batch, 1, h, d / h])
         .swap_dims(1, 2);
-        let part = |i: usize| kv.clone().narrow(2, i * h, h).swap_dims(1, 2);
-        let context = self.attend(q, part(0), part(1), &bias.last_query());
+        let context = self.attend(q, k, v, &bias.last_query());
         let last = x.narrow(1, len - 1, 1);
         let x = last + dropout(&self.dropout, self.output.forward(context));
         self.feed_forward(x)
@@ -223,7 +223,8 @@ impl AttentionBlock {
             self.qkv
                 .forward(self.norm_attention.forward(x))
                 .reshape([batch, len, 3 * h, d / h]);
-        Self::split_heads(qkv)
+        let [q, k, v] = Self::split_heads(qkv);
+        (q, k, v)
     }
 
     /// Entries `start..start + n` of the fused projection's bias.
@@ -231,16 +232,16 @@ impl AttentionBlock {
         self.qkv.bias.as_ref().map(|b| b.val().narrow(0, start, n))
     }
 
-    /// Queries, keys and values of `[batch, len, 3 * heads, d_model / heads]` projections, as
-    /// views (the backend's strided matrix products read them in place; reshaping a permuted
-    /// copy would copy every projection once more).
+    /// `N` projections of `[batch, len, N * heads, d_model / heads]` (queries, keys and values,
+    /// or keys and values), each split into heads as a view (the backend's strided matrix
+    /// products read them in place; reshaping a permuted copy would copy every projection once
+    /// more).
     ///
     /// # Shapes
-    /// - output: three `[batch, heads, len, d_model / heads]`
-    fn split_heads(qkv: Tensor<4>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let h = qkv.dims()[2] / 3;
-        let part = |i: usize| qkv.clone().narrow(2, i * h, h).swap_dims(1, 2);
-        (part(0), part(1), part(2))
+    /// - output: `N` tensors `[batch, heads, len, d_model / heads]`
+    fn split_heads<const N: usize>(projected: Tensor<4>) -> [Tensor<4>; N] {
+        let h = projected.dims()[2] / N;
+        std::array::from_fn(|i| projected.clone().narrow(2, i * h, h).swap_dims(1, 2))
     }
 
     /// Scaled dot-product attention, heads merged back.
