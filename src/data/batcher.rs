@@ -270,6 +270,8 @@ pub struct MixturePlan {
     pub rows: [Vec<i64>; 3],
     /// Per sub-sequence, whether it has a row for each transition.
     pub present: [Vec<bool>; 3],
+    /// The sequence (row of the batch) each transition belongs to, in ascending order.
+    pub sequence: Vec<u32>,
 }
 
 /// Target counts of a whole batch, for normalising the loss of a part of it: a batch split into
@@ -281,6 +283,8 @@ pub struct TargetCounts {
     pub cells: [[usize; 2]; 3],
     /// Lined-up transitions per target domain (mixture objective).
     pub mixture: [usize; 2],
+    /// Sequences with at least one transition per target domain (mixture objective).
+    pub mixture_sequences: [usize; 2],
 }
 
 impl TargetCounts {
@@ -294,8 +298,9 @@ impl TargetCounts {
                 }
             }
             if let Some(m) = &p.mixture {
-                for (count, plan) in c.mixture.iter_mut().zip(m) {
-                    *count += plan.local.len();
+                for (d, plan) in m.iter().enumerate() {
+                    c.mixture[d] += plan.local.len();
+                    c.mixture_sequences[d] += plan.sequences();
                 }
             }
         }
@@ -321,11 +326,32 @@ pub struct MixtureTargets {
     pub present: [Tensor<2>; 3],
     /// Whether each sub-sequence has any row at all.
     pub any: [bool; 3],
+    /// `[P, 1]`: `1 / n` for a transition of a sequence with `n` transitions here
+    /// ([`MixturePlan::sequence_weights`]).
+    pub sequence_weights: Tensor<2>,
+    /// The number of sequences with transitions here.
+    pub sequences: usize,
     /// `P`.
     pub len: usize,
 }
 
 impl MixturePlan {
+    /// The number of sequences with at least one transition here.
+    pub fn sequences(&self) -> usize {
+        // `sequence` is ascending: one run per sequence.
+        self.sequence.chunk_by(|a, b| a == b).count()
+    }
+
+    /// Per transition, `1 / n` where `n` is the number of transitions of its sequence here:
+    /// the weights that make a sum over transitions a sum of per-sequence means.
+    pub fn sequence_weights(&self) -> Vec<f32> {
+        let mut weights = Vec::with_capacity(self.sequence.len());
+        for run in self.sequence.chunk_by(|a, b| a == b) {
+            weights.extend(std::iter::repeat_n(1.0 / run.len() as f32, run.len()));
+        }
+        weights
+    }
+
     /// Moves the plan to `device`, its rows as rows of the packed hidden states of `inputs`
     /// (the three padded batches they index); `None` without transitions.
     pub fn to_tensors(&self, inputs: &[PaddedPlan; 3], device: &Device) -> Option<MixtureTargets> {
@@ -352,6 +378,11 @@ impl MixturePlan {
                 Tensor::<2>::from_data(TensorData::new(v, [n, 1]), device)
             }),
             any: std::array::from_fn(|s| self.present[s].iter().any(|&p| p)),
+            sequence_weights: Tensor::<2>::from_data(
+                TensorData::new(self.sequence_weights(), [n, 1]),
+                device,
+            ),
+            sequences: self.sequences(),
             len: n,
         })
     }
@@ -554,6 +585,7 @@ impl SequenceBatcher {
                 let d = self.domain_of(next);
                 let m = &mut mixture[d];
                 m.local.push(self.domains[d].local(next) as i64);
+                m.sequence.push(b as u32);
                 for ((row, present), r) in m.rows.iter_mut().zip(&mut m.present).zip(rows) {
                     row.push(r.unwrap_or(0));
                     present.push(r.is_some());
@@ -708,6 +740,15 @@ mod tests {
             .with_sub_sequences([false, true, false]);
         let [_, my] = only_y.plan_train(&[&seq]).mixture.unwrap();
         assert_eq!(my.local, vec![1]);
+        // Two sequences: each transition names its own.
+        let other = Sequence {
+            user: 1,
+            items: vec![4, 1, 2],
+        };
+        let [mx, my] = batcher.plan_train(&[&seq, &other]).mixture.unwrap();
+        assert_eq!(mx.sequence, vec![0, 0, 1, 1]);
+        assert_eq!(my.sequence, vec![0, 0]);
+        assert_eq!((mx.sequences(), my.sequences()), (2, 1));
         // The plain (non-cross) plan has no mixture.
         assert!(
             SequenceBatcher::new(&d, 10)

@@ -176,6 +176,25 @@ pub struct ModelConfig {
     /// Default false.
     #[serde(default)]
     pub unseen_row: bool,
+    /// How the training loss averages over the trained transitions (mixture objective only):
+    /// `transition` (each transition counts once, so long histories weigh more) or
+    /// `sequence` (each sequence counts once per domain it has transitions into, as evaluation
+    /// counts each user once). Default `transition`.
+    #[serde(default)]
+    pub loss_average: LossAverage,
+}
+
+/// How the training loss averages over the trained transitions of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAverage {
+    /// The mean over every trained transition.
+    #[default]
+    Transition,
+    /// Each sequence's transitions into a domain averaged first, then the mean over the
+    /// (sequence, domain) pairs of the batch: every user counts once per target domain,
+    /// however long their history.
+    Sequence,
 }
 
 /// How the sub-sequences' predictions enter the training loss.
@@ -228,6 +247,7 @@ impl Default for ModelConfig {
             id_row_init: 1.0,
             id_row_dropout: 0.0,
             unseen_row: false,
+            loss_average: LossAverage::Transition,
         }
     }
 }
@@ -341,6 +361,12 @@ impl ModelConfig {
         if self.objective.is_joint() && !self.cross_domain_targets {
             return bad(
                 "the mixture objective needs cross_domain_targets: every sub-sequence must predict the target's domain"
+                    .into(),
+            );
+        }
+        if self.loss_average == LossAverage::Sequence && !self.objective.is_joint() {
+            return bad(
+                "loss_average \"sequence\" needs the mixture objective (Eq. 10's separate losses are means per sub-sequence)"
                     .into(),
             );
         }

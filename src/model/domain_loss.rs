@@ -35,6 +35,11 @@ pub struct DomainLossConfig {
     /// added to the mixture's. Default 0.
     #[config(default = 0.0)]
     pub expert_loss: f64,
+    /// Under the mixture objective, average each sequence's transitions into a domain first
+    /// and then over the (sequence, domain) pairs, instead of over every transition
+    /// ([`super::LossAverage::Sequence`]). Default false.
+    #[config(default = false)]
+    pub per_sequence: bool,
 }
 
 /// The lambda-weighted domain loss (Eq. 10) and cross-domain score (Eq. 11): how the three
@@ -54,6 +59,8 @@ pub struct DomainLoss {
     pub mixture: bool,
     /// Weight of the experts' own losses under the mixture objective.
     pub expert_loss: f64,
+    /// Whether the mixture loss is a mean over (sequence, domain) pairs of per-sequence means.
+    pub per_sequence: bool,
     /// Sub-sequences in use (X, Y, merged).
     pub used: [bool; 3],
 }
@@ -84,6 +91,7 @@ impl DomainLossConfig {
             lambda2: self.lambda2,
             mixture: self.mixture,
             expert_loss: self.expert_loss,
+            per_sequence: self.per_sequence,
             used,
         }
     }

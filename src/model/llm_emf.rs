@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::config::{Modality, ModelConfig};
+use super::config::{LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
@@ -206,6 +206,7 @@ impl ModelConfig {
                 .with_learnable(config.learned_domain_weights)
                 .with_mixture(config.objective.is_joint())
                 .with_expert_loss(config.expert_loss)
+                .with_per_sequence(config.loss_average == LossAverage::Sequence)
                 .init(used, device),
             cross_domain_targets: config.cross_domain_targets,
             shared_encoders,

@@ -206,7 +206,9 @@ impl LlmEmf {
 
     /// The mixture objective: the mean over every transition of
     /// `-log sum_s w_s P^s(target)`, the Eq. 11 score of the target itself, with the fused
-    /// (Eq. 8) probability of each sub-sequence that has seen an item so far.
+    /// (Eq. 8) probability of each sub-sequence that has seen an item so far; with
+    /// `per_sequence`, the mean over (sequence, target domain) pairs of each sequence's mean
+    /// over its transitions into that domain.
     fn joint_loss(
         &self,
         hidden: &[Vec<Tensor<2>>; 3],
@@ -221,6 +223,7 @@ impl LlmEmf {
             panic!("the mixture objective needs a batch planned with cross-domain targets");
         };
         let modalities = self.modalities();
+        let per_sequence = self.domain_loss.per_sequence;
         let (mut total, mut count) = (None::<Tensor<1>>, 0usize);
         for &d in target_domains {
             let Some(mt) = &mixture[d.index()] else {
@@ -231,10 +234,17 @@ impl LlmEmf {
                 Some(t) => t + nll,
                 None => nll,
             });
-            count += mt.len;
+            count += if per_sequence { mt.sequences } else { mt.len };
         }
         if let Some(c) = counts {
-            count = target_domains.iter().map(|d| c.mixture[d.index()]).sum();
+            let of = |d: &DomainId| {
+                if per_sequence {
+                    c.mixture_sequences[d.index()]
+                } else {
+                    c.mixture[d.index()]
+                }
+            };
+            count = target_domains.iter().map(of).sum();
         }
         match total {
             Some(t) => t.div_scalar(count as f64),
@@ -242,7 +252,8 @@ impl LlmEmf {
         }
     }
 
-    /// Sum of `-log` of the mixture over the transitions of target domain `d`.
+    /// Sum of `-log` of the mixture over the transitions of target domain `d` (each weighted
+    /// by `1 / n`, `n` its sequence's transitions into `d`, with `per_sequence`).
     fn mixture_nll(
         &self,
         hidden: &[Vec<Tensor<2>>; 3],
@@ -260,7 +271,16 @@ impl LlmEmf {
         } = joint_rows(hidden, mt);
         let per_modality =
             self.stacked_log_probs(hidden, &rows, modalities, d, &targets, features, negatives);
-        let experts = self.expert_losses(per_modality.iter().map(|(_, lp)| lp.clone()), mt, &subs);
+        let weights = self
+            .domain_loss
+            .per_sequence
+            .then(|| mt.sequence_weights.clone());
+        let experts = self.expert_losses(
+            per_modality.iter().map(|(_, lp)| lp.clone()),
+            mt,
+            &subs,
+            weights.as_ref(),
+        );
         let fused = self.fusion.fuse(per_modality);
         let terms = subs
             .iter()
@@ -280,10 +300,13 @@ impl LlmEmf {
                 .map(|&s| (s, mt.absent[s.index()].clone()))
                 .collect(),
         );
-        let mixture = (self.domain_loss.mix(d, terms) - norm)
-            .neg()
-            .sum()
-            .reshape([1]);
+        let nll = (self.domain_loss.mix(d, terms) - norm).neg();
+        let mixture = match &weights {
+            Some(w) => nll * w.clone(),
+            None => nll,
+        }
+        .sum()
+        .reshape([1]);
         match experts {
             Some(e) => mixture + e,
             None => mixture,
@@ -293,7 +316,8 @@ impl LlmEmf {
     /// Every expert (sub-sequence x modality) also learns from its own prediction, whatever its
     /// weight in the joint score: otherwise an expert that starts with a small share gets small
     /// gradients and stays behind. The mean over experts of the summed NLL of the rows where
-    /// the sub-sequence is present, times `expert_loss`; `None` when that weight is 0.
+    /// the sub-sequence is present (each times its `weights` entry when given), times
+    /// `expert_loss`; `None` when that weight is 0.
     ///
     /// # Shapes
     /// - each `log_probs`: `[subs * P, 1]`, sub-sequence-major as [`JointRows`] stacks them
@@ -302,11 +326,16 @@ impl LlmEmf {
         log_probs: impl ExactSizeIterator<Item = Tensor<2>>,
         mt: &MixtureTargets,
         subs: &[SubSequence],
+        weights: Option<&Tensor<2>>,
     ) -> Option<Tensor<1>> {
         if self.domain_loss.expert_loss <= 0.0 {
             return None;
         }
         let present = cat_2d(subs.iter().map(|s| mt.present[s.index()].clone()).collect());
+        let present = match weights {
+            Some(w) => present * cat_2d(vec![w.clone(); subs.len()]),
+            None => present,
+        };
         let n = (subs.len() * log_probs.len()) as f64;
         log_probs
             .map(|lp| (lp * present.clone()).sum().neg().reshape([1]))

@@ -63,7 +63,9 @@ pub mod score;
 mod tests;
 
 pub use attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
-pub use config::{DomainObjective, Modality, ModalitySwitches, ModelConfig, TemperatureConfig};
+pub use config::{
+    DomainObjective, LossAverage, Modality, ModalitySwitches, ModelConfig, TemperatureConfig,
+};
 pub use domain_loss::{DomainLoss, DomainLossConfig};
 pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};

@@ -339,7 +339,6 @@ pub(crate) enum Command {
         #[arg(long)]
         min_usable: Option<f64>,
     },
-    /// Recommend the top-k items of a domain for a history.
     /// Write a run's best model as a self-contained model folder (configuration, score
     /// settings, weights in safetensors, the item catalogue and the frozen feature rows, with
     /// a manifest of checksums) that `recommend --model` and services load without the
@@ -372,6 +371,7 @@ pub(crate) enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Recommend the top-k items of a domain for a history.
     Recommend {
         /// Model folder (`llm-emf export`) or run folder.
         #[arg(long, alias = "run")]
@@ -478,4 +478,28 @@ pub(crate) enum BatchingArg {
     Sorted,
     /// Batches of a shuffled epoch.
     Random,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_is_described_by_its_own_line() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        for sub in cli.get_subcommands() {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.is_empty(), "`{}` has no description", sub.get_name());
+        }
+        let about = |name: &str| {
+            cli.find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        assert!(about("export").starts_with("Write a run's best model"));
+        assert!(about("recommend").starts_with("Recommend the top-k"));
+    }
 }

@@ -60,10 +60,16 @@ fn shard_losses_add_up_to_the_whole_batch() {
     // the whole batch's loss, under both objectives.
     let s = setup();
     let device = test_device();
-    for objective in [DomainObjective::Separate, DomainObjective::Mixture] {
+    for (objective, loss_average) in [
+        (DomainObjective::Separate, LossAverage::Transition),
+        (DomainObjective::Mixture, LossAverage::Transition),
+        (DomainObjective::Mixture, LossAverage::Sequence),
+    ] {
         let config = ModelConfig {
             cross_domain_targets: objective.is_joint(),
             objective,
+            loss_average,
+            expert_loss: if objective.is_joint() { 0.5 } else { 0.0 },
             ..s.config.clone()
         };
         let feats = features(&s, &device);
@@ -91,9 +97,92 @@ fn shard_losses_add_up_to_the_whole_batch() {
             .sum();
         assert!(
             (full - sum).abs() < 1e-3 * full.abs().max(1.0),
-            "{objective:?}: {full} vs {sum}"
+            "{objective:?}, {loss_average:?}: {full} vs {sum}"
         );
     }
+}
+
+#[test]
+fn sequence_average_is_the_mean_of_each_sequences_own_loss_per_domain() {
+    // Averaged per sequence, a batch's loss is the mean over its (sequence, domain) pairs of
+    // the loss of that sequence alone on that domain's transitions (which, for one sequence,
+    // the transition average also gives); averaged per transition, long sequences weigh more.
+    let s = setup();
+    let device = test_device();
+    let config = |loss_average| ModelConfig {
+        cross_domain_targets: true,
+        objective: DomainObjective::Mixture,
+        learned_domain_weights: true,
+        learned_modality_weights: true,
+        expert_loss: 0.5,
+        loss_average,
+        ..s.config.clone()
+    };
+    let feats = features(&s, &device);
+    let per_sequence = config(LossAverage::Sequence);
+    let model = LlmEmf::new(&per_sequence, &s.data.dataset, &feats, &device).unwrap();
+    let batcher = per_sequence.batcher(&s.data.dataset);
+    let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(6).collect();
+    let lengths: Vec<usize> = seqs.iter().map(|q| q.items.len()).collect();
+    assert!(
+        lengths.iter().min() != lengths.iter().max(),
+        "the test needs sequences of different lengths: {lengths:?}"
+    );
+    let batch = batcher.plan_train(&seqs).to_tensors(&device);
+    let whole = scalar(model.loss(&batch, &feats, &DomainId::BOTH, None));
+    let (mut own, mut pairs) = (0f32, 0usize);
+    for seq in &seqs {
+        let alone = batcher.plan_train(std::slice::from_ref(seq));
+        for d in DomainId::BOTH {
+            if alone.mixture.as_ref().unwrap()[d.index()].local.is_empty() {
+                continue;
+            }
+            let b = alone.to_tensors(&device);
+            own += scalar(model.loss(&b, &feats, &[d], None));
+            pairs += 1;
+        }
+    }
+    let expected = own / pairs as f32;
+    assert!(
+        (whole - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "per sequence {whole} against the mean of the {pairs} pairs' own losses {expected}"
+    );
+    // The same weights averaged per transition give another number.
+    let mut per_transition = model.clone();
+    per_transition.domain_loss.per_sequence = false;
+    let transitions = scalar(per_transition.loss(&batch, &feats, &DomainId::BOTH, None));
+    assert!(
+        (transitions - whole).abs() > 1e-3,
+        "per transition {transitions} equals per sequence {whole}"
+    );
+}
+
+#[test]
+fn sequence_weights_sum_to_one_per_sequence() {
+    let plan = crate::data::batcher::MixturePlan {
+        sequence: vec![0, 0, 0, 2, 5, 5],
+        ..Default::default()
+    };
+    assert_eq!(plan.sequences(), 3);
+    let w = plan.sequence_weights();
+    let third = 1.0 / 3.0;
+    assert_eq!(w, vec![third, third, third, 1.0, 0.5, 0.5]);
+    assert_eq!(crate::data::batcher::MixturePlan::default().sequences(), 0);
+}
+
+#[test]
+fn sequence_average_needs_the_mixture_objective() {
+    let config = ModelConfig {
+        loss_average: LossAverage::Sequence,
+        ..ModelConfig::default()
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("loss_average"), "{err}");
+    let mixture = ModelConfig {
+        loss_average: LossAverage::Sequence,
+        ..ModelConfig::recommended()
+    };
+    mixture.validate().unwrap();
 }
 
 #[test]
