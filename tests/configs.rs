@@ -40,12 +40,12 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_and_their_shrinkage() {
     assert_eq!(ids.model.id_dim, 256);
     assert!(!ids.model.modalities.image && !ids.model.modalities.text);
     assert!(titles.model.id_text && titles.train.fit_row_shrinkage);
+    assert!(ids.train.fit_unseen_rows && ids.train.fit_row_shrinkage);
     assert_eq!(titles.model.id_row_init, 0.1);
     let mut back = titles.clone();
     back.preset = Preset::Ids;
     back.model.id_text = false;
     back.model.id_row_init = 1.0;
-    back.train.fit_row_shrinkage = false;
     back.train.fit_unseen_rows = true;
     assert_eq!(back, ids);
     assert!(

@@ -351,14 +351,16 @@ impl ItemTable {
     /// The prior count `k` of domain `d`'s learned rows at inference: item i's learned row is
     /// scaled by `c_i / (c_i + k)`, `c_i` its training interactions, and the rest of its
     /// weight goes to a prior: with title rows its mapped title (added whole, as in training),
-    /// without them the mean learned row of the domain's items seen in training, weighted
-    /// `k / (c_i + k)`. `None` (the default) uses every row whole. A learned row is an estimate
+    /// without them the domain's learned unseen-item row or, without that, the mean learned
+    /// row of the domain's items seen in training, weighted `k / (c_i + k)` (an item never seen
+    /// in training then keeps its own row: see [`Self::redraw_unseen_rows`]). `None` (the default) uses every row whole. A learned row is an estimate
     /// from the item's own interactions: an item never seen in training has only ever been a
     /// sampled negative (or kept its random start), so its row holds nothing but "not this
     /// one". Shrinking it towards the prior (`k = 0`: only the unseen items' rows are
     /// replaced) places the items training did not reach where the prior puts them: by their
-    /// title, or, untitled, as an average item of their domain. Training is unchanged (the
-    /// scale applies outside autodiff).
+    /// title, or by the learned unseen-item row; untitled without it, a rare item leans
+    /// towards an average trained item of its domain. Training is unchanged (the scale applies
+    /// outside autodiff).
     pub fn shrinkage(&self, d: DomainId) -> Option<f64> {
         let k = self.shrinkage[d.index()];
         (k >= 0.0).then_some(k)
@@ -433,13 +435,19 @@ impl ItemTable {
     /// The picked rows of a table without titles: in training, each replaced by its domain's
     /// unseen-item row with probability `row_dropout` (with `unseen`); at inference, the rows
     /// of items never seen in training replaced by it, and, under the shrinkage, every row
-    /// leaning towards its prior (the unseen row, or the domain's mean trained row without
-    /// one) by `k / (c + k)`.
+    /// leaning towards its prior by `k / (c + k)`: the unseen row, or without one the domain's
+    /// mean trained row for the items seen in training (an item never seen keeps its own row).
     fn pick_untitled(&self, rows: Tensor<2>, pick: &impl Fn(Tensor<2>) -> Tensor<2>) -> Tensor<2> {
         let device = rows.device();
         let Some(unseen) = &self.unseen else {
             return match self.row_scale() {
                 Some(scale) if !device.is_autodiff() => {
+                    // An item never seen in training keeps its own row (scale 0 -> 1): the
+                    // mean trained row is no prior for it (most trained rows are rare items'
+                    // rows, pushed away from every history as negatives, so their mean ranks
+                    // an item below a random order), while its own row is either the one
+                    // `redraw_unseen_rows` drew afresh or the one training left.
+                    let scale = scale.clone() + scale.equal_elem(0.0).float();
                     let rest = scale.clone().neg().add_scalar(1.0);
                     rows * pick(scale) + pick(self.domain_mean_rows()) * pick(rest)
                 }

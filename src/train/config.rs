@@ -230,7 +230,8 @@ pub struct TrainConfig {
     /// count `k` for the learned ID rows of both domains at inference
     /// ([`crate::model::LlmEmf::row_shrinkage`]: item i's learned row times `c_i / (c_i + k)`,
     /// the rest of its weight on its mapped title with title rows, on its domain's mean trained
-    /// row without; `k = 0` replaces only the rows of items never seen in training).
+    /// row without; with title rows `k = 0` replaces only the rows of items never seen in
+    /// training, without them those items keep their own rows).
     /// Whole rows compete; chosen on the sum of the domains' validation MRRs (9 values).
     /// Needs ID rows; kept beside the saved model (`model.score.json`). Default false.
     #[serde(default)]

@@ -20,13 +20,15 @@ pub enum Preset {
     #[default]
     Recommended,
     /// The best measured setting for data without item titles: `recommended` widened to
-    /// q = 256 with IDs only, patience 8 and one shard per batch, and fresh rows for the items
-    /// never seen in training when validation allows (`train.fit_unseen_rows`).
+    /// q = 256 with IDs only, patience 8 and one shard per batch, fresh rows for the items
+    /// never seen in training when validation allows (`train.fit_unseen_rows`), and the
+    /// learned rows of the items seen in training leaning towards their domain's mean trained
+    /// row by a prior count chosen on validation (`train.fit_row_shrinkage`).
     Ids,
     /// The best measured setting for data with item titles: `ids` with each item's title
     /// vector mapped into its ID row (`model.id_text`, rows started at the title,
-    /// `id_row_init` 0.1) and the learned rows shrunk towards their titles by a prior count
-    /// chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
+    /// `id_row_init` 0.1) and the learned rows shrunk towards their titles instead, by a prior
+    /// count chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
     /// from `llm-emf embed --text-encoder minilm`).
     Titles,
 }
@@ -101,6 +103,7 @@ impl ExperimentConfig {
                 c.train.patience = 8;
                 c.train.parallel_shards = 1;
                 c.train.fit_unseen_rows = true;
+                c.train.fit_row_shrinkage = true;
                 c
             }
             Preset::Titles => {

@@ -199,7 +199,8 @@ fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
         assert!(err.contains("row shrinkage"), "{err}");
     }
     // Without title rows, a shrunk row leans towards the mean learned row of its domain's
-    // items seen in training: `c / (c + k)` of its own, `k / (c + k)` of the mean.
+    // items seen in training: `c / (c + k)` of its own, `k / (c + k)` of the mean; an item
+    // never seen in training keeps its own row.
     let plain_config = ModelConfig {
         id_text: false,
         ..config.clone()
@@ -229,11 +230,7 @@ fn row_shrinkage_scales_learned_rows_by_their_counts_at_inference_only() {
         } else {
             (2.0, &means[1])
         };
-        let own = if c(i) + k == 0.0 {
-            0.0
-        } else {
-            c(i) / (c(i) + k)
-        };
+        let own = if c(i) == 0.0 { 1.0 } else { c(i) / (c(i) + k) };
         for (j, v) in row.iter().enumerate() {
             let want = own * learned[i][j] + (1.0 - own) * mean[j];
             assert!((v - want).abs() < 1e-5, "item {i}: {v} against {want}");
