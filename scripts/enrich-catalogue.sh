@@ -14,8 +14,8 @@
 # 4. `llm-emf embed --text-source`: title + enriched text through all-MiniLM-L6-v2 into
 #    PREFIX-minilm-enriched.npy (resumable too).
 #
-# Settings (environment): PARALLEL, MAX_TOKENS, TEMPERATURE, TEMPLATE (the measured defaults
-# of docs/features.md: 16, 44, 0 (greedy), configs/enrich/catalogue.txt), TIMEOUT (seconds per
+# Settings (environment): PARALLEL, MAX_TOKENS, TEMPERATURE, TEMPLATE, FREQUENCY_PENALTY (the measured defaults
+# of docs/features.md: 16, 36, 0 (greedy), configs/enrich/catalogue.txt, 0.5; empty: not sent), TIMEOUT (seconds per
 # request, 120), RESTARTS (3), MIN_USABLE (0.95), WEIGHTS (the MiniLM folder; default fetched
 # by scripts/fetch-weights.sh), BIN (the llm-emf binary), LIMIT (most items asked in this run,
 # for a trial; the embedding then reads titles alone for the items not yet enriched), EMBED=0
@@ -26,8 +26,9 @@ cd "$(dirname "$0")/.."
 DATA="${1:?usage: $0 DATA_DIR OUT_PREFIX}"
 PREFIX="${2:?usage: $0 DATA_DIR OUT_PREFIX}"
 PARALLEL="${PARALLEL:-16}"
-MAX_TOKENS="${MAX_TOKENS:-44}"
+MAX_TOKENS="${MAX_TOKENS:-36}"
 TEMPERATURE="${TEMPERATURE:-0}"
+FREQUENCY_PENALTY="${FREQUENCY_PENALTY-0.5}" # set empty to send none
 TEMPLATE="${TEMPLATE:-configs/enrich/catalogue.txt}"
 RESTARTS="${RESTARTS:-3}"
 MIN_USABLE="${MIN_USABLE:-0.95}"
@@ -48,7 +49,8 @@ trap 'scripts/local-llm.sh stop' EXIT
 for attempt in $(seq 0 "$RESTARTS"); do
   if "$BIN" enrich --data "$DATA" --endpoint "$url" --model "$name" --out "$out" \
     --concurrency "$PARALLEL" --max-tokens "$MAX_TOKENS" --template "$TEMPLATE" \
-    --temperature "$TEMPERATURE" --timeout "${TIMEOUT:-120}" ${LIMIT:+--limit "$LIMIT"}; then
+    --temperature "$TEMPERATURE" ${FREQUENCY_PENALTY:+--frequency-penalty "$FREQUENCY_PENALTY"} \
+    --timeout "${TIMEOUT:-120}" ${LIMIT:+--limit "$LIMIT"}; then
     break
   fi
   if [ "$attempt" -eq "$RESTARTS" ]; then

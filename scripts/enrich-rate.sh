@@ -4,7 +4,7 @@
 # against llama-server (scripts/local-llm.sh) restarted with PARALLEL slots, then checked with
 # `llm-emf enrich-check`. Prints one tab-separated row (and appends it to TSV when set):
 #
-#   model  parallel  max_tokens  template  items  seconds  items/s  prompt_tok/s  gen_tok/s  usable_%  words_median  temperature
+#   model  parallel  max_tokens  template  items  seconds  items/s  prompt_tok/s  gen_tok/s  usable_%  words_median  temperature  frequency_penalty
 #
 # prompt_tok/s counts the prompt tokens the server evaluated (a prefix it had cached is not
 # evaluated again); gen_tok/s the tokens it generated. Run it on an otherwise idle machine: the
@@ -41,6 +41,7 @@ g0="$(counter tokens_predicted_total)"
 name="$(basename "$MODEL" .gguf)"
 "$BIN" enrich --data "$DATA" --endpoint "$url" --model "$name" --out "$work/out.jsonl" \
   --limit "$N" --concurrency "$PARALLEL" --max-tokens "$MAX_TOKENS" --temperature "$TEMPERATURE" \
+  ${FREQUENCY_PENALTY:+--frequency-penalty "$FREQUENCY_PENALTY"} \
   ${TEMPLATE:+--template "$TEMPLATE"} --quiet >"$work/summary.txt"
 p1="$(counter prompt_tokens_total)"
 g1="$(counter tokens_predicted_total)"
@@ -49,16 +50,17 @@ cat "$work/summary.txt" "$work/check.txt" >&2
 [ -n "${KEEP:-}" ] && cp "$work/out.jsonl" "$KEEP"
 
 python3 - "$work/summary.txt" "$work/check.txt" "$p0" "$p1" "$g0" "$g1" \
-  "$name" "$PARALLEL" "$MAX_TOKENS" "${TEMPLATE:-paper}" "$TEMPERATURE" <<'EOF' | tee -a "${TSV:-/dev/null}"
+  "$name" "$PARALLEL" "$MAX_TOKENS" "${TEMPLATE:-paper}" "$TEMPERATURE" "${FREQUENCY_PENALTY:-}" \
+  <<'EOF' | tee -a "${TSV:-/dev/null}"
 import re, sys
 summary, check = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 p0, p1, g0, g1 = map(float, sys.argv[3:7])
-name, parallel, max_tokens, template, temperature = sys.argv[7:12]
+name, parallel, max_tokens, template, temperature, penalty = sys.argv[7:13]
 m = re.search(r"(\d+) enriched now, (\d+) failed.*?in ([\d.]+) s \(([\d.]+) items/s\)", summary)
 done, failed, seconds, rate = int(m[1]), int(m[2]), float(m[3]), float(m[4])
 usable = re.search(r"usable \(([\d.]+)%\)", check)[1]
 median = re.search(r"median (\d+)", check)[1]
 row = [name, parallel, max_tokens, template, done + failed, f"{seconds:.1f}", f"{rate:.2f}",
-       f"{(p1 - p0) / seconds:.0f}", f"{(g1 - g0) / seconds:.0f}", usable, median, temperature]
+       f"{(p1 - p0) / seconds:.0f}", f"{(g1 - g0) / seconds:.0f}", usable, median, temperature, penalty]
 print("\t".join(map(str, row)))
 EOF

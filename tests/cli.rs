@@ -513,6 +513,26 @@ fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
         err.contains("prompt.txt") && err.contains("{title}"),
         "{err}"
     );
+    // A frequency penalty outside OpenAI's range is refused before any request or file.
+    let penalty = bin()
+        .args([
+            "enrich",
+            "--data",
+            "synthetic",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--model", "m", "--frequency-penalty", "2.5", "--out"])
+        .arg(dir.path().join("never.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(penalty.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&penalty.stderr);
+    assert!(
+        err.contains("--frequency-penalty") && err.contains("2.5"),
+        "{err}"
+    );
+    assert!(!dir.path().join("never.jsonl").exists());
     // Port 9 (discard) refuses connections here: every item fails, the run stops early with the
     // failures recorded and exit status 1.
     let run = bin()

@@ -19,6 +19,10 @@ pub struct ClientConfig {
     pub temperature: f64,
     /// Most tokens to generate.
     pub max_tokens: usize,
+    /// OpenAI's `frequency_penalty` (-2 to 2): positive values lower the odds of a token in
+    /// proportion to how often the answer has used it, which breaks the loops small models
+    /// fall into ("2-Ounce 2-Ounce 2-Ounce ..."). Not sent when `None` (the default).
+    pub frequency_penalty: Option<f64>,
     /// Timeout of one request (connect + response).
     pub timeout: Duration,
     /// Retries after the first try.
@@ -38,6 +42,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("model", &self.model)
             .field("temperature", &self.temperature)
             .field("max_tokens", &self.max_tokens)
+            .field("frequency_penalty", &self.frequency_penalty)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
@@ -54,6 +59,7 @@ impl ClientConfig {
             model: model.into(),
             temperature: 0.6,
             max_tokens: 1024,
+            frequency_penalty: None,
             timeout: Duration::from_secs(120),
             max_retries: 5,
             backoff: Duration::from_secs(1),
@@ -151,16 +157,24 @@ impl ChatClient {
         &self.config
     }
 
-    /// One try: the answer text (reasoning stripped), or why not.
-    pub fn try_once(&self, prompt: &str) -> Result<String, CallError> {
-        let body = json!({
+    /// The JSON body of a request for `prompt`.
+    pub fn request_body(&self, prompt: &str) -> serde_json::Value {
+        let mut body = json!({
             "model": self.config.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_tokens,
             "stream": false,
-        })
-        .to_string();
+        });
+        if let Some(p) = self.config.frequency_penalty {
+            body["frequency_penalty"] = json!(p);
+        }
+        body
+    }
+
+    /// One try: the answer text (reasoning stripped), or why not.
+    pub fn try_once(&self, prompt: &str) -> Result<String, CallError> {
+        let body = self.request_body(prompt).to_string();
         let mut request = self
             .agent
             .post(&self.config.url())
@@ -310,6 +324,19 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(client.backoff(1, Some(90.0), 0.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_frequency_penalty_is_sent_only_when_set() {
+        let mut config = ClientConfig::new("http://127.0.0.1:1", "m");
+        config.max_tokens = 44;
+        let body = ChatClient::new(config.clone()).request_body("Item: x");
+        assert_eq!(body["max_tokens"], 44);
+        assert_eq!(body["messages"][0]["content"], "Item: x");
+        assert!(body.get("frequency_penalty").is_none());
+        config.frequency_penalty = Some(0.5);
+        let body = ChatClient::new(config).request_body("Item: x");
+        assert_eq!(body["frequency_penalty"], 0.5);
     }
 
     #[test]

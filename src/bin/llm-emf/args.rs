@@ -310,6 +310,10 @@ pub(crate) enum Command {
         /// Most tokens generated per item.
         #[arg(long, default_value_t = 1024)]
         max_tokens: usize,
+        /// OpenAI's frequency_penalty, -2 to 2 (not sent when left out): positive values break
+        /// the repetition loops of small models.
+        #[arg(long)]
+        frequency_penalty: Option<f64>,
         /// Seconds before a request times out.
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,

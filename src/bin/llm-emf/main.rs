@@ -387,6 +387,7 @@ fn run(cli: Cli) -> Result<()> {
             template,
             temperature,
             max_tokens,
+            frequency_penalty,
             timeout,
             retries,
             api_key_env,
@@ -405,6 +406,14 @@ fn run(cli: Cli) -> Result<()> {
             let mut config = ClientConfig::new(endpoint, model).with_api_key_from_env(&api_key_env);
             config.temperature = temperature;
             config.max_tokens = max_tokens;
+            if let Some(p) = frequency_penalty
+                && !(-2.0..=2.0).contains(&p)
+            {
+                return Err(Error::Config(format!(
+                    "--frequency-penalty must be between -2 and 2, got {p}"
+                )));
+            }
+            config.frequency_penalty = frequency_penalty;
             config.timeout = Duration::from_secs_f64(timeout);
             config.max_retries = retries;
             let client = ChatClient::new(config);
