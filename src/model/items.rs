@@ -352,15 +352,15 @@ impl ItemTable {
     /// scaled by `c_i / (c_i + k)`, `c_i` its training interactions, and the rest of its
     /// weight goes to a prior: with title rows its mapped title (added whole, as in training),
     /// without them the domain's learned unseen-item row or, without that, the mean learned
-    /// row of the domain's items seen in training, weighted `k / (c_i + k)` (an item never seen
-    /// in training then keeps its own row: see [`Self::redraw_unseen_rows`]). `None` (the default) uses every row whole. A learned row is an estimate
-    /// from the item's own interactions: an item never seen in training has only ever been a
-    /// sampled negative (or kept its random start), so its row holds nothing but "not this
-    /// one". Shrinking it towards the prior (`k = 0`: only the unseen items' rows are
-    /// replaced) places the items training did not reach where the prior puts them: by their
-    /// title, or by the learned unseen-item row; untitled without it, a rare item leans
-    /// towards an average trained item of its domain. Training is unchanged (the scale applies
-    /// outside autodiff).
+    /// row of the domain's items seen in training, weighted `k / (c_i + k)` (an item never
+    /// seen in training then keeps its own row: see [`Self::redraw_unseen_rows`]). `None`
+    /// (the default) uses every row whole. A learned row is an estimate from the item's own
+    /// interactions: an item never seen in training has only ever been a sampled negative (or
+    /// kept its random start), so its row holds nothing but "not this one". Shrinking it
+    /// towards the prior (`k = 0`: only the unseen items' rows are replaced) places the items
+    /// training did not reach where the prior puts them: by their title, or by the learned
+    /// unseen-item row; untitled without it, a rare item leans towards an average trained item
+    /// of its domain. Training is unchanged (the scale applies outside autodiff).
     pub fn shrinkage(&self, d: DomainId) -> Option<f64> {
         let k = self.shrinkage[d.index()];
         (k >= 0.0).then_some(k)
