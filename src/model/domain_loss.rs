@@ -65,6 +65,9 @@ pub struct DomainLoss {
     pub used: [bool; 3],
 }
 
+/// A learned sub-sequence weight below this share is read as 0 ([`DomainLoss::weights`]).
+pub const NEGLIGIBLE_WEIGHT: f64 = 1e-6;
+
 /// The role of sub-sequence `s` for target domain `d`: 0 own, 1 other, 2 merged.
 fn role(d: DomainId, s: SubSequence) -> usize {
     if s == SubSequence::Merged {
@@ -100,7 +103,8 @@ impl DomainLossConfig {
 impl DomainLoss {
     /// The weights of the sub-sequences (X, Y, merged) for target domain `d`: the paper's
     /// `(1, lambda1, lambda2)` by role (a zero weight drops its sub-sequence unless every weight
-    /// in use is zero), or the learned softmax. 0 for unused sub-sequences.
+    /// in use is zero), or the learned softmax (a share below [`NEGLIGIBLE_WEIGHT`], such as a
+    /// weight the validation fit set to zero, read as 0). 0 for unused sub-sequences.
     pub fn weights(&self, d: DomainId) -> [f64; 3] {
         let fixed = [1.0, self.lambda1, self.lambda2];
         let by_role: [f64; 3] = match &self.logits {
@@ -131,6 +135,16 @@ impl DomainLoss {
         let total: f64 = w.iter().sum();
         if self.logits.is_some() {
             w.iter_mut().for_each(|x| *x /= total);
+            // A weight set to zero is stored as the logit of 1e-9 (`set_weights`): read back
+            // as exactly 0, so that its sub-sequence is neither encoded nor scored (a share
+            // below 1e-6 moves no score by more than that).
+            if w.iter().any(|&x| x > 0.0 && x < NEGLIGIBLE_WEIGHT) {
+                w.iter_mut()
+                    .filter(|x| **x < NEGLIGIBLE_WEIGHT)
+                    .for_each(|x| *x = 0.0);
+                let total: f64 = w.iter().sum();
+                w.iter_mut().for_each(|x| *x /= total);
+            }
         }
         w
     }

@@ -205,6 +205,20 @@ fn domain_weights_can_be_set_learned_or_fixed_and_bad_ones_are_refused() {
         for (got, want) in w.iter().map(|v| v / total).zip([0.5, 0.25, 0.25]) {
             assert!((got - want).abs() < 1e-5, "learned {learned}: {w:?}");
         }
+        if learned {
+            // A zero weight (the fit's choice of one sub-sequence alone) is exactly zero when
+            // read back: that sub-sequence is not encoded or scored at all.
+            model
+                .domain_loss
+                .set_weights(DomainId::Y, [0.0, 0.0, 1.0])
+                .unwrap();
+            assert_eq!(model.domain_weights(DomainId::Y), [0.0, 0.0, 1.0]);
+            assert_eq!(
+                model.scored_sub_sequences(DomainId::Y),
+                vec![(SubSequence::Merged, 1.0)]
+            );
+            assert_eq!(model.scored_sub_sequences(DomainId::X).len(), 3);
+        }
         for bad in [[-0.1, 0.5, 0.6], [0.0, 0.0, 0.0], [f64::NAN, 0.5, 0.5]] {
             let err = model
                 .domain_loss
