@@ -130,12 +130,14 @@ pub fn fit_score_weights(
 const MERGED_SHARES: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
 
 /// Sub-sequence weights (X, Y, merged) that give the merged sequence the share `m` of the score
-/// and split `1 - m` between S^X and S^Y in the ratio of `weights`. A share of 1 leaves them a
-/// negligible weight (fixed weights are relative to the own sub-sequence's, which must stay
-/// positive).
+/// and split `1 - m` between S^X and S^Y in the ratio of `weights` (equally when `weights` give
+/// them nothing, as after an earlier fit chose the merged sequence alone). A share of 1 leaves
+/// them a negligible weight (fixed weights are relative to the own sub-sequence's, which must
+/// stay positive).
 pub fn merged_share(weights: [f64; 3], m: f64) -> [f64; 3] {
     let [x, y, _] = weights;
-    let scale = (1.0 - m).max(1e-9) / (x + y).max(1e-12);
+    let (x, y) = if x + y > 0.0 { (x, y) } else { (1.0, 1.0) };
+    let scale = (1.0 - m).max(1e-9) / (x + y);
     [x * scale, y * scale, m]
 }
 
@@ -488,4 +490,17 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     report.test = evaluate_on(&model, Split::Test, &test_candidates)?;
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged_share;
+
+    #[test]
+    fn merged_share_keeps_the_ratio_and_splits_equally_without_one() {
+        assert_eq!(merged_share([0.2, 0.6, 0.2], 0.5), [0.125, 0.375, 0.5]);
+        // After a fit chose the merged sequence alone, the others share the rest equally.
+        assert_eq!(merged_share([0.0, 0.0, 1.0], 0.0), [0.5, 0.5, 0.0]);
+        assert_eq!(merged_share([0.0, 0.0, 1.0], 0.6), [0.2, 0.2, 0.6]);
+    }
 }
