@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted};
+use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, read_back_shares};
 use crate::data::DomainId;
 use crate::data::batcher::SubSequence;
 
@@ -65,8 +65,7 @@ pub struct DomainLoss {
     pub used: [bool; 3],
 }
 
-/// A learned sub-sequence weight below this share is read as 0 ([`DomainLoss::weights`]).
-pub const NEGLIGIBLE_WEIGHT: f64 = 1e-6;
+pub use super::fusion::NEGLIGIBLE_WEIGHT;
 
 /// The role of sub-sequence `s` for target domain `d`: 0 own, 1 other, 2 merged.
 fn role(d: DomainId, s: SubSequence) -> usize {
@@ -132,19 +131,10 @@ impl DomainLoss {
         if w.iter().all(|&x| x <= 0.0) {
             w = std::array::from_fn(|s| if self.used[s] { 1.0 } else { 0.0 });
         }
-        let total: f64 = w.iter().sum();
         if self.logits.is_some() {
-            w.iter_mut().for_each(|x| *x /= total);
             // A weight set to zero is stored as the logit of 1e-9 (`set_weights`): read back
-            // as exactly 0, so that its sub-sequence is neither encoded nor scored (a share
-            // below 1e-6 moves no score by more than that).
-            if w.iter().any(|&x| x > 0.0 && x < NEGLIGIBLE_WEIGHT) {
-                w.iter_mut()
-                    .filter(|x| **x < NEGLIGIBLE_WEIGHT)
-                    .for_each(|x| *x = 0.0);
-                let total: f64 = w.iter().sum();
-                w.iter_mut().for_each(|x| *x /= total);
-            }
+            // as exactly 0, so that its sub-sequence is neither encoded nor scored.
+            read_back_shares(&mut w);
         }
         w
     }

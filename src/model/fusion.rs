@@ -15,6 +15,28 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// range in tens of steps, not thousands.
 pub const LOGIT_SCALE: f64 = 20.0;
 
+/// A learned mixture weight below this share is read as 0: `set_weights` stores a zero weight
+/// as the logit of 1e-9, and a share below 1e-6 moves no score by more than that, so the
+/// evaluation neither encodes nor scores what it weights.
+pub const NEGLIGIBLE_WEIGHT: f64 = 1e-6;
+
+/// Normalises learned shares to sum to 1 and reads every share below [`NEGLIGIBLE_WEIGHT`] as
+/// exactly 0 (renormalising the rest). Shares that are all zero are left as they are.
+pub(crate) fn read_back_shares(w: &mut [f64; 3]) {
+    let total: f64 = w.iter().sum();
+    if total <= 0.0 {
+        return;
+    }
+    w.iter_mut().for_each(|x| *x /= total);
+    if w.iter().any(|&x| x > 0.0 && x < NEGLIGIBLE_WEIGHT) {
+        w.iter_mut()
+            .filter(|x| **x < NEGLIGIBLE_WEIGHT)
+            .for_each(|x| *x = 0.0);
+        let total: f64 = w.iter().sum();
+        w.iter_mut().for_each(|x| *x /= total);
+    }
+}
+
 /// Configuration of a [`ModalityFusion`] head.
 #[derive(Config, Debug)]
 pub struct ModalityFusionConfig {
@@ -71,7 +93,8 @@ impl ModalityFusionConfig {
 }
 
 impl ModalityFusion {
-    /// The current weights (id, image, text); 0 for unused modalities.
+    /// The current weights (id, image, text); 0 for unused modalities, and for a learned weight
+    /// below [`NEGLIGIBLE_WEIGHT`] (such as one the validation fit set to zero).
     pub fn weights(&self) -> [f64; 3] {
         match &self.logits {
             None => self.fixed,
@@ -83,17 +106,20 @@ impl ModalityFusion {
                     .try_to_vec::<f32>()
                     .unwrap_or_default();
                 let logit = |i: usize| v.get(i).copied().unwrap_or(0.0) as f64 * LOGIT_SCALE;
-                let z: f64 = (0..3)
+                // Shifted by the largest logit in use, so that no share overflows.
+                let top = (0..3)
                     .filter(|&i| self.used[i])
-                    .map(|i| logit(i).exp())
-                    .sum();
-                std::array::from_fn(|i| {
+                    .map(logit)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let mut w = std::array::from_fn(|i| {
                     if self.used[i] {
-                        logit(i).exp() / z
+                        (logit(i) - top).exp()
                     } else {
                         0.0
                     }
-                })
+                });
+                read_back_shares(&mut w);
+                w
             }
         }
     }
@@ -259,8 +285,9 @@ mod tests {
                 (w[0] - 0.75).abs() < 1e-6 && w[1] == 0.0 && (w[2] - 0.25).abs() < 1e-6,
                 "{w:?}"
             );
+            // A zero weight reads back as exactly zero, fixed or learned.
             f.set_weights([0.0, 0.0, 1.0]).unwrap();
-            assert!(f.weights()[0] < 1e-8, "{:?}", f.weights());
+            assert_eq!(f.weights(), [0.0, 0.0, 1.0]);
             let err = f.set_weights([0.0, 1.0, 0.0]).unwrap_err().to_string();
             assert!(err.contains("not all zero"), "{err}");
             assert!(f.set_weights([f64::NAN, 0.0, 1.0]).is_err());

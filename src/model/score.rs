@@ -210,7 +210,7 @@ impl LlmEmf {
     }
 
     /// The modalities that enter the Eq. 11 score of `domain` (those with an encoder for every
-    /// scored sub-sequence), with their fusion weights.
+    /// scored sub-sequence and a positive fusion weight), with their fusion weights.
     pub fn scored_modalities(&self, domain: DomainId) -> Vec<(Modality, f64)> {
         let subs = self.scored_sub_sequences(domain);
         let weights = self.fusion.weights();
@@ -219,6 +219,7 @@ impl LlmEmf {
         }
         self.modalities()
             .into_iter()
+            .filter(|&m| weights[m.index()] > 0.0)
             .filter(|&m| subs.iter().all(|&(s, _)| self.encoder(s, m).is_some()))
             .map(|m| (m, weights[m.index()]))
             .collect()

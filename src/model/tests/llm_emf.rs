@@ -38,6 +38,34 @@ fn nine_encoders_with_all_modalities_and_fewer_without_features() {
 }
 
 #[test]
+fn a_modality_weighted_at_zero_is_neither_encoded_nor_scored() {
+    let s = setup();
+    let device = test_device();
+    for learned in [false, true] {
+        let config = ModelConfig {
+            learned_modality_weights: learned,
+            ..s.config.clone()
+        };
+        let mut model =
+            LlmEmf::new(&config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+        assert_eq!(model.scored_modalities(DomainId::X).len(), 3);
+        // The validation fit's choice of ID and text alone.
+        model.fusion.set_weights([0.6, 0.0, 0.4]).unwrap();
+        assert_eq!(model.modality_weights()[1], 0.0, "learned {learned}");
+        let scored: Vec<Modality> = model
+            .scored_modalities(DomainId::X)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(
+            scored,
+            vec![Modality::Id, Modality::Text],
+            "learned {learned}"
+        );
+    }
+}
+
+#[test]
 fn shared_encoders_read_every_sub_sequence_with_the_merged_encoders() {
     let s = setup();
     let device = test_device();
