@@ -359,6 +359,57 @@ fn a_killed_run_resumes_without_repeating_items() {
 }
 
 #[test]
+fn unusable_answers_are_asked_again_only_when_asked_and_the_new_answer_wins() {
+    // The first answer of "Long desk lamp" only restates the title (unusable); a second
+    // request gets a real answer.
+    let server = Server::start(Box::new(|title, nth| {
+        if title == "Long desk lamp" && nth == 1 {
+            ok("The Long desk lamp is a lamp.")
+        } else {
+            ok(&format!(
+                "{title} suits people who work late and like warm light on a small tidy desk."
+            ))
+        }
+    }));
+    let titles = ["Ink", "Long desk lamp", "Stapler"];
+    let data = dataset(&titles.map(Some));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("enriched.jsonl");
+    let c = client(&server.url);
+    let template = PromptTemplate::paper();
+    let usable =
+        |path: &Path| enrich::quality::check(&read_records(path).unwrap(), &template, None);
+    let first = enrich::enrich(&data, &template, &c, &out, &quiet(2)).unwrap();
+    assert_eq!((first.succeeded, first.redone), (3, 0));
+    assert_eq!(usable(&out).usable, 2);
+    // A plain re-run keeps every answer, usable or not.
+    let again = enrich::enrich(&data, &template, &c, &out, &quiet(2)).unwrap();
+    assert_eq!((again.already_done, again.requested), (3, 0));
+    // Asked to redo the unusable ones: only the lamp is asked again, and its new line wins.
+    let redo = EnrichOptions {
+        redo_unusable: true,
+        ..quiet(2)
+    };
+    let third = enrich::enrich(&data, &template, &c, &out, &redo).unwrap();
+    assert_eq!(
+        (third.already_done, third.requested, third.redone),
+        (2, 1, 1)
+    );
+    assert_eq!(server.prompts_for("Long desk lamp"), 2);
+    assert_eq!(server.prompts_for("Ink"), 1);
+    assert!(
+        third.to_string().contains("1 of them asked again"),
+        "{third}"
+    );
+    let report = usable(&out);
+    assert_eq!((report.items, report.usable), (3, 3));
+    assert_eq!(read_records(&out).unwrap().len(), 4);
+    // Nothing unusable is left: redoing again asks nothing.
+    let fourth = enrich::enrich(&data, &template, &c, &out, &redo).unwrap();
+    assert_eq!((fourth.already_done, fourth.requested), (3, 0));
+}
+
+#[test]
 fn a_dead_endpoint_stops_the_run_with_every_failure_recorded() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

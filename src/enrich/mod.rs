@@ -7,12 +7,15 @@
 //! single writer, so a crash loses at most the line in flight (a torn last line is cut off on
 //! the next run). Re-running skips items that already have text for the same prompt hash (the
 //! hash of the rendered prompt and the model name), so changing the template or the model
-//! re-enriches everything, and failed items are tried again.
+//! re-enriches everything, and failed items are tried again. With
+//! [`EnrichOptions::redo_unusable`], items whose latest answer [`quality::judge`] finds unusable
+//! are asked again too (typically with a larger token cap); the new line is appended and, as
+//! the latest text of its item, is the one every reader takes.
 
 pub mod client;
 pub mod quality;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -152,6 +155,9 @@ pub struct EnrichOptions {
     /// Stop taking new items after this many failures in a row (the endpoint is likely down);
     /// 0 never stops.
     pub max_consecutive_failures: usize,
+    /// Ask again the items whose latest answer under the same prompt hash is unusable
+    /// ([`quality::judge`]: too few words besides the title's, looping, the prompt echoed).
+    pub redo_unusable: bool,
 }
 
 impl Default for EnrichOptions {
@@ -161,6 +167,7 @@ impl Default for EnrichOptions {
             limit: None,
             progress: true,
             max_consecutive_failures: 20,
+            redo_unusable: false,
         }
     }
 }
@@ -174,6 +181,10 @@ pub struct EnrichSummary {
     pub without_title: usize,
     /// Items already enriched with the same prompt hash by an earlier run.
     pub already_done: usize,
+    /// Items asked again because their earlier answer was unusable
+    /// ([`EnrichOptions::redo_unusable`]); counted in `requested` too, not in `already_done`.
+    #[serde(default)]
+    pub redone: usize,
     /// Items requested in this run.
     pub requested: usize,
     /// Items that got text in this run.
@@ -204,6 +215,13 @@ impl std::fmt::Display for EnrichSummary {
             self.seconds,
             self.items_per_second
         )?;
+        if self.redone > 0 {
+            writeln!(
+                f,
+                "{} of them asked again for an unusable earlier answer",
+                self.redone
+            )?;
+        }
         if let Some(why) = &self.stopped {
             writeln!(f, "stopped early: {why}")?;
         }
@@ -248,6 +266,8 @@ struct Work {
     title: String,
     prompt: String,
     hash: String,
+    /// Asked again for an unusable earlier answer.
+    redo: bool,
 }
 
 /// Enriches the items of `dataset` into `out` (appending; see the module docs).
@@ -262,11 +282,13 @@ pub fn enrich(
         return Err(Error::Config("enrichment needs concurrency >= 1".into()));
     }
     let model = client.config().model.clone();
-    let done: HashSet<(ItemId, String)> = read_records(out)?
-        .into_iter()
-        .filter(|r| r.text.is_some())
-        .map(|r| (r.item_id, r.prompt_hash))
-        .collect();
+    // The latest text of each (item, prompt hash): what every reader of the file takes.
+    let mut done: HashMap<(ItemId, String), String> = HashMap::new();
+    for r in read_records(out)? {
+        if let Some(text) = r.text {
+            done.insert((r.item_id, r.prompt_hash), text);
+        }
+    }
     let mut work = Vec::new();
     let (mut without_title, mut already_done) = (0, 0);
     for (id, item) in dataset.items().iter().enumerate() {
@@ -281,7 +303,10 @@ pub fn enrich(
             .unwrap_or_default();
         let prompt = template.render(&domain, title, item.attributes.as_deref().unwrap_or(""));
         let hash = prompt_hash(&prompt, &model);
-        if done.contains(&(id, hash.clone())) {
+        let earlier = done.get(&(id, hash.clone()));
+        let redo = options.redo_unusable
+            && earlier.is_some_and(|text| quality::judge(Some(text), title, &prompt).is_some());
+        if earlier.is_some() && !redo {
             already_done += 1;
             continue;
         }
@@ -291,11 +316,13 @@ pub fn enrich(
             title: title.to_string(),
             prompt,
             hash,
+            redo,
         });
     }
     if let Some(limit) = options.limit {
         work.truncate(limit);
     }
+    let redone = work.iter().filter(|w| w.redo).count();
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -313,6 +340,7 @@ pub fn enrich(
         items: dataset.items().len(),
         without_title,
         already_done,
+        redone,
         requested: 0,
         succeeded: 0,
         failed: 0,

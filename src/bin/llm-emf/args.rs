@@ -323,6 +323,11 @@ pub(crate) enum Command {
         /// Environment variable holding the API key (sent as a bearer token, never printed).
         #[arg(long, default_value = "LLM_EMF_API_KEY")]
         api_key_env: String,
+        /// Also ask again the items whose answer in the file is unusable (as `enrich-check`
+        /// judges it), typically with a larger --max-tokens; the new answer is appended and
+        /// replaces the old one for every reader.
+        #[arg(long)]
+        redo_unusable: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,

@@ -391,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
             timeout,
             retries,
             api_key_env,
+            redo_unusable,
             quiet,
         } => {
             let dataset = load_any(&data)?;
@@ -421,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                 concurrency,
                 limit,
                 progress: !quiet,
+                redo_unusable,
                 ..EnrichOptions::default()
             };
             let summary = enrich::enrich(&dataset, &template, &client, &out, &options)?;
