@@ -7,6 +7,14 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_llm-emf"))
 }
 
+/// The stderr of a command that failed as bad input should: exit status 1, no panic.
+fn failure(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/data")
@@ -64,10 +72,8 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(err.contains("no dataset found"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
 
     std::fs::write(
         dir.path().join("x.inter"),
@@ -79,7 +85,7 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
         .arg(dir.path())
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(err.contains("x.item"), "{err}");
 
     let out = bin()
@@ -89,8 +95,7 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
         .arg(dir.path().join("run"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&out);
     assert!(
         err.contains("traindata_new.txt") && err.contains("github.com/cjx96/C2DSR"),
         "{err}"
@@ -101,8 +106,7 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
         .arg(dir.path().join("nothing"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+    assert!(failure(&out).contains("config.json"));
 
     let out = bin()
         .args([
@@ -116,8 +120,7 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
         .arg(dir.path().join("q"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device"));
+    assert!(failure(&out).contains("unknown device"));
 }
 
 #[test]
@@ -203,8 +206,7 @@ fn train_evaluate_recommend_round_trip() {
         .arg(&run)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = failure(&out);
     assert!(e.contains("targets.txt:2"), "{e}");
 
     let out = bin()
@@ -308,8 +310,7 @@ fn train_evaluate_recommend_round_trip() {
         .arg(&items)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
+    let e = failure(&out);
     assert!(e.contains("new.jsonl:2") && e.contains("--weights"), "{e}");
     std::fs::rename(&moved, &run).unwrap();
     let out = bin()
@@ -317,8 +318,7 @@ fn train_evaluate_recommend_round_trip() {
         .arg(&run)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("item 999"));
+    assert!(failure(&out).contains("item 999"));
     let out = bin()
         .args(["recommend", "--history", "0", "--domain", "Garden", "--run"])
         .arg(&run)
@@ -359,8 +359,7 @@ fn embed_writes_one_row_per_item_and_feeds_training() {
         .arg(dir.path().join("x.npy"))
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs --weights"));
+    assert!(failure(&bad).contains("needs --weights"));
     let bad = bin()
         .args([
             "embed",
@@ -373,8 +372,7 @@ fn embed_writes_one_row_per_item_and_feeds_training() {
         .arg(dir.path().join("x.npy"))
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown text encoder"));
+    assert!(failure(&bad).contains("unknown text encoder"));
 }
 
 fn tiny_clip() -> PathBuf {
@@ -461,8 +459,7 @@ fn embed_with_clip_writes_text_and_image_matrices_and_reports_bad_images() {
         .arg(&text_out)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--image-out"));
+    assert!(failure(&bad).contains("--image-out"));
     let bad = bin()
         .args([
             "embed",
@@ -481,8 +478,7 @@ fn embed_with_clip_writes_text_and_image_matrices_and_reports_bad_images() {
         .arg(&image_out)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("nowhere"));
+    assert!(failure(&bad).contains("nowhere"));
 }
 
 #[test]
@@ -507,8 +503,7 @@ fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&bad.stderr);
+    let err = failure(&bad);
     assert!(
         err.contains("prompt.txt") && err.contains("{title}"),
         "{err}"
@@ -526,8 +521,7 @@ fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
         .arg(dir.path().join("never.jsonl"))
         .output()
         .unwrap();
-    assert_eq!(penalty.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&penalty.stderr);
+    let err = failure(&penalty);
     assert!(
         err.contains("--frequency-penalty") && err.contains("2.5"),
         "{err}"
@@ -550,9 +544,8 @@ fn enrich_reports_bad_templates_and_unreachable_endpoints_cleanly() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("stopped early"), "{stdout}");
-    assert!(String::from_utf8_lossy(&run.stderr).contains("re-run"));
+    assert!(failure(&run).contains("re-run"));
     let records = llm_emf::enrich::read_records(&out).unwrap();
     assert!(!records.is_empty() && records.iter().all(|r| r.error.is_some()));
 }
@@ -594,8 +587,7 @@ fn enrich_check_counts_usable_answers_and_names_bad_files() {
     );
     // Below the required share: exit status 1, naming the file and the shares.
     let strict = check(&["--min-usable", "0.95"]);
-    assert_eq!(strict.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&strict.stderr);
+    let err = failure(&strict);
     assert!(err.contains("e.jsonl") && err.contains("33.3%"), "{err}");
     // A missing file, a broken line and a missing tokenizer are named.
     let missing = bin()
@@ -603,19 +595,16 @@ fn enrich_check_counts_usable_answers_and_names_bad_files() {
         .arg(dir.path().join("none.jsonl"))
         .output()
         .unwrap();
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("none.jsonl"));
+    assert!(failure(&missing).contains("none.jsonl"));
     std::fs::write(
         &file,
         content.clone() + "{not json\n" + &line(3, "Salt", Some(good)),
     )
     .unwrap();
     let broken = check(&[]);
-    assert_eq!(broken.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&broken.stderr);
+    let err = failure(&broken);
     assert!(err.contains("e.jsonl:4:"), "{err}");
     std::fs::write(&file, &content).unwrap();
     let no_weights = check(&["--weights", dir.path().join("minilm").to_str().unwrap()]);
-    assert_eq!(no_weights.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&no_weights.stderr).contains("minilm"));
+    assert!(failure(&no_weights).contains("minilm"));
 }
