@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use llm_emf::train::{ExperimentConfig, Preset};
+use llm_emf::train::{ExperimentConfig, Optimizer, Preset};
 
 fn configs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
@@ -34,7 +34,7 @@ fn every_named_config_reads_and_validates() {
 }
 
 #[test]
-fn the_titles_preset_is_the_ids_preset_with_title_rows_and_their_shrinkage() {
+fn the_titles_preset_is_the_ids_preset_with_title_rows_their_shrinkage_and_lighter_decay() {
     let ids = ExperimentConfig::preset(Preset::Ids);
     let titles = ExperimentConfig::preset(Preset::Titles);
     assert_eq!(ids.model.id_dim, 256);
@@ -47,7 +47,13 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_and_their_shrinkage() {
     back.model.id_text = false;
     back.model.id_row_init = 1.0;
     back.train.fit_unseen_rows = true;
+    back.train.optimizer = Optimizer::AdamW { weight_decay: 0.25 };
     assert_eq!(back, ids);
+    assert_eq!(
+        titles.train.optimizer,
+        Optimizer::AdamW { weight_decay: 0.01 },
+        "the title rows were measured at weight decay 0.01"
+    );
     assert!(
         !titles.train.fit_unseen_rows,
         "title rows place the unseen items themselves"

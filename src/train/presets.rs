@@ -2,7 +2,9 @@
 //! measured setting for its use (README, "The models"; docs/results.md), and the
 //! configuration each stands for ([`ExperimentConfig::preset`]).
 
-use super::config::{DataSource, EvalConfig, ExperimentConfig, FeatureSources, TrainConfig};
+use super::config::{
+    DataSource, EvalConfig, ExperimentConfig, FeatureSources, Optimizer, TrainConfig,
+};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -20,12 +22,14 @@ pub enum Preset {
     #[default]
     Recommended,
     /// The best measured setting for data without item titles: `recommended` widened to
-    /// q = 256 with IDs only, patience 8 and one shard per batch, fresh rows for the items
+    /// q = 256 with IDs only, AdamW's decoupled weight decay at 0.25 (ABXI's per-step decay:
+    /// its 5 at learning rate 1e-4), patience 8 and one shard per batch, fresh rows for the items
     /// never seen in training when validation allows (`train.fit_unseen_rows`), and the
     /// learned rows of the items seen in training leaning towards their domain's mean trained
     /// row by a prior count chosen on validation (`train.fit_row_shrinkage`).
     Ids,
-    /// The best measured setting for data with item titles: `ids` with each item's title
+    /// The best measured setting for data with item titles: `ids` (at weight decay 0.01, the
+    /// value its title rows were measured with) with each item's title
     /// vector mapped into its ID row (`model.id_text`, rows started at the title,
     /// `id_row_init` 0.1) and the learned rows shrunk towards their titles instead, by a prior
     /// count chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
@@ -98,6 +102,7 @@ impl ExperimentConfig {
                 let mut c = Self::preset(Preset::Recommended);
                 c.preset = preset;
                 c.model.id_dim = 256;
+                c.train.optimizer = Optimizer::AdamW { weight_decay: 0.25 };
                 c.model.modalities.image = false;
                 c.model.modalities.text = false;
                 c.train.patience = 8;
@@ -111,6 +116,7 @@ impl ExperimentConfig {
                 c.preset = preset;
                 c.model.id_text = true;
                 c.model.id_row_init = 0.1;
+                c.train.optimizer = Optimizer::AdamW { weight_decay: 0.01 };
                 c.train.fit_row_shrinkage = true;
                 // The title rows place the items never seen in training instead.
                 c.train.fit_unseen_rows = false;
