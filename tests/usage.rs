@@ -770,6 +770,20 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .filter(|&&c| c == 0)
         .count();
     assert_eq!(first.redrawn, never_seen);
+    // Every default draw was tried, and the one kept is the rule's pick.
+    assert_eq!(first.tried.len(), 6, "{first:?}");
+    let pick = (first.redrawn > 0)
+        .then(|| {
+            llm_emf::train::fit::choose_unseen_draw(
+                first.mrr[0],
+                first.unseen_mrr[0],
+                first.chance_mrr,
+                &first.tried,
+            )
+        })
+        .flatten();
+    assert_eq!(first.kept, pick.is_some(), "{first:?}");
+    assert_eq!(first.chosen, pick.map(|i| first.tried[i].draw), "{first:?}");
     if first.kept {
         for d in 0..2 {
             assert!(first.mrr[1][d] >= first.mrr[0][d] - 0.001, "{first:?}");

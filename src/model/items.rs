@@ -227,6 +227,64 @@ pub struct ItemTable {
     shrinkage: [f64; 2],
 }
 
+/// How [`ItemTable::redraw_unseen_rows`] draws the rows of the items never seen in training.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UnseenRowDraw {
+    /// As at initialisation: N(0, (scale / sqrt(dim))^2) per coordinate, a direction that
+    /// owes nothing to training.
+    Initial {
+        /// The initial scale (`ModelConfig::id_row_init`).
+        scale: f64,
+    },
+    /// Like the domain's trained rows: their mean plus a deviation with their covariance (the
+    /// mean of [`TRAINED_ROW_DONORS`] trained rows' deviations, scaled by the square root of
+    /// their number), each trained item weighted by `c_i^popularity`, `c_i` its training
+    /// interactions: 0 draws an item like any trained item of the catalogue (as the sampled
+    /// negatives are), 1 like a training target. A domain without trained items keeps its
+    /// rows.
+    Trained {
+        /// The exponent of the training counts in the weights, 0 or more.
+        popularity: f64,
+    },
+}
+
+/// How many trained rows' deviations make one [`UnseenRowDraw::Trained`] row.
+pub const TRAINED_ROW_DONORS: usize = 8;
+
+impl UnseenRowDraw {
+    /// An error unless the scale is positive or the popularity exponent finite and not
+    /// negative.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            UnseenRowDraw::Initial { scale } if !(scale.is_finite() && scale > 0.0) => {
+                Err(Error::Config(format!(
+                    "redrawing unseen rows: init scale {scale} must be positive"
+                )))
+            }
+            UnseenRowDraw::Trained { popularity }
+                if !(popularity.is_finite() && popularity >= 0.0) =>
+            {
+                Err(Error::Config(format!(
+                    "redrawing unseen rows: popularity exponent {popularity} must be finite, 0 or more"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for UnseenRowDraw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnseenRowDraw::Initial { scale } => write!(f, "initial (scale {scale})"),
+            UnseenRowDraw::Trained { popularity } => {
+                write!(f, "like trained rows (popularity {popularity})")
+            }
+        }
+    }
+}
+
 impl ItemTableConfig {
     /// Builds the table for a catalogue whose training counts are `train_counts` (global item
     /// order); an error if the counts do not cover the table.
@@ -383,25 +441,20 @@ impl ItemTable {
         Ok(())
     }
 
-    /// Gives every item never seen in training a fresh learned row, drawn as at
-    /// initialisation (N(0, (init_scale / sqrt(dim))^2) per coordinate, from `seed`), in place
-    /// of the row training left it: a row that was only ever a sampled negative points away
-    /// from every history ("never a target") and ranks the item last, below a random order; a
-    /// fresh row gives it a score that says nothing either way, as for an item the negatives
-    /// had left alone. Returns how many rows were drawn. An error with title rows (the row
-    /// shrinkage places those items by their titles) or with learned unseen-item rows (they
-    /// stand in for these items already).
-    pub fn redraw_unseen_rows(&mut self, init_scale: f64, seed: u64) -> Result<usize> {
+    /// Gives every item never seen in training a fresh learned row, drawn as `draw` says (from
+    /// `seed`), in place of the row training left it: a row that was only ever a sampled
+    /// negative points away from every history ("never a target") and ranks the item last,
+    /// below a random order; a fresh row gives it a score that says nothing either way.
+    /// Returns how many rows were drawn. An error with title rows (the row shrinkage places
+    /// those items by their titles), with learned unseen-item rows (they stand in for these
+    /// items already) or with a draw whose parameters are out of range.
+    pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
         if self.text_map.is_some() || self.unseen.is_some() {
             return Err(Error::Config(
                 "redrawing unseen rows needs plain learned rows: title rows are placed by the row shrinkage, and learned unseen-item rows stand in for these items already".into(),
             ));
         }
-        if !(init_scale.is_finite() && init_scale > 0.0) {
-            return Err(Error::Config(format!(
-                "redrawing unseen rows: init scale {init_scale} must be positive"
-            )));
-        }
+        draw.validate()?;
         let device = self.rows.weight.device();
         let [n, q] = self.rows.weight.dims();
         let log_counts = self
@@ -418,14 +471,77 @@ impl ItemTable {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))?;
-        let std = init_scale / (q as f64).sqrt();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut drawn = 0;
-        for (i, _) in log_counts.iter().enumerate().filter(|(_, c)| **c == 0.0) {
-            for v in &mut values[i * q..(i + 1) * q] {
-                *v = (std * standard_normal(&mut rng)) as f32;
+        for d in DomainId::BOTH {
+            let (start, len) = self.domain_rows(d);
+            let items = start..start + len;
+            let unseen: Vec<usize> = items.clone().filter(|&i| log_counts[i] == 0.0).collect();
+            let new_rows = match draw {
+                UnseenRowDraw::Initial { scale } => {
+                    let std = scale / (q as f64).sqrt();
+                    unseen
+                        .iter()
+                        .map(|_| (0..q).map(|_| std * standard_normal(&mut rng)).collect())
+                        .collect::<Vec<Vec<f64>>>()
+                }
+                UnseenRowDraw::Trained { popularity } => {
+                    // Trained items and their weights c_i^popularity (c_i = e^ln(1+c_i) - 1).
+                    let trained: Vec<(usize, f64)> = items
+                        .filter(|&i| log_counts[i] > 0.0)
+                        .map(|i| {
+                            (
+                                i,
+                                f64::from(log_counts[i].exp_m1()).round().powf(popularity),
+                            )
+                        })
+                        .collect();
+                    if trained.is_empty() {
+                        // Nothing to match: these rows stay as training left them.
+                        continue;
+                    }
+                    let row = |i: usize| values[i * q..(i + 1) * q].iter().map(|&v| f64::from(v));
+                    let total: f64 = trained.iter().map(|(_, w)| w).sum();
+                    let mut mean = vec![0.0; q];
+                    for &(i, w) in &trained {
+                        for (m, v) in mean.iter_mut().zip(row(i)) {
+                            *m += w / total * v;
+                        }
+                    }
+                    // Cumulative weights for drawing donors in proportion to them.
+                    let cumulative: Vec<f64> = trained
+                        .iter()
+                        .scan(0.0, |acc, (_, w)| {
+                            *acc += w / total;
+                            Some(*acc)
+                        })
+                        .collect();
+                    let scale = 1.0 / (TRAINED_ROW_DONORS as f64).sqrt();
+                    unseen
+                        .iter()
+                        .map(|_| {
+                            let mut new = mean.clone();
+                            for _ in 0..TRAINED_ROW_DONORS {
+                                let u: f64 = rng.random();
+                                let k = cumulative
+                                    .partition_point(|&c| c < u)
+                                    .min(trained.len() - 1);
+                                for ((x, v), m) in new.iter_mut().zip(row(trained[k].0)).zip(&mean)
+                                {
+                                    *x += scale * (v - m);
+                                }
+                            }
+                            new
+                        })
+                        .collect()
+                }
+            };
+            for (&i, new) in unseen.iter().zip(new_rows) {
+                for (v, x) in values[i * q..(i + 1) * q].iter_mut().zip(new) {
+                    *v = x as f32;
+                }
+                drawn += 1;
             }
-            drawn += 1;
         }
         self.rows.weight =
             Param::from_tensor(Tensor::from_data(TensorData::new(values, [n, q]), &device));

@@ -13,7 +13,7 @@ use super::config::{LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
-use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig};
+use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig, UnseenRowDraw};
 use crate::data::batcher::{Packed, SubSequence, SubSequenceBatch};
 use crate::data::{Dataset, DomainId};
 use crate::error::{Error, Result};
@@ -294,12 +294,11 @@ impl LlmEmf {
         }
     }
 
-    /// Draws fresh learned rows for the items never seen in training
-    /// ([`ItemTable::redraw_unseen_rows`]), at the configuration's initial scale
-    /// (`ModelConfig::id_row_init`); how many. An error without plain learned ID rows.
-    pub fn redraw_unseen_rows(&mut self, init_scale: f64, seed: u64) -> Result<usize> {
+    /// Draws fresh learned rows for the items never seen in training as `draw` says
+    /// ([`ItemTable::redraw_unseen_rows`]); how many. An error without plain learned ID rows.
+    pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
         match &mut self.items {
-            Some(t) => t.redraw_unseen_rows(init_scale, seed),
+            Some(t) => t.redraw_unseen_rows(draw, seed),
             None => Err(Error::Config(
                 "redrawing unseen rows needs ID rows: this model has none (the id modality is off)"
                     .into(),

@@ -69,7 +69,9 @@ pub use config::{
 pub use domain_loss::{DomainLoss, DomainLossConfig};
 pub use encoder::{SequenceEncoder, SequenceEncoderConfig};
 pub use fusion::{ModalityFusion, ModalityFusionConfig};
-pub use items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig};
+pub use items::{
+    Catalogue, ItemFeatures, ItemTable, ItemTableConfig, TRAINED_ROW_DONORS, UnseenRowDraw,
+};
 pub use llm_emf::{LlmEmf, l2_normalise};
 pub use loss::{DomainNegatives, TrainHidden};
 pub use score::{ScoreQueries, ScoreSettings};

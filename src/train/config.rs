@@ -237,12 +237,15 @@ pub struct TrainConfig {
     #[serde(default)]
     pub fit_row_shrinkage: bool,
     /// After training (before the other fits), draw fresh learned rows for the items never
-    /// seen in training ([`crate::model::LlmEmf::redraw_unseen_rows`], at `id_row_init`) and
-    /// keep them when validation agrees: the never-seen targets' MRR falls in no domain and
-    /// no domain's MRR falls by more than 0.1 points (`fit::UNSEEN_ROWS_MAX_LOSS`). A row that
-    /// was only ever a sampled negative ranks its item below a random order; a fresh one
-    /// says nothing either way. Needs plain learned ID rows (no `id_text`, no `unseen_row`).
-    /// Default false.
+    /// seen in training ([`crate::model::LlmEmf::redraw_unseen_rows`]) each way of
+    /// `fit::unseen_row_draws` (as at initialisation, at `id_row_init`, and like the domain's
+    /// trained rows, by five weightings of their training counts) and keep the best draw
+    /// validation allows: the never-seen targets' MRR falls in no domain and no domain's MRR
+    /// falls by more than 0.1 points (`fit::UNSEEN_ROWS_MAX_LOSS`); a draw that puts the
+    /// never-seen targets above a random order in every domain comes first, then the mean
+    /// MRR decides. A row that was only ever a sampled negative ranks its item below a random
+    /// order; a fresh one says nothing either way. Needs plain learned ID rows (no `id_text`,
+    /// no `unseen_row`). Default false.
     #[serde(default)]
     pub fit_unseen_rows: bool,
 }

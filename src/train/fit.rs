@@ -14,7 +14,7 @@ use super::trainer::TrainReport;
 use crate::data::{Candidates, DomainId, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
-use crate::model::LlmEmf;
+use crate::model::{LlmEmf, UnseenRowDraw};
 
 /// The grid search of [`crate::train::TrainConfig::fit_domain_weights`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,22 +293,58 @@ pub fn fit_row_shrinkage(
     })
 }
 
-/// The validation check of [`crate::train::TrainConfig::fit_unseen_rows`].
+/// The validation fit of [`crate::train::TrainConfig::fit_unseen_rows`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnseenRowFit {
     /// Rows drawn anew (items never seen in training).
     pub redrawn: usize,
-    /// Validation MRR per domain (X, Y): with the trained rows, then with the new ones.
+    /// Validation MRR per domain (X, Y): with the trained rows, then with the chosen draw's
+    /// (the best draw's when none was kept).
     pub mrr: [[f64; 2]; 2],
     /// Validation MRR of the targets never seen in training per domain (X, Y), likewise
     /// (`None` where a domain has none).
     pub unseen_mrr: [[Option<f64>; 2]; 2],
-    /// Whether the new rows were kept.
+    /// Whether new rows were kept.
     pub kept: bool,
+    /// Every draw tried, in order, with its validation MRRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<UnseenRowTrial>,
+    /// The draw kept (`None` when none was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<UnseenRowDraw>,
+    /// A random order's validation MRR per domain (X, Y), the level the never-seen targets
+    /// should clear.
+    #[serde(default)]
+    pub chance_mrr: [Option<f64>; 2],
+}
+
+/// One draw tried by [`fit_unseen_rows`] and what validation made of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnseenRowTrial {
+    /// The draw.
+    pub draw: UnseenRowDraw,
+    /// Validation MRR per domain (X, Y).
+    pub mrr: [f64; 2],
+    /// Validation MRR of the never-seen targets per domain (X, Y).
+    pub unseen_mrr: [Option<f64>; 2],
 }
 
 /// Most a domain's validation MRR may fall for the new unseen rows to be kept (0.1 points).
 pub const UNSEEN_ROWS_MAX_LOSS: f64 = 0.001;
+
+/// The draws [`fit_unseen_rows`] tries by default, for rows initialised at `init_scale`: as
+/// at initialisation, then like the trained rows weighted by `c^p` for p from 0 (any trained
+/// item, as the sampled negatives are) to 1 (a training target) in steps of 0.25.
+pub fn unseen_row_draws(init_scale: f64) -> [UnseenRowDraw; 6] {
+    [
+        UnseenRowDraw::Initial { scale: init_scale },
+        UnseenRowDraw::Trained { popularity: 0.0 },
+        UnseenRowDraw::Trained { popularity: 0.25 },
+        UnseenRowDraw::Trained { popularity: 0.5 },
+        UnseenRowDraw::Trained { popularity: 0.75 },
+        UnseenRowDraw::Trained { popularity: 1.0 },
+    ]
+}
 
 /// The validation MRR of the targets never seen in training, per named domain (`None` where
 /// a domain has none).
@@ -322,50 +358,123 @@ fn never_seen_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [Option<f64>; 2] 
     })
 }
 
-/// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`],
-/// initial scale `init_scale`, from `seed`) and keeps them when validation agrees: the
-/// never-seen targets' MRR does not fall in any domain, and no domain's MRR falls by more
-/// than [`UNSEEN_ROWS_MAX_LOSS`]. Otherwise `model` is left as it was.
+/// The rule of [`fit_unseen_rows`]: of the `tried` draws, given the validation MRR per domain
+/// with the rows as they were (`before_mrr`, and `before_unseen` for the never-seen targets)
+/// and a random order's (`chance_mrr`), the index of the one to keep. A draw is allowed when
+/// no domain's MRR falls by more than [`UNSEEN_ROWS_MAX_LOSS`] and the never-seen targets'
+/// MRR falls in no domain; of those, one that puts the never-seen targets above `chance_mrr`
+/// in every domain that has them beats one that does not, then the higher mean MRR wins (the
+/// first of equals). `None` when no draw is allowed.
+pub fn choose_unseen_draw(
+    before_mrr: [f64; 2],
+    before_unseen: [Option<f64>; 2],
+    chance_mrr: [Option<f64>; 2],
+    tried: &[UnseenRowTrial],
+) -> Option<usize> {
+    let mut best: Option<(bool, f64, usize)> = None;
+    for (i, t) in tried.iter().enumerate() {
+        let unseen_fall = (0..2).any(|d| match (before_unseen[d], t.unseen_mrr[d]) {
+            (Some(before), Some(after)) => after < before,
+            _ => false,
+        });
+        let overall_fall = (0..2).any(|d| t.mrr[d] < before_mrr[d] - UNSEEN_ROWS_MAX_LOSS);
+        if unseen_fall || overall_fall {
+            continue;
+        }
+        let above_chance = (0..2).all(|d| match (t.unseen_mrr[d], chance_mrr[d]) {
+            (Some(u), Some(c)) => u > c,
+            _ => true,
+        });
+        let mean = (t.mrr[0] + t.mrr[1]) / 2.0;
+        if best.is_none_or(|(a, m, _)| (above_chance, mean) > (a, m)) {
+            best = Some((above_chance, mean, i));
+        }
+    }
+    best.map(|(_, _, i)| i)
+}
+
+/// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`])
+/// each way in `draws` (from `seed`) and keeps the best on validation. A draw is allowed
+/// when the never-seen targets' MRR falls in no domain and no domain's MRR falls by more than
+/// [`UNSEEN_ROWS_MAX_LOSS`]; among those allowed, one that puts the never-seen targets above
+/// a random order in every domain beats one that does not, then the higher mean MRR wins.
+/// Without an allowed draw `model` is left as it was. An error for an empty `draws`.
 pub fn fit_unseen_rows(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
     domain_names: [&str; 2],
-    init_scale: f64,
+    draws: &[UnseenRowDraw],
     seed: u64,
 ) -> Result<UnseenRowFit> {
-    let mut redrawn_model = model.clone();
-    let redrawn = redrawn_model.redraw_unseen_rows(init_scale, seed)?;
-    let before = validate(model)?;
-    let after = validate(&redrawn_model)?;
-    let mrr = [
-        domain_mrrs(&before, domain_names),
-        domain_mrrs(&after, domain_names),
-    ];
-    let unseen_mrr = [
-        never_seen_mrrs(&before, domain_names),
-        never_seen_mrrs(&after, domain_names),
-    ];
-    let unseen_fall = (0..2).any(|d| match (unseen_mrr[0][d], unseen_mrr[1][d]) {
-        (Some(before), Some(after)) => after < before,
-        _ => false,
-    });
-    let overall_fall = (0..2).any(|d| mrr[1][d] < mrr[0][d] - UNSEEN_ROWS_MAX_LOSS);
-    let kept = redrawn > 0 && !unseen_fall && !overall_fall;
-    if kept {
-        *model = redrawn_model;
+    if draws.is_empty() {
+        return Err(Error::Config("unseen-row fit: no draw to try".into()));
     }
+    let before = validate(model)?;
+    let before_mrr = domain_mrrs(&before, domain_names);
+    let before_unseen = never_seen_mrrs(&before, domain_names);
+    let chance_mrr = domain_names.map(|n| before.chance_mrr.get(n).copied());
+    let mut tried = Vec::new();
+    let mut models = Vec::new();
+    let mut redrawn = 0;
+    for &draw in draws {
+        let mut candidate = model.clone();
+        redrawn = candidate.redraw_unseen_rows(draw, seed)?;
+        let e = validate(&candidate)?;
+        tried.push(UnseenRowTrial {
+            draw,
+            mrr: domain_mrrs(&e, domain_names),
+            unseen_mrr: never_seen_mrrs(&e, domain_names),
+        });
+        models.push(candidate);
+    }
+    let pick = if redrawn > 0 {
+        choose_unseen_draw(before_mrr, before_unseen, chance_mrr, &tried)
+    } else {
+        None
+    };
+    let (kept, shown) = match pick {
+        Some(i) => {
+            *model = models.swap_remove(i);
+            (true, i)
+        }
+        // Nothing kept: the report shows the draw with the best mean MRR.
+        None => {
+            let mean = |t: &UnseenRowTrial| t.mrr[0] + t.mrr[1];
+            let i = (0..tried.len())
+                .max_by(|&a, &b| mean(&tried[a]).total_cmp(&mean(&tried[b])))
+                .unwrap_or(0);
+            (false, i)
+        }
+    };
     Ok(UnseenRowFit {
         redrawn,
-        mrr,
-        unseen_mrr,
+        mrr: [before_mrr, tried[shown].mrr],
+        unseen_mrr: [before_unseen, tried[shown].unseen_mrr],
         kept,
+        chosen: kept.then_some(tried[shown].draw),
+        tried,
+        chance_mrr,
     })
 }
 
 /// One line on what [`fit_unseen_rows`] found, for the log.
 pub fn describe_unseen_row_fit(fit: &UnseenRowFit) -> String {
+    let tried: Vec<String> = fit
+        .tried
+        .iter()
+        .map(|t| {
+            format!(
+                "{}: {:.2} / {:.2}, never-seen {} / {}",
+                t.draw,
+                100.0 * t.mrr[0],
+                100.0 * t.mrr[1],
+                percent(t.unseen_mrr[0]),
+                percent(t.unseen_mrr[1])
+            )
+        })
+        .collect();
     format!(
-        "{} rows of items never seen in training drawn anew: validation MRR {:.2} / {:.2} -> {:.2} / {:.2}, never-seen targets {} / {} -> {} / {} (%): {}",
+        "{} rows of items never seen in training drawn anew: validation MRR {:.2} / {:.2} -> {:.2} / {:.2}, never-seen targets {} / {} -> {} / {} (%; a random order {} / {}): {} [{}]",
         fit.redrawn,
         100.0 * fit.mrr[0][0],
         100.0 * fit.mrr[0][1],
@@ -375,7 +484,13 @@ pub fn describe_unseen_row_fit(fit: &UnseenRowFit) -> String {
         percent(fit.unseen_mrr[0][1]),
         percent(fit.unseen_mrr[1][0]),
         percent(fit.unseen_mrr[1][1]),
-        if fit.kept { "kept" } else { "not kept" }
+        percent(fit.chance_mrr[0]),
+        percent(fit.chance_mrr[1]),
+        match fit.chosen {
+            Some(draw) => format!("kept, {draw}"),
+            None => "not kept".into(),
+        },
+        tried.join("; ")
     )
 }
 
@@ -471,8 +586,8 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
     if fits.unseen_rows {
-        let init = config.model.id_row_init;
-        let fit = fit_unseen_rows(&mut model, validate, names, init, config.train.seed)
+        let draws = unseen_row_draws(config.model.id_row_init);
+        let fit = fit_unseen_rows(&mut model, validate, names, &draws, config.train.seed)
             .map_err(|e| Error::Config(format!("{}: {e}", run_dir.display())))?;
         report.unseen_row_fit = Some(fit);
     }
@@ -494,7 +609,51 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
 
 #[cfg(test)]
 mod tests {
-    use super::merged_share;
+    use super::{UnseenRowTrial, choose_unseen_draw, merged_share};
+    use crate::model::UnseenRowDraw;
+
+    fn trial(popularity: f64, mrr: [f64; 2], unseen_mrr: [Option<f64>; 2]) -> UnseenRowTrial {
+        UnseenRowTrial {
+            draw: UnseenRowDraw::Trained { popularity },
+            mrr,
+            unseen_mrr,
+        }
+    }
+
+    #[test]
+    fn the_unseen_draw_kept_is_allowed_above_chance_then_best_on_mean_mrr() {
+        let before = [0.20, 0.10];
+        let unseen = [Some(0.001), Some(0.002)];
+        let chance = [Some(0.0075), Some(0.0075)];
+        let tried = [
+            // Best mean, never-seen below chance in Y.
+            trial(0.0, [0.2005, 0.1000], [Some(0.009), Some(0.007)]),
+            // Above chance in both, lower mean.
+            trial(0.5, [0.1995, 0.0995], [Some(0.019), Some(0.011)]),
+            // Above chance, a lower mean still.
+            trial(0.75, [0.1990, 0.0995], [Some(0.020), Some(0.012)]),
+            // Above chance and the highest never-seen MRR, but X falls by 0.15 points.
+            trial(1.0, [0.1985, 0.1010], [Some(0.025), Some(0.013)]),
+        ];
+        assert_eq!(choose_unseen_draw(before, unseen, chance, &tried), Some(1));
+        // Without a draw above chance, the mean MRR decides.
+        assert_eq!(
+            choose_unseen_draw(before, unseen, chance, &tried[..1]),
+            Some(0)
+        );
+        // A domain without never-seen targets does not count against a draw.
+        let none_in_y = [trial(0.0, [0.2, 0.1], [Some(0.009), None])];
+        assert_eq!(
+            choose_unseen_draw(before, [Some(0.001), None], chance, &none_in_y),
+            Some(0)
+        );
+        // Never-seen targets falling, or a domain down by more than 0.1 points: nothing kept.
+        let worse = [
+            trial(0.0, [0.2, 0.1], [Some(0.0005), Some(0.009)]),
+            trial(0.5, [0.2, 0.0985], [Some(0.009), Some(0.009)]),
+        ];
+        assert_eq!(choose_unseen_draw(before, unseen, chance, &worse), None);
+    }
 
     #[test]
     fn merged_share_keeps_the_ratio_and_splits_equally_without_one() {

@@ -20,7 +20,7 @@ use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer, TrainCon
 use super::epoch::{EpochPlan, run_epoch};
 use super::fit::{
     DomainWeightFit, ModalityWeightFit, RowShrinkageFit, UnseenRowFit, describe_unseen_row_fit,
-    fit_if, fit_row_shrinkage, fit_score_weights, fit_unseen_rows,
+    fit_if, fit_row_shrinkage, fit_score_weights, fit_unseen_rows, unseen_row_draws,
 };
 use super::log::EpochLog;
 use super::sampler::NegativeSampler;
@@ -295,7 +295,7 @@ pub fn train(
                 &mut best,
                 |m| evaluate_on(m, Split::Valid, &valid_candidates),
                 names,
-                config.model.id_row_init,
+                &unseen_row_draws(config.model.id_row_init),
                 tc.seed,
             )
         },

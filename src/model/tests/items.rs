@@ -356,6 +356,97 @@ fn unseen_item_rows_stand_in_for_untrained_items_and_are_trained_by_row_dropout(
 }
 
 #[test]
+fn unseen_rows_drawn_like_trained_rows_follow_the_weighted_trained_rows() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        id_dim: 8,
+        id_text: false,
+        ..s.config.clone()
+    };
+    let of_data = Catalogue::of(&s.data.dataset);
+    let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+    let n = of_data.num_items();
+    let q = 8;
+    // c_i = i mod 4: every fourth item never seen in training.
+    let counts: Vec<u32> = (0..n).map(|i| (i % 4) as u32).collect();
+    let catalogue = Catalogue::new(sizes, counts.clone()).unwrap();
+    let mut model = config
+        .init(&catalogue, &ItemFeatures::none(), &device)
+        .unwrap();
+    // Trained rows: in X, items seen 3 times hold `u`, the others `w`; in Y every trained row
+    // is `v`. Unseen rows start at zero.
+    let (u, w, v) = ([1.0f32; 8], [-1.0f32; 8], [0.5f32; 8]);
+    let mut values = Vec::with_capacity(n * q);
+    for (i, &c) in counts.iter().enumerate() {
+        let row = match (i < sizes[0], c) {
+            (_, 0) => [0.0; 8],
+            (true, 3) => u,
+            (true, _) => w,
+            (false, _) => v,
+        };
+        values.extend_from_slice(&row);
+    }
+    let table = model.items.as_mut().unwrap();
+    table.rows.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(values.clone(), [n, q]),
+        &device,
+    ));
+    let trained_alike = |popularity: f64, seed: u64| {
+        let mut m = model.clone();
+        let drawn = m
+            .redraw_unseen_rows(UnseenRowDraw::Trained { popularity }, seed)
+            .unwrap();
+        assert_eq!(drawn, n.div_ceil(4));
+        let rows = learned_rows(&m);
+        for (i, &c) in counts.iter().enumerate() {
+            if c > 0 {
+                assert_eq!(
+                    rows[i * q..(i + 1) * q],
+                    values[i * q..(i + 1) * q],
+                    "item {i} kept"
+                );
+            }
+        }
+        rows
+    };
+    // Y's trained rows are all `v`: its new rows are `v` exactly, whatever the weights.
+    for popularity in [0.0, 1.0] {
+        let rows = trained_alike(popularity, 3);
+        for i in (sizes[0]..n).filter(|i| counts[*i] == 0) {
+            for x in &rows[i * q..(i + 1) * q] {
+                assert!((x - 0.5).abs() < 1e-6, "item {i}: {x}");
+            }
+        }
+    }
+    // In X, the new rows' mean follows the weights: with c^0 a third of the trained rows are
+    // `u` (mean -1/3), with c^1 half the weight is (mean 0), with a large exponent nearly all
+    // of it (every new row `u`). Averaged over 64 draws: the spread of one mean is 0.06.
+    let unseen_x: Vec<usize> = (0..sizes[0]).filter(|i| counts[*i] == 0).collect();
+    let mean_x = |popularity: f64, seeds: u64| {
+        let sum: f32 = (0..seeds)
+            .map(|seed| {
+                let rows = trained_alike(popularity, seed);
+                unseen_x.iter().map(|i| rows[i * q]).sum::<f32>()
+            })
+            .sum();
+        sum / (seeds as usize * unseen_x.len()) as f32
+    };
+    let uniform = mean_x(0.0, 64);
+    assert!((uniform + 1.0 / 3.0).abs() < 0.2, "{uniform}");
+    let by_count = mean_x(1.0, 64);
+    assert!(by_count.abs() < 0.2, "{by_count}");
+    assert!((mean_x(40.0, 1) - 1.0).abs() < 1e-3);
+    // Out-of-range draws are refused.
+    let err = model
+        .clone()
+        .redraw_unseen_rows(UnseenRowDraw::Trained { popularity: -1.0 }, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("popularity"), "{err}");
+}
+
+#[test]
 fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
     let s = setup();
     let device = test_device();
@@ -373,7 +464,9 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
     let before = learned_rows(&model);
-    let drawn = model.redraw_unseen_rows(0.5, 7).unwrap();
+    let drawn = model
+        .redraw_unseen_rows(UnseenRowDraw::Initial { scale: 0.5 }, 7)
+        .unwrap();
     let n = of_data.num_items();
     assert_eq!(drawn, n.div_ceil(4));
     let after = learned_rows(&model);
@@ -395,7 +488,9 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
     let mut again = config
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
-    again.redraw_unseen_rows(0.5, 7).unwrap();
+    again
+        .redraw_unseen_rows(UnseenRowDraw::Initial { scale: 0.5 }, 7)
+        .unwrap();
     let redrawn = learned_rows(&again);
     for i in (0..n).step_by(4) {
         assert_eq!(after[i * q..(i + 1) * q], redrawn[i * q..(i + 1) * q]);
@@ -407,12 +502,18 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
     };
     let feats = features(&s, &device);
     let mut m = titled.init(&catalogue, &feats, &device).unwrap();
-    let err = m.redraw_unseen_rows(1.0, 1).unwrap_err().to_string();
+    let err = m
+        .redraw_unseen_rows(UnseenRowDraw::Initial { scale: 1.0 }, 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("title rows"), "{err}");
     let mut m = config
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
-    assert!(m.redraw_unseen_rows(0.0, 1).is_err());
+    assert!(
+        m.redraw_unseen_rows(UnseenRowDraw::Initial { scale: 0.0 }, 1)
+            .is_err()
+    );
     let no_ids = ModelConfig {
         modalities: ModalitySwitches {
             id: false,
@@ -422,6 +523,9 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
         ..config.clone()
     };
     let mut m = no_ids.init(&catalogue, &feats, &device).unwrap();
-    let err = m.redraw_unseen_rows(1.0, 1).unwrap_err().to_string();
+    let err = m
+        .redraw_unseen_rows(UnseenRowDraw::Initial { scale: 1.0 }, 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ID rows"), "{err}");
 }
