@@ -47,7 +47,7 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_their_shrinkage_and_light
     back.model.id_text = false;
     back.model.id_row_init = 1.0;
     back.train.fit_unseen_rows = true;
-    back.train.optimizer = Optimizer::AdamW { weight_decay: 0.25 };
+    back.train.optimizer = Optimizer::AdamW { weight_decay: 0.5 };
     assert_eq!(back, ids);
     assert_eq!(
         titles.train.optimizer,

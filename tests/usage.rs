@@ -770,20 +770,29 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
         .filter(|&&c| c == 0)
         .count();
     assert_eq!(first.redrawn, never_seen);
-    // Every default draw was tried, and the one kept is the rule's pick.
+    // Every default draw was tried, and what was kept is the rule's pick: per domain, or
+    // (when the two together fail on validation) one draw for both.
     assert_eq!(first.tried.len(), 6, "{first:?}");
-    let pick = (first.redrawn > 0)
-        .then(|| {
-            llm_emf::train::fit::choose_unseen_draw(
-                first.mrr[0],
-                first.unseen_mrr[0],
-                first.chance_mrr,
-                &first.tried,
-            )
-        })
-        .flatten();
-    assert_eq!(first.kept, pick.is_some(), "{first:?}");
-    assert_eq!(first.chosen, pick.map(|i| first.tried[i].draw), "{first:?}");
+    let choose = |domains: &[usize]| {
+        llm_emf::train::fit::choose_unseen_draw(
+            domains,
+            first.mrr[0],
+            first.unseen_mrr[0],
+            first.chance_mrr,
+            &first.tried,
+        )
+        .map(|i| first.tried[i].draw)
+    };
+    if first.redrawn == 0 {
+        assert_eq!(first.chosen, [None, None], "{first:?}");
+    } else {
+        let joint = choose(&[0, 1]);
+        assert!(
+            first.chosen == [choose(&[0]), choose(&[1])] || first.chosen == [joint, joint],
+            "{first:?}"
+        );
+    }
+    assert_eq!(first.kept, first.chosen != [None, None], "{first:?}");
     if first.kept {
         for d in 0..2 {
             assert!(first.mrr[1][d] >= first.mrr[0][d] - 0.001, "{first:?}");
@@ -904,6 +913,47 @@ fn held_out_items_leave_training_and_are_scored_alone() {
         .count();
     assert_eq!(alone.domains.values().map(|m| m.n).sum::<usize>(), n);
     assert_eq!(alone.domains["X"].n, 0);
+    // The held-out items are never seen in training: the unseen-row fit redraws their rows,
+    // Y's alone when X has none, chooses per domain by the rule, and the saved model scores
+    // as the fit reported.
+    let unseen = RunFits {
+        weights: false,
+        row_shrinkage: false,
+        unseen_rows: true,
+    };
+    let fit = fit_run(dir.path(), &device, unseen)
+        .unwrap()
+        .unseen_row_fit
+        .expect("an unseen-row fit");
+    let never_seen = |d: std::ops::Range<usize>| d.filter(|&i| counts[i] == 0).count();
+    assert_eq!(fit.redrawn, never_seen(0..90));
+    assert!(fit.redrawn >= data.held_out.len());
+    let choose = |domains: &[usize]| {
+        llm_emf::train::fit::choose_unseen_draw(
+            domains,
+            fit.mrr[0],
+            fit.unseen_mrr[0],
+            fit.chance_mrr,
+            &fit.tried,
+        )
+        .map(|i| fit.tried[i].draw)
+    };
+    let joint = choose(&[0, 1]);
+    let mut per_domain = [choose(&[0]), choose(&[1])];
+    if never_seen(0..40) == 0 {
+        per_domain[0] = None;
+    }
+    assert!(
+        fit.chosen == per_domain || fit.chosen == [joint, joint],
+        "{fit:?}"
+    );
+    let run = TrainedRun::load(dir.path(), &device).unwrap();
+    let valid = run.evaluate(Split::Valid, cfg.eval.protocol, None).unwrap();
+    for d in DomainId::BOTH {
+        let name = &data.dataset.domain(d).name;
+        let expected = fit.mrr[usize::from(fit.kept)][d.index()];
+        assert_eq!(valid.domains[name].mrr, expected, "{name}");
+    }
     // A share outside (0, 1) and an unknown domain are refused by name.
     for (h, says) in [
         (

@@ -447,8 +447,24 @@ impl ItemTable {
     /// below a random order; a fresh row gives it a score that says nothing either way.
     /// Returns how many rows were drawn. An error with title rows (the row shrinkage places
     /// those items by their titles), with learned unseen-item rows (they stand in for these
-    /// items already) or with a draw whose parameters are out of range.
+    /// items already) or with a draw whose parameters are out of range. The same as
+    /// [`Self::redraw_domain_unseen_rows`] for each domain.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
+        let mut drawn = 0;
+        for d in DomainId::BOTH {
+            drawn += self.redraw_domain_unseen_rows(d, draw, seed)?;
+        }
+        Ok(drawn)
+    }
+
+    /// [`Self::redraw_unseen_rows`] for the items of domain `d` alone; a domain's rows come
+    /// from a stream of `seed` of their own, so they do not depend on the other domain's draw.
+    pub fn redraw_domain_unseen_rows(
+        &mut self,
+        d: DomainId,
+        draw: UnseenRowDraw,
+        seed: u64,
+    ) -> Result<usize> {
         if self.text_map.is_some() || self.unseen.is_some() {
             return Err(Error::Config(
                 "redrawing unseen rows needs plain learned rows: title rows are placed by the row shrinkage, and learned unseen-item rows stand in for these items already".into(),
@@ -472,8 +488,9 @@ impl ItemTable {
             .try_into_vec::<f32>()
             .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(d.index() as u64);
         let mut drawn = 0;
-        for d in DomainId::BOTH {
+        {
             let (start, len) = self.domain_rows(d);
             let items = start..start + len;
             let unseen: Vec<usize> = items.clone().filter(|&i| log_counts[i] == 0.0).collect();
@@ -498,7 +515,7 @@ impl ItemTable {
                         .collect();
                     if trained.is_empty() {
                         // Nothing to match: these rows stay as training left them.
-                        continue;
+                        return Ok(0);
                     }
                     let row = |i: usize| values[i * q..(i + 1) * q].iter().map(|&v| f64::from(v));
                     let total: f64 = trained.iter().map(|(_, w)| w).sum();

@@ -297,8 +297,23 @@ impl LlmEmf {
     /// Draws fresh learned rows for the items never seen in training as `draw` says
     /// ([`ItemTable::redraw_unseen_rows`]); how many. An error without plain learned ID rows.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
+        let mut drawn = 0;
+        for d in DomainId::BOTH {
+            drawn += self.redraw_domain_unseen_rows(d, draw, seed)?;
+        }
+        Ok(drawn)
+    }
+
+    /// [`Self::redraw_unseen_rows`] for the items of domain `d` alone
+    /// ([`ItemTable::redraw_domain_unseen_rows`]).
+    pub fn redraw_domain_unseen_rows(
+        &mut self,
+        d: DomainId,
+        draw: UnseenRowDraw,
+        seed: u64,
+    ) -> Result<usize> {
         match &mut self.items {
-            Some(t) => t.redraw_unseen_rows(draw, seed),
+            Some(t) => t.redraw_domain_unseen_rows(d, draw, seed),
             None => Err(Error::Config(
                 "redrawing unseen rows needs ID rows: this model has none (the id modality is off)"
                     .into(),

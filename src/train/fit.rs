@@ -298,7 +298,7 @@ pub fn fit_row_shrinkage(
 pub struct UnseenRowFit {
     /// Rows drawn anew (items never seen in training).
     pub redrawn: usize,
-    /// Validation MRR per domain (X, Y): with the trained rows, then with the chosen draw's
+    /// Validation MRR per domain (X, Y): with the rows as they were, then with the rows kept
     /// (the best draw's when none was kept).
     pub mrr: [[f64; 2]; 2],
     /// Validation MRR of the targets never seen in training per domain (X, Y), likewise
@@ -309,9 +309,9 @@ pub struct UnseenRowFit {
     /// Every draw tried, in order, with its validation MRRs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tried: Vec<UnseenRowTrial>,
-    /// The draw kept (`None` when none was).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chosen: Option<UnseenRowDraw>,
+    /// The draw kept per item domain (X, Y; `None` where the rows were left as they were).
+    #[serde(default)]
+    pub chosen: [Option<UnseenRowDraw>; 2],
     /// A random order's validation MRR per domain (X, Y), the level the never-seen targets
     /// should clear.
     #[serde(default)]
@@ -358,47 +358,72 @@ fn never_seen_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [Option<f64>; 2] 
     })
 }
 
-/// The rule of [`fit_unseen_rows`]: of the `tried` draws, given the validation MRR per domain
-/// with the rows as they were (`before_mrr`, and `before_unseen` for the never-seen targets)
-/// and a random order's (`chance_mrr`), the index of the one to keep. A draw is allowed when
-/// no domain's MRR falls by more than [`UNSEEN_ROWS_MAX_LOSS`] and the never-seen targets'
-/// MRR falls in no domain; of those, one that puts the never-seen targets above `chance_mrr`
-/// in every domain that has them beats one that does not, then the higher mean MRR wins (the
-/// first of equals). `None` when no draw is allowed.
+/// The rule of [`fit_unseen_rows`] over the target domains `domains` (indices 0 for X, 1 for
+/// Y): of the `tried` draws, given the validation MRR per domain with the rows as they were
+/// (`before_mrr`, and `before_unseen` for the never-seen targets) and a random order's
+/// (`chance_mrr`), the index of the one to keep. A draw is allowed when none of these
+/// domains' MRR falls by more than [`UNSEEN_ROWS_MAX_LOSS`] and their never-seen targets'
+/// MRR falls in none; of those, one that puts the never-seen targets above `chance_mrr` in
+/// every one of these domains that has them beats one that does not, then the higher sum of
+/// their MRRs wins (the first of equals). `None` when no draw is allowed.
 pub fn choose_unseen_draw(
+    domains: &[usize],
     before_mrr: [f64; 2],
     before_unseen: [Option<f64>; 2],
     chance_mrr: [Option<f64>; 2],
     tried: &[UnseenRowTrial],
 ) -> Option<usize> {
-    let mut best: Option<(bool, f64, usize)> = None;
+    let mut best: Option<((bool, f64), usize)> = None;
     for (i, t) in tried.iter().enumerate() {
-        let unseen_fall = (0..2).any(|d| match (before_unseen[d], t.unseen_mrr[d]) {
+        let before = (before_mrr, before_unseen);
+        let Some(rank) = unseen_draw_rank(domains, before, chance_mrr, t.mrr, t.unseen_mrr) else {
+            continue;
+        };
+        if best.is_none_or(|(b, _)| rank > b) {
+            best = Some((rank, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// How [`choose_unseen_draw`] ranks rows whose validation MRRs are `mrr` (and `unseen_mrr`
+/// for the never-seen targets) over `domains`, against `before` (the same two before the
+/// draw): `None` when they are not allowed, else (above chance in every domain, the sum of
+/// the domains' MRRs).
+fn unseen_draw_rank(
+    domains: &[usize],
+    (before_mrr, before_unseen): ([f64; 2], [Option<f64>; 2]),
+    chance_mrr: [Option<f64>; 2],
+    mrr: [f64; 2],
+    unseen_mrr: [Option<f64>; 2],
+) -> Option<(bool, f64)> {
+    let unseen_fall = domains
+        .iter()
+        .any(|&d| match (before_unseen[d], unseen_mrr[d]) {
             (Some(before), Some(after)) => after < before,
             _ => false,
         });
-        let overall_fall = (0..2).any(|d| t.mrr[d] < before_mrr[d] - UNSEEN_ROWS_MAX_LOSS);
-        if unseen_fall || overall_fall {
-            continue;
-        }
-        let above_chance = (0..2).all(|d| match (t.unseen_mrr[d], chance_mrr[d]) {
+    let overall_fall = domains
+        .iter()
+        .any(|&d| mrr[d] < before_mrr[d] - UNSEEN_ROWS_MAX_LOSS);
+    if unseen_fall || overall_fall {
+        return None;
+    }
+    let above_chance = domains
+        .iter()
+        .all(|&d| match (unseen_mrr[d], chance_mrr[d]) {
             (Some(u), Some(c)) => u > c,
             _ => true,
         });
-        let mean = (t.mrr[0] + t.mrr[1]) / 2.0;
-        if best.is_none_or(|(a, m, _)| (above_chance, mean) > (a, m)) {
-            best = Some((above_chance, mean, i));
-        }
-    }
-    best.map(|(_, _, i)| i)
+    Some((above_chance, domains.iter().map(|&d| mrr[d]).sum()))
 }
 
 /// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`])
-/// each way in `draws` (from `seed`) and keeps the best on validation. A draw is allowed
-/// when the never-seen targets' MRR falls in no domain and no domain's MRR falls by more than
-/// [`UNSEEN_ROWS_MAX_LOSS`]; among those allowed, one that puts the never-seen targets above
-/// a random order in every domain beats one that does not, then the higher mean MRR wins.
-/// Without an allowed draw `model` is left as it was. An error for an empty `draws`.
+/// each way in `draws` (from `seed`) and keeps, per item domain, the best on validation
+/// ([`choose_unseen_draw`] on that domain's targets: its items are the candidates there). The
+/// two domains' choices together are validated once more and kept when they pass the same
+/// rule on both domains; otherwise the best single draw for both is kept ([`choose_unseen_draw`]
+/// on both), and without one `model` is left as it was. An error for an empty `draws`.
 pub fn fit_unseen_rows(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
@@ -414,44 +439,81 @@ pub fn fit_unseen_rows(
     let before_unseen = never_seen_mrrs(&before, domain_names);
     let chance_mrr = domain_names.map(|n| before.chance_mrr.get(n).copied());
     let mut tried = Vec::new();
-    let mut models = Vec::new();
-    let mut redrawn = 0;
+    // Rows drawn per domain (the same for every draw).
+    let mut redrawn = [0; 2];
     for &draw in draws {
         let mut candidate = model.clone();
-        redrawn = candidate.redraw_unseen_rows(draw, seed)?;
+        for d in DomainId::BOTH {
+            redrawn[d.index()] = candidate.redraw_domain_unseen_rows(d, draw, seed)?;
+        }
         let e = validate(&candidate)?;
         tried.push(UnseenRowTrial {
             draw,
             mrr: domain_mrrs(&e, domain_names),
             unseen_mrr: never_seen_mrrs(&e, domain_names),
         });
-        models.push(candidate);
     }
-    let pick = if redrawn > 0 {
-        choose_unseen_draw(before_mrr, before_unseen, chance_mrr, &tried)
-    } else {
-        None
+    let choose = |domains: &[usize]| {
+        choose_unseen_draw(domains, before_mrr, before_unseen, chance_mrr, &tried)
     };
-    let (kept, shown) = match pick {
-        Some(i) => {
-            *model = models.swap_remove(i);
-            (true, i)
+    let with = |chosen: [Option<UnseenRowDraw>; 2]| -> Result<LlmEmf> {
+        let mut m = model.clone();
+        for d in DomainId::BOTH {
+            if let Some(draw) = chosen[d.index()] {
+                m.redraw_domain_unseen_rows(d, draw, seed)?;
+            }
+        }
+        Ok(m)
+    };
+    let per_domain: [Option<UnseenRowDraw>; 2] = std::array::from_fn(|d| {
+        (redrawn[d] > 0)
+            .then(|| choose(&[d]))
+            .flatten()
+            .map(|i| tried[i].draw)
+    });
+    // (the draws kept per domain, the model with them, its validation MRRs and never-seen MRRs)
+    let mut result = None;
+    if per_domain.iter().any(Option::is_some) {
+        let candidate = with(per_domain)?;
+        let e = validate(&candidate)?;
+        let (mrr, unseen_mrr) = (
+            domain_mrrs(&e, domain_names),
+            never_seen_mrrs(&e, domain_names),
+        );
+        let before = (before_mrr, before_unseen);
+        if unseen_draw_rank(&[0, 1], before, chance_mrr, mrr, unseen_mrr).is_some() {
+            result = Some((per_domain, candidate, mrr, unseen_mrr));
+        }
+    }
+    if result.is_none()
+        && redrawn.iter().any(|&n| n > 0)
+        && let Some(i) = choose(&[0, 1])
+    {
+        let chosen = [Some(tried[i].draw); 2];
+        let t = &tried[i];
+        result = Some((chosen, with(chosen)?, t.mrr, t.unseen_mrr));
+    }
+    let (chosen, mrr, unseen_mrr) = match result {
+        Some((chosen, candidate, mrr, unseen_mrr)) => {
+            *model = candidate;
+            (chosen, mrr, unseen_mrr)
         }
         // Nothing kept: the report shows the draw with the best mean MRR.
         None => {
             let mean = |t: &UnseenRowTrial| t.mrr[0] + t.mrr[1];
-            let i = (0..tried.len())
-                .max_by(|&a, &b| mean(&tried[a]).total_cmp(&mean(&tried[b])))
-                .unwrap_or(0);
-            (false, i)
+            let t = tried
+                .iter()
+                .max_by(|a, b| mean(a).total_cmp(&mean(b)))
+                .expect("at least one draw");
+            ([None; 2], t.mrr, t.unseen_mrr)
         }
     };
     Ok(UnseenRowFit {
-        redrawn,
-        mrr: [before_mrr, tried[shown].mrr],
-        unseen_mrr: [before_unseen, tried[shown].unseen_mrr],
-        kept,
-        chosen: kept.then_some(tried[shown].draw),
+        redrawn: redrawn[0] + redrawn[1],
+        mrr: [before_mrr, mrr],
+        unseen_mrr: [before_unseen, unseen_mrr],
+        kept: chosen.iter().any(Option::is_some),
+        chosen,
         tried,
         chance_mrr,
     })
@@ -487,8 +549,12 @@ pub fn describe_unseen_row_fit(fit: &UnseenRowFit) -> String {
         percent(fit.chance_mrr[0]),
         percent(fit.chance_mrr[1]),
         match fit.chosen {
-            Some(draw) => format!("kept, {draw}"),
-            None => "not kept".into(),
+            [None, None] => "not kept".into(),
+            [x, y] => format!(
+                "kept, {} / {}",
+                x.map_or("as they were".into(), |d| d.to_string()),
+                y.map_or("as they were".into(), |d| d.to_string())
+            ),
         },
         tried.join("; ")
     )
@@ -621,30 +687,34 @@ mod tests {
     }
 
     #[test]
-    fn the_unseen_draw_kept_is_allowed_above_chance_then_best_on_mean_mrr() {
+    fn the_unseen_draw_kept_is_allowed_above_chance_then_best_on_mrr() {
         let before = [0.20, 0.10];
         let unseen = [Some(0.001), Some(0.002)];
         let chance = [Some(0.0075), Some(0.0075)];
+        let choose = |domains: &[usize], tried: &[UnseenRowTrial]| {
+            choose_unseen_draw(domains, before, unseen, chance, tried)
+        };
         let tried = [
-            // Best mean, never-seen below chance in Y.
+            // Best sum, never-seen below chance in Y.
             trial(0.0, [0.2005, 0.1000], [Some(0.009), Some(0.007)]),
-            // Above chance in both, lower mean.
+            // Above chance in both, a lower sum.
             trial(0.5, [0.1995, 0.0995], [Some(0.019), Some(0.011)]),
-            // Above chance, a lower mean still.
+            // Above chance, a lower sum still.
             trial(0.75, [0.1990, 0.0995], [Some(0.020), Some(0.012)]),
             // Above chance and the highest never-seen MRR, but X falls by 0.15 points.
             trial(1.0, [0.1985, 0.1010], [Some(0.025), Some(0.013)]),
         ];
-        assert_eq!(choose_unseen_draw(before, unseen, chance, &tried), Some(1));
-        // Without a draw above chance, the mean MRR decides.
-        assert_eq!(
-            choose_unseen_draw(before, unseen, chance, &tried[..1]),
-            Some(0)
-        );
+        assert_eq!(choose(&[0, 1], &tried), Some(1));
+        // Per domain: X takes the best sum above chance there (the first draw), Y the draw
+        // that X ruled out.
+        assert_eq!(choose(&[0], &tried), Some(0));
+        assert_eq!(choose(&[1], &tried), Some(3));
+        // Without a draw above chance, the sum decides.
+        assert_eq!(choose(&[0, 1], &tried[..1]), Some(0));
         // A domain without never-seen targets does not count against a draw.
         let none_in_y = [trial(0.0, [0.2, 0.1], [Some(0.009), None])];
         assert_eq!(
-            choose_unseen_draw(before, [Some(0.001), None], chance, &none_in_y),
+            choose_unseen_draw(&[0, 1], before, [Some(0.001), None], chance, &none_in_y),
             Some(0)
         );
         // Never-seen targets falling, or a domain down by more than 0.1 points: nothing kept.
@@ -652,7 +722,9 @@ mod tests {
             trial(0.0, [0.2, 0.1], [Some(0.0005), Some(0.009)]),
             trial(0.5, [0.2, 0.0985], [Some(0.009), Some(0.009)]),
         ];
-        assert_eq!(choose_unseen_draw(before, unseen, chance, &worse), None);
+        assert_eq!(choose(&[0, 1], &worse), None);
+        assert_eq!(choose(&[0], &worse), Some(1));
+        assert_eq!(choose(&[1], &worse), Some(0));
     }
 
     #[test]
