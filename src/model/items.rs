@@ -450,11 +450,7 @@ impl ItemTable {
     /// items already) or with a draw whose parameters are out of range. The same as
     /// [`Self::redraw_domain_unseen_rows`] for each domain.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
-        let mut drawn = 0;
-        for d in DomainId::BOTH {
-            drawn += self.redraw_domain_unseen_rows(d, draw, seed)?;
-        }
-        Ok(drawn)
+        self.redraw_unseen_rows_in(&DomainId::BOTH, draw, seed)
     }
 
     /// [`Self::redraw_unseen_rows`] for the items of domain `d` alone; a domain's rows come
@@ -462,6 +458,17 @@ impl ItemTable {
     pub fn redraw_domain_unseen_rows(
         &mut self,
         d: DomainId,
+        draw: UnseenRowDraw,
+        seed: u64,
+    ) -> Result<usize> {
+        self.redraw_unseen_rows_in(&[d], draw, seed)
+    }
+
+    /// [`Self::redraw_unseen_rows`] for the items of `domains`, the table read and written
+    /// once.
+    fn redraw_unseen_rows_in(
+        &mut self,
+        domains: &[DomainId],
         draw: UnseenRowDraw,
         seed: u64,
     ) -> Result<usize> {
@@ -487,73 +494,10 @@ impl ItemTable {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(d.index() as u64);
         let mut drawn = 0;
-        {
-            let (start, len) = self.domain_rows(d);
-            let items = start..start + len;
-            let unseen: Vec<usize> = items.clone().filter(|&i| log_counts[i] == 0.0).collect();
-            let new_rows = match draw {
-                UnseenRowDraw::Initial { scale } => {
-                    let std = scale / (q as f64).sqrt();
-                    unseen
-                        .iter()
-                        .map(|_| (0..q).map(|_| std * standard_normal(&mut rng)).collect())
-                        .collect::<Vec<Vec<f64>>>()
-                }
-                UnseenRowDraw::Trained { popularity } => {
-                    // Trained items and their weights c_i^popularity (c_i = e^ln(1+c_i) - 1).
-                    let trained: Vec<(usize, f64)> = items
-                        .filter(|&i| log_counts[i] > 0.0)
-                        .map(|i| {
-                            (
-                                i,
-                                f64::from(log_counts[i].exp_m1()).round().powf(popularity),
-                            )
-                        })
-                        .collect();
-                    if trained.is_empty() {
-                        // Nothing to match: these rows stay as training left them.
-                        return Ok(0);
-                    }
-                    let row = |i: usize| values[i * q..(i + 1) * q].iter().map(|&v| f64::from(v));
-                    let total: f64 = trained.iter().map(|(_, w)| w).sum();
-                    let mut mean = vec![0.0; q];
-                    for &(i, w) in &trained {
-                        for (m, v) in mean.iter_mut().zip(row(i)) {
-                            *m += w / total * v;
-                        }
-                    }
-                    // Cumulative weights for drawing donors in proportion to them.
-                    let cumulative: Vec<f64> = trained
-                        .iter()
-                        .scan(0.0, |acc, (_, w)| {
-                            *acc += w / total;
-                            Some(*acc)
-                        })
-                        .collect();
-                    let scale = 1.0 / (TRAINED_ROW_DONORS as f64).sqrt();
-                    unseen
-                        .iter()
-                        .map(|_| {
-                            let mut new = mean.clone();
-                            for _ in 0..TRAINED_ROW_DONORS {
-                                let u: f64 = rng.random();
-                                let k = cumulative
-                                    .partition_point(|&c| c < u)
-                                    .min(trained.len() - 1);
-                                for ((x, v), m) in new.iter_mut().zip(row(trained[k].0)).zip(&mean)
-                                {
-                                    *x += scale * (v - m);
-                                }
-                            }
-                            new
-                        })
-                        .collect()
-                }
-            };
-            for (&i, new) in unseen.iter().zip(new_rows) {
+        for &d in domains {
+            let new_rows = self.draw_unseen_rows(d, draw, seed, &log_counts, &values);
+            for (i, new) in new_rows {
                 for (v, x) in values[i * q..(i + 1) * q].iter_mut().zip(new) {
                     *v = x as f32;
                 }
@@ -563,6 +507,84 @@ impl ItemTable {
         self.rows.weight =
             Param::from_tensor(Tensor::from_data(TensorData::new(values, [n, q]), &device));
         Ok(drawn)
+    }
+
+    /// The new rows of domain `d`'s items never seen in training, drawn as `draw` says from
+    /// `seed`'s stream for `d`, with `log_counts` and `values` the table's training counts and
+    /// rows: (item, row) pairs, none where a trained-row draw has no trained row to match.
+    fn draw_unseen_rows(
+        &self,
+        d: DomainId,
+        draw: UnseenRowDraw,
+        seed: u64,
+        log_counts: &[f32],
+        values: &[f32],
+    ) -> Vec<(usize, Vec<f64>)> {
+        let q = self.dim();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(d.index() as u64);
+        let (start, len) = self.domain_rows(d);
+        let items = start..start + len;
+        let unseen: Vec<usize> = items.clone().filter(|&i| log_counts[i] == 0.0).collect();
+        let new_rows = match draw {
+            UnseenRowDraw::Initial { scale } => {
+                let std = scale / (q as f64).sqrt();
+                unseen
+                    .iter()
+                    .map(|_| (0..q).map(|_| std * standard_normal(&mut rng)).collect())
+                    .collect::<Vec<Vec<f64>>>()
+            }
+            UnseenRowDraw::Trained { popularity } => {
+                // Trained items and their weights c_i^popularity (c_i = e^ln(1+c_i) - 1).
+                let trained: Vec<(usize, f64)> = items
+                    .filter(|&i| log_counts[i] > 0.0)
+                    .map(|i| {
+                        (
+                            i,
+                            f64::from(log_counts[i].exp_m1()).round().powf(popularity),
+                        )
+                    })
+                    .collect();
+                if trained.is_empty() {
+                    // Nothing to match: these rows stay as training left them.
+                    return Vec::new();
+                }
+                let row = |i: usize| values[i * q..(i + 1) * q].iter().map(|&v| f64::from(v));
+                let total: f64 = trained.iter().map(|(_, w)| w).sum();
+                let mut mean = vec![0.0; q];
+                for &(i, w) in &trained {
+                    for (m, v) in mean.iter_mut().zip(row(i)) {
+                        *m += w / total * v;
+                    }
+                }
+                // Cumulative weights for drawing donors in proportion to them.
+                let cumulative: Vec<f64> = trained
+                    .iter()
+                    .scan(0.0, |acc, (_, w)| {
+                        *acc += w / total;
+                        Some(*acc)
+                    })
+                    .collect();
+                let scale = 1.0 / (TRAINED_ROW_DONORS as f64).sqrt();
+                unseen
+                    .iter()
+                    .map(|_| {
+                        let mut new = mean.clone();
+                        for _ in 0..TRAINED_ROW_DONORS {
+                            let u: f64 = rng.random();
+                            let k = cumulative
+                                .partition_point(|&c| c < u)
+                                .min(trained.len() - 1);
+                            for ((x, v), m) in new.iter_mut().zip(row(trained[k].0)).zip(&mean) {
+                                *x += scale * (v - m);
+                            }
+                        }
+                        new
+                    })
+                    .collect()
+            }
+        };
+        unseen.into_iter().zip(new_rows).collect()
     }
 
     /// The picked rows of a table without titles: in training, each replaced by its domain's

@@ -297,11 +297,7 @@ impl LlmEmf {
     /// Draws fresh learned rows for the items never seen in training as `draw` says
     /// ([`ItemTable::redraw_unseen_rows`]); how many. An error without plain learned ID rows.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
-        let mut drawn = 0;
-        for d in DomainId::BOTH {
-            drawn += self.redraw_domain_unseen_rows(d, draw, seed)?;
-        }
-        Ok(drawn)
+        self.id_table_to_redraw()?.redraw_unseen_rows(draw, seed)
     }
 
     /// [`Self::redraw_unseen_rows`] for the items of domain `d` alone
@@ -312,13 +308,18 @@ impl LlmEmf {
         draw: UnseenRowDraw,
         seed: u64,
     ) -> Result<usize> {
-        match &mut self.items {
-            Some(t) => t.redraw_domain_unseen_rows(d, draw, seed),
-            None => Err(Error::Config(
+        self.id_table_to_redraw()?
+            .redraw_domain_unseen_rows(d, draw, seed)
+    }
+
+    /// The ID table whose unseen rows are to be redrawn; an error without one.
+    fn id_table_to_redraw(&mut self) -> Result<&mut ItemTable> {
+        self.items.as_mut().ok_or_else(|| {
+            Error::Config(
                 "redrawing unseen rows needs ID rows: this model has none (the id modality is off)"
                     .into(),
-            )),
-        }
+            )
+        })
     }
 
     /// Whether the ID rows include the mapped titles (`ModelConfig::id_text` with text
