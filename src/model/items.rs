@@ -272,6 +272,17 @@ impl UnseenRowDraw {
             _ => Ok(()),
         }
     }
+
+    /// How far the draw leans towards the domain's popular items: below every
+    /// [`UnseenRowDraw::Trained`] draw for [`UnseenRowDraw::Initial`] (a direction that owes
+    /// nothing to training), else the popularity exponent. The never-seen items' expected
+    /// rank rises with it, and so does what they take from the other targets.
+    pub fn lean(&self) -> f64 {
+        match *self {
+            UnseenRowDraw::Initial { .. } => -1.0,
+            UnseenRowDraw::Trained { popularity } => popularity,
+        }
+    }
 }
 
 impl std::fmt::Display for UnseenRowDraw {
