@@ -242,8 +242,9 @@ pub struct TrainConfig {
     /// trained rows, by five weightings of their training counts) and keep the best draw
     /// validation allows: the never-seen targets' MRR falls in no domain and no domain's MRR
     /// falls by more than 0.1 points (`fit::UNSEEN_ROWS_MAX_LOSS`); a draw that puts the
-    /// never-seen targets above a random order in every domain comes first, then the mean
-    /// MRR decides. A row that was only ever a sampled negative ranks its item below a random
+    /// never-seen targets above a random order in every domain comes first, then the draw
+    /// leaning furthest towards popular items (`fit::choose_unseen_draw`), then the mean
+    /// MRR. A row that was only ever a sampled negative ranks its item below a random
     /// order; a fresh one says nothing either way. Needs plain learned ID rows (no `id_text`,
     /// no `unseen_row`). Default false.
     #[serde(default)]
