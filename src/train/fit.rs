@@ -368,13 +368,15 @@ fn never_seen_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [Option<f64>; 2] 
 /// leans furthest towards popular items ([`UnseenRowDraw::lean`]) wins, then the higher sum
 /// of the domains' MRRs (the first of equals).
 ///
-/// The lean decides before the never-seen targets' own MRR because that MRR rests on few
-/// targets (a few hundred: a standard error of about 0.3 points at a 0.75% chance level, as
-/// large as the differences between draws), so taking the draw that scores them best picks
-/// the luckiest draw, which then falls back on new targets. Their expected rank rises with
-/// the lean, and its price, the other targets' MRR, is measured on the whole split, paired
-/// on the same weights, and bounded by the allowance: the rule takes as much lift as the
-/// allowance buys. `None` when no draw is allowed.
+/// The lean decides before the domains' MRR because the never-seen targets' MRR, which the
+/// chance test reads, rests on few targets (a few hundred: a standard error of about 0.3
+/// points at a 0.75% chance level, as large as the differences between draws). Ranked on the
+/// domains' MRR next, the cheapest draw that clears chance wins, and that is mostly a draw
+/// which sits at chance in expectation and cleared it by luck: on new targets it falls back
+/// below. The never-seen targets' expected rank rises with the lean, and its price, the
+/// domains' MRR, is measured on the whole split on the same weights and bounded by the
+/// allowance: the rule takes as much lift as the allowance pays for. `None` when no draw is
+/// allowed.
 pub fn choose_unseen_draw(
     domains: &[usize],
     before_mrr: [f64; 2],
