@@ -63,7 +63,7 @@ pub fn archive_experiment(src: &Path, dest: &Path, replace: bool) -> Result<Arch
             "not an experiment folder (no experiment.json): `llm-emf experiment --out DIR` writes one",
         ));
     }
-    let spec: ExperimentSpec = read_json(&spec_path)?;
+    let spec = ExperimentSpec::read(&spec_path)?;
     let summary_path = src.join("summary.json");
     if !summary_path.is_file() {
         return Err(Error::format(

@@ -480,7 +480,7 @@ const REMOVED_KEYS: [(&str, &str, &str, &str); 6] = [
 /// Reads a config file written before the switches of [`REMOVED_KEYS`] were removed: a removed
 /// key set to its "off" value (what every saved `config.json` holds) is dropped; one that is
 /// on is an error saying what was removed and why (the `product` objective likewise).
-fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Result<(), String> {
+pub(super) fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Result<(), String> {
     use serde_json::Value;
     for (section, key, off, why) in REMOVED_KEYS {
         let Some(obj) = file.get_mut(section).and_then(Value::as_object_mut) else {
@@ -546,10 +546,12 @@ impl Default for ExperimentConfig {
 impl ExperimentConfig {
     /// Whether a run of `self` and a run of `other` train and score alike: equal but for
     /// `eval.batch_size`, which changes how many examples are ranked at once and no metric
-    /// (so a run or experiment started by a build with another default still resumes).
+    /// (so a run or experiment started by a build with another default still resumes), and
+    /// for the name of the preset the values were read over (every value is spelled out).
     pub fn same_results(&self, other: &Self) -> bool {
         let mut other = other.clone();
         other.eval.batch_size = self.eval.batch_size;
+        other.preset = self.preset;
         *self == other
     }
 

@@ -33,6 +33,22 @@ pub struct ExperimentSpec {
     pub seeds: Vec<u64>,
 }
 
+impl ExperimentSpec {
+    /// Reads `experiment.json` at `path`; its configuration is read as a config file is: a
+    /// switch removed since the experiment was written is dropped when off and refused when on
+    /// ([`ExperimentConfig::load`]).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = crate::io::read_text(path)?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+        if let Some(config) = value.get_mut("config") {
+            super::config::drop_removed_keys(config)
+                .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+        }
+        serde_json::from_value(value).map_err(|e| Error::json(path, e))
+    }
+}
+
 /// Mean and standard deviation of one metric over the seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
@@ -85,7 +101,7 @@ pub fn run_experiment(
     };
     let spec_path = out.join("experiment.json");
     if spec_path.is_file() {
-        let saved: ExperimentSpec = read_json(&spec_path)?;
+        let saved = ExperimentSpec::read(&spec_path)?;
         if saved.seeds != spec.seeds || !saved.config.same_results(&spec.config) {
             return Err(Error::Config(format!(
                 "{} holds an experiment with another configuration or other seeds: re-run it with the same ones, or choose another folder",
@@ -225,4 +241,40 @@ pub fn summary_markdown(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExperimentSpec;
+    use crate::train::{ExperimentConfig, Preset};
+
+    #[test]
+    fn an_experiment_written_before_a_switch_was_removed_reads_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("experiment.json");
+        let titles = ExperimentConfig::preset(Preset::Titles);
+        // As an older build wrote it: the removed switch off, the values over another preset.
+        let write = |item_bias: bool| {
+            let mut config = serde_json::to_value(&titles).unwrap();
+            config["model"]["item_bias"] = item_bias.into();
+            config["preset"] = serde_json::to_value(Preset::Recommended).unwrap();
+            let spec = serde_json::json!({"config": config, "seeds": [1, 2]});
+            std::fs::write(&path, spec.to_string()).unwrap();
+        };
+        write(false);
+        let spec = ExperimentSpec::read(&path).unwrap();
+        assert_eq!(spec.seeds, [1, 2]);
+        assert!(spec.config.same_results(&titles));
+        assert!(
+            !spec
+                .config
+                .same_results(&ExperimentConfig::preset(Preset::Ids))
+        );
+        write(true);
+        let err = ExperimentSpec::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("model.item_bias was removed") && err.contains("experiment.json"),
+            "{err}"
+        );
+    }
 }
