@@ -480,7 +480,7 @@ const REMOVED_KEYS: [(&str, &str, &str, &str); 6] = [
 /// Reads a config file written before the switches of [`REMOVED_KEYS`] were removed: a removed
 /// key set to its "off" value (what every saved `config.json` holds) is dropped; one that is
 /// on is an error saying what was removed and why (the `product` objective likewise).
-pub(super) fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Result<(), String> {
+fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Result<(), String> {
     use serde_json::Value;
     for (section, key, off, why) in REMOVED_KEYS {
         let Some(obj) = file.get_mut(section).and_then(Value::as_object_mut) else {
@@ -507,6 +507,23 @@ pub(super) fn drop_removed_keys(file: &mut serde_json::Value) -> std::result::Re
         obj.remove(key);
     }
     Ok(())
+}
+
+/// Reads the JSON file at `path` holding a configuration, as a whole (`field` `None`) or
+/// under `field`, with the switches of [`REMOVED_KEYS`] dropped from that configuration when
+/// off; an error naming the file when one is on or the file is not JSON.
+pub(super) fn read_config_json(path: &Path, field: Option<&str>) -> Result<serde_json::Value> {
+    let text = crate::io::read_text(path)?;
+    let mut file: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+    let config = match field {
+        Some(name) => file.get_mut(name),
+        None => Some(&mut file),
+    };
+    if let Some(config) = config {
+        drop_removed_keys(config).map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
+    }
+    Ok(file)
 }
 
 /// A loaded dataset with its optional feature matrices.
@@ -564,16 +581,12 @@ impl ExperimentConfig {
 
     /// [`Self::load`], on top of `preset` instead of the file's own.
     pub fn load_with(path: &Path, preset: Option<Preset>) -> Result<Self> {
-        let text = crate::io::read_text(path)?;
-        let mut file: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+        let mut file = read_config_json(path, None)?;
         let named: Option<Preset> = match file.get("preset") {
             Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| Error::json(path, e))?),
             None => None,
         };
         let preset = preset.or(named).unwrap_or_default();
-        drop_removed_keys(&mut file)
-            .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         if let Some(obj) = file.as_object_mut() {
             obj.insert(
                 "preset".into(),

@@ -38,13 +38,7 @@ impl ExperimentSpec {
     /// switch removed since the experiment was written is dropped when off and refused when on
     /// ([`ExperimentConfig::load`]).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = crate::io::read_text(path)?;
-        let mut value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
-        if let Some(config) = value.get_mut("config") {
-            super::config::drop_removed_keys(config)
-                .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
-        }
+        let value = super::config::read_config_json(path, Some("config"))?;
         serde_json::from_value(value).map_err(|e| Error::json(path, e))
     }
 }
