@@ -272,3 +272,30 @@ fn missing_run_folder_and_missing_training_file_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn the_contrastive_term_trains_and_is_part_of_the_loss() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let plain = config(1);
+    let data = plain.load_data().unwrap();
+    let mut with = plain.clone();
+    with.train.contrastive = Some(llm_emf::train::Contrastive {
+        weight: 0.5,
+        temperature: 1.0,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let a = train(&plain, &data, &dir.path().join("plain"), &device, &quiet()).unwrap();
+    let b = train(&with, &data, &dir.path().join("with"), &device, &quiet()).unwrap();
+    let loss = |run: &str| {
+        log_lines(&dir.path().join(run))[0]["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    // The term is a positive InfoNCE added to the same next-item loss.
+    assert!(loss("with").is_finite() && loss("with") > loss("plain"));
+    assert!(b.test.domains["X"].n > 0 && a.test.domains["X"].n == b.test.domains["X"].n);
+    // Saved and read back with the run.
+    let saved = ExperimentConfig::load(&dir.path().join("with/config.json")).unwrap();
+    assert_eq!(saved.train.contrastive, with.train.contrastive);
+}

@@ -16,7 +16,7 @@ use super::fusion::log_sum_exp;
 use super::items::ItemFeatures;
 use super::llm_emf::{LlmEmf, l2_normalise};
 use crate::data::DomainId;
-use crate::data::batcher::{MixtureTargets, SubSequence, TargetCounts, TrainBatch};
+use crate::data::batcher::{MixtureTargets, PaddedPlan, SubSequence, TargetCounts, TrainBatch};
 
 /// Shared negatives of one training step for one domain (sampled softmax).
 #[derive(Debug, Clone)]
@@ -467,6 +467,68 @@ struct JointRows {
     subs: Vec<SubSequence>,
     targets: Tensor<1, Int>,
     rows: Vec<(SubSequence, Tensor<1, Int>)>,
+}
+
+impl LlmEmf {
+    /// The contrastive term of [`crate::train::Contrastive`] between two encodings of the same
+    /// training batch ([`Self::encode_train`] twice, other dropout masks): per sub-sequence
+    /// and modality with at least two non-empty rows, the L2-normalised outputs at each row's
+    /// last position, `a_i` and `b_i`, scored `a_i . b_j / temperature` against each other,
+    /// and the symmetric InfoNCE `(CE(a -> b) + CE(b -> a)) / 2` with each row's own view as
+    /// the answer, summed over rows; then averaged over the (sub-sequence, modality) pairs.
+    /// Returns the sum over rows (the caller divides by the batch's sequences) and `None`
+    /// when no pair has two rows. `inputs` are the padded plans the batch was made from.
+    ///
+    /// # Shapes
+    /// - output `[1]`
+    pub fn contrastive_loss(
+        &self,
+        a: &TrainHidden,
+        b: &TrainHidden,
+        inputs: &[PaddedPlan; 3],
+        temperature: f64,
+    ) -> Option<Tensor<1>> {
+        let mut terms = Vec::new();
+        for s in SubSequence::ALL {
+            let (ha, hb) = (&a.hidden[s.index()], &b.hidden[s.index()]);
+            let last = last_positions(&inputs[s.index()]);
+            if last.len() < 2 || ha.is_empty() {
+                continue;
+            }
+            for (xa, xb) in ha.iter().zip(hb) {
+                let device = xa.device();
+                let n = last.len();
+                let rows = Tensor::<1, Int>::from_data(
+                    burn::tensor::TensorData::new(last.clone(), [n]),
+                    &device,
+                );
+                let za = l2_normalise(xa.clone().select(0, rows.clone()));
+                let zb = l2_normalise(xb.clone().select(0, rows));
+                let own = (za.clone() * zb.clone()).sum_dim(1).div_scalar(temperature);
+                let logits = za.matmul(zb.transpose()).div_scalar(temperature);
+                let a_to_b = log_sum_exp(logits.clone()) - own.clone();
+                let b_to_a = log_sum_exp(logits.transpose()) - own;
+                terms.push((a_to_b + b_to_a).sum().mul_scalar(0.5));
+            }
+        }
+        let count = terms.len();
+        terms
+            .into_iter()
+            .reduce(|x, y| x + y)
+            .map(|t| t.div_scalar(count as f64))
+    }
+}
+
+/// The packed index (row-major over real positions) of each non-empty row's last position.
+fn last_positions(plan: &PaddedPlan) -> Vec<i64> {
+    let mut end = 0usize;
+    plan.lengths
+        .iter()
+        .filter_map(|&n| {
+            end += n;
+            (n > 0).then(|| end as i64 - 1)
+        })
+        .collect()
 }
 
 fn joint_rows(hidden: &[Vec<Tensor<2>>; 3], mt: &MixtureTargets) -> JointRows {

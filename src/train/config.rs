@@ -150,6 +150,29 @@ pub enum Optimizer {
     },
 }
 
+/// An auxiliary contrastive term of the training loss (the unsupervised augmentation of
+/// DuoRec, Qiu et al. 2022): every batch is encoded a second time with other dropout masks,
+/// and each sequence's representation at its last position must pick out its own second view
+/// among the batch's (a symmetric InfoNCE over the batch, per sub-sequence and modality, on
+/// L2-normalised vectors). It asks the encoders for representations that dropout does not
+/// move, a regulariser for sparse histories; it costs a second forward and backward pass of
+/// the encoders per step. Scoring is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contrastive {
+    /// Weight of the term beside the next-item loss (per sequence, averaged over the batch).
+    pub weight: f64,
+    /// Temperature of its softmax over the batch, on cosines (in [-1, 1]). Default 0.2.
+    #[serde(default = "Contrastive::default_temperature")]
+    pub temperature: f64,
+}
+
+impl Contrastive {
+    fn default_temperature() -> f64 {
+        0.2
+    }
+}
+
 /// Learning-rate decay when validation stalls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -249,6 +272,9 @@ pub struct TrainConfig {
     /// no `unseen_row`). Default false.
     #[serde(default)]
     pub fit_unseen_rows: bool,
+    /// An auxiliary contrastive term over two dropout views of each sequence
+    /// ([`Contrastive`]). Default: none.
+    pub contrastive: Option<Contrastive>,
 }
 
 impl Default for TrainConfig {
@@ -272,6 +298,7 @@ impl Default for TrainConfig {
             fit_domain_weights: false,
             fit_row_shrinkage: false,
             fit_unseen_rows: false,
+            contrastive: None,
         }
     }
 }
@@ -655,6 +682,14 @@ impl ExperimentConfig {
                 ));
             }
         }
+        if let Some(c) = &t.contrastive
+            && !(c.weight.is_finite() && c.weight >= 0.0 && positive(c.temperature))
+        {
+            return Err(Error::Config(format!(
+                "train: the contrastive term needs a finite weight >= 0 and a positive temperature (got weight {}, temperature {})",
+                c.weight, c.temperature
+            )));
+        }
         if t.fit_row_shrinkage && !self.model.modalities.id {
             return Err(Error::Config(
                 "train: fit_row_shrinkage needs ID rows (the id modality): there are no learned rows to shrink".into(),
@@ -802,6 +837,26 @@ mod tests {
             err.contains("fit_row_shrinkage") && err.contains("ID rows"),
             "{err}"
         );
+        // The contrastive term: a weight alone reads with the default temperature; bad values
+        // are named.
+        let mut cfg: ExperimentConfig =
+            serde_json::from_str(r#"{"train": {"contrastive": {"weight": 0.1}}}"#).unwrap();
+        assert_eq!(
+            cfg.train.contrastive,
+            Some(Contrastive {
+                weight: 0.1,
+                temperature: 0.2
+            })
+        );
+        cfg.validate().unwrap();
+        for (weight, temperature) in [(-0.1, 1.0), (0.1, 0.0), (f64::NAN, 1.0)] {
+            cfg.train.contrastive = Some(Contrastive {
+                weight,
+                temperature,
+            });
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains("contrastive"), "{err}");
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub use archive::{Archived, archive_experiment};
 pub use batching::Batching;
 pub use checkpoint::{RunPaths, TrainState};
 pub use config::{
-    DataSource, EvalConfig, ExperimentConfig, FeatureSources, HoldOut, LoadedData, Objective,
-    Optimizer, Plateau, Preset, Sampler, TargetDomains, TrainConfig,
+    Contrastive, DataSource, EvalConfig, ExperimentConfig, FeatureSources, HoldOut, LoadedData,
+    Objective, Optimizer, Plateau, Preset, Sampler, TargetDomains, TrainConfig,
 };
 pub use fit::{
     DomainWeightFit, ModalityWeightFit, RowShrinkageFit, RunFits, feature_share, fit_run,

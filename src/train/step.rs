@@ -13,6 +13,7 @@ use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::config::Contrastive;
 use super::sampler::NegativeSampler;
 use crate::data::batcher::{SequenceBatcher, TargetCounts, TrainPlan};
 use crate::data::{DomainId, Sequence};
@@ -52,6 +53,8 @@ pub(super) struct StepContext<'a> {
     pub base_features: &'a ItemFeatures,
     pub sampler: Option<&'a NegativeSampler>,
     pub target_domains: &'a [DomainId],
+    /// The auxiliary contrastive term, if any.
+    pub contrastive: Option<Contrastive>,
     pub device: &'a Device,
 }
 
@@ -117,6 +120,7 @@ pub(super) fn train_step(
         // Nothing to predict (cannot happen with sequences of two or more items).
         return (model, None);
     }
+    let sequences = chunk.len();
     let negatives = ctx.sampler.map(|s| s.sample(rng, ctx.device));
     let step_seed = rng.next_u64();
     phases.mark(|p| &mut p.batching);
@@ -153,6 +157,18 @@ pub(super) fn train_step(
             negatives.as_ref(),
             Some(&counts),
         );
+        let loss = match ctx.contrastive {
+            Some(c) if c.weight > 0.0 => {
+                // A second encoding of the same part: the dropout stream has moved on, so its
+                // masks differ. The part's sum over its sequences, over the whole batch's.
+                let other = model.encode_train(&batch, &features);
+                match model.contrastive_loss(&hidden, &other, &plans[k].inputs, c.temperature) {
+                    Some(term) => loss + term.mul_scalar(c.weight / sequences as f64),
+                    None => loss,
+                }
+            }
+            _ => loss,
+        };
         mark(&mut phases, |p| &mut p.heads_and_loss);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         mark(&mut phases, |p| &mut p.backward);

@@ -185,6 +185,7 @@ pub fn train(
         base_features: &features,
         sampler: sampler.as_ref(),
         target_domains: &target_domains,
+        contrastive: tc.contrastive,
         device: &ad_device,
     };
     let mut throughput = Vec::new();

@@ -267,3 +267,112 @@ fn scores_are_finite_for_empty_sub_sequences_and_histories() {
         assert!((row0 - expected).abs() < 1e-3, "{row0} vs {expected}");
     }
 }
+
+#[test]
+fn contrastive_term_is_the_symmetric_info_nce_of_each_rows_last_position() {
+    use crate::data::batcher::PaddedPlan;
+    let device = test_device();
+    // S^X rows of 1, 0 and 2 items: packed rows 0 (row 0) and 1, 2 (row 2); the last
+    // positions are packed rows 0 and 2. S^Y has one non-empty row (no pair); the merged
+    // sequence has no encoder output.
+    let x = PaddedPlan::new(&[&[1], &[], &[2, 3]], 10);
+    let y = PaddedPlan::new(&[&[4], &[], &[]], 10);
+    let merged = PaddedPlan::new(&[&[1], &[5], &[2, 3]], 10);
+    let a: Vec<f32> = vec![1.0, 0.0, 0.5, 0.5, 0.0, 2.0, 0.3, -1.0, 0.0];
+    let b: Vec<f32> = vec![0.8, 0.3, 0.0, 9.0, 9.0, 9.0, 0.1, -2.0, 0.4];
+    let hidden = |v: &[f32]| TrainHidden {
+        hidden: [
+            vec![Tensor::<2>::from_data(
+                TensorData::new(v.to_vec(), [3, 3]),
+                &device,
+            )],
+            vec![Tensor::<2>::from_data(
+                TensorData::new(vec![1.0f32, 2.0, 3.0], [1, 3]),
+                &device,
+            )],
+            Vec::new(),
+        ],
+    };
+    let s = setup();
+    let model = LlmEmf::new(&s.config, &s.data.dataset, &features(&s, &device), &device).unwrap();
+    let temperature = 0.5;
+    let got = scalar(
+        model
+            .contrastive_loss(
+                &hidden(&a),
+                &hidden(&b),
+                &[x.clone(), y.clone(), merged.clone()],
+                temperature,
+            )
+            .expect("S^X has two rows"),
+    );
+
+    // The reference on the host: rows 0 and 2 of each view, normalised.
+    let unit = |v: &[f32], r: usize| -> Vec<f64> {
+        let row: Vec<f64> = v[r * 3..r * 3 + 3].iter().map(|&x| f64::from(x)).collect();
+        let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+        row.iter().map(|x| x / n).collect()
+    };
+    let za = [unit(&a, 0), unit(&a, 2)];
+    let zb = [unit(&b, 0), unit(&b, 2)];
+    let dot = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).sum::<f64>() / temperature;
+    let lse = |v: [f64; 2]| (v[0].exp() + v[1].exp()).ln();
+    let mut want = 0.0;
+    for i in 0..2 {
+        let own = dot(&za[i], &zb[i]);
+        want += 0.5 * (lse([dot(&za[i], &zb[0]), dot(&za[i], &zb[1])]) - own);
+        want += 0.5 * (lse([dot(&za[0], &zb[i]), dot(&za[1], &zb[i])]) - own);
+    }
+    assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+
+    // No sub-sequence with two non-empty rows: no term.
+    let one = PaddedPlan::new(&[&[1], &[], &[]], 10);
+    assert!(
+        model
+            .contrastive_loss(
+                &hidden(&a),
+                &hidden(&b),
+                &[one.clone(), one.clone(), one],
+                temperature
+            )
+            .is_none()
+    );
+}
+
+#[test]
+fn contrastive_views_differ_under_dropout_and_train_the_encoders() {
+    let s = setup();
+    let device = test_device().autodiff();
+    let config = ModelConfig {
+        dropout: 0.5,
+        ..s.config.clone()
+    };
+    let feats = features(&s, &device);
+    let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    let batcher = config.batcher(&s.data.dataset);
+    let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
+    let plan = batcher.plan_train(&seqs);
+    let batch = plan.to_tensors(&device);
+    let a = model.encode_train(&batch, &feats);
+    let b = model.encode_train(&batch, &feats);
+    let same = model.contrastive_loss(&a, &a, &plan.inputs, 1.0).unwrap();
+    let term = model.contrastive_loss(&a, &b, &plan.inputs, 1.0).unwrap();
+    // Two dropout views are farther apart than a view and itself.
+    assert!(
+        scalar(term.clone()) > scalar(same),
+        "dropout views should differ"
+    );
+    let grads = term.backward();
+    let encoder = model
+        .encoder(crate::data::SubSequence::Merged, Modality::Id)
+        .expect("the merged ID encoder");
+    let g = encoder.blocks[0]
+        .qkv
+        .weight
+        .grad(&grads)
+        .expect("a gradient for the encoder")
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(g.iter().any(|v| v.abs() > 0.0));
+}
