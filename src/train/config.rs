@@ -273,7 +273,8 @@ pub struct TrainConfig {
     #[serde(default)]
     pub fit_unseen_rows: bool,
     /// An auxiliary contrastive term over two dropout views of each sequence
-    /// ([`Contrastive`]). Default: none.
+    /// ([`Contrastive`]). Default: none (and left out of the written config).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub contrastive: Option<Contrastive>,
 }
 
