@@ -491,19 +491,20 @@ impl LlmEmf {
         let mut terms = Vec::new();
         for s in SubSequence::ALL {
             let (ha, hb) = (&a.hidden[s.index()], &b.hidden[s.index()]);
+            let Some(first) = ha.first() else { continue };
             let last = last_positions(&inputs[s.index()]);
-            if last.len() < 2 || ha.is_empty() {
+            let n = last.len();
+            if n < 2 {
                 continue;
             }
+            // One upload of the rows for every modality of this sub-sequence.
+            let rows = Tensor::<1, Int>::from_data(
+                burn::tensor::TensorData::new(last, [n]),
+                &first.device(),
+            );
             for (xa, xb) in ha.iter().zip(hb) {
-                let device = xa.device();
-                let n = last.len();
-                let rows = Tensor::<1, Int>::from_data(
-                    burn::tensor::TensorData::new(last.clone(), [n]),
-                    &device,
-                );
                 let za = l2_normalise(xa.clone().select(0, rows.clone()));
-                let zb = l2_normalise(xb.clone().select(0, rows));
+                let zb = l2_normalise(xb.clone().select(0, rows.clone()));
                 let own = (za.clone() * zb.clone()).sum_dim(1).div_scalar(temperature);
                 let logits = za.matmul(zb.transpose()).div_scalar(temperature);
                 let a_to_b = log_sum_exp(logits.clone()) - own.clone();
