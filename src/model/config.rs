@@ -182,6 +182,24 @@ pub struct ModelConfig {
     /// counts each user once). Default `transition`.
     #[serde(default)]
     pub loss_average: LossAverage,
+    /// How a query meets an output row (Eq. 3): `cosine` (the paper's: both L2-normalised, so
+    /// only directions count) or `dot` (an inner product, as SASRec's and ABXI's heads: the
+    /// query scaled by `1 / sqrt(width)` so that the logits start where the cosine's do, and
+    /// the learned ID rows keep their norms, so a row's norm can carry how often its item is
+    /// the answer). Frozen feature rows are unit vectors either way. Default `cosine`.
+    #[serde(default)]
+    pub head: Head,
+}
+
+/// How the heads score a query against an output row ([`ModelConfig::head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// `cos(h, e) / tau` (Eq. 3).
+    #[default]
+    Cosine,
+    /// `(h . e) / (sqrt(width) tau)`, the learned ID rows unnormalised.
+    Dot,
 }
 
 /// How the training loss averages over the trained transitions of a batch.
@@ -248,6 +266,7 @@ impl Default for ModelConfig {
             id_row_dropout: 0.0,
             unseen_row: false,
             loss_average: LossAverage::Transition,
+            head: Head::Cosine,
         }
     }
 }

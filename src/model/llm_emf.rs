@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::config::{LossAverage, Modality, ModelConfig};
+use super::config::{Head, LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
@@ -63,6 +63,8 @@ pub struct LlmEmf {
     /// Whether S^X and S^Y are read by the merged sequence's encoders
     /// (`ModelConfig::shared_encoders`, with both kinds of sub-sequence on).
     pub shared_encoders: bool,
+    /// Whether the heads are inner products (`ModelConfig::head = "dot"`) instead of cosines.
+    pub dot_heads: bool,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -210,6 +212,7 @@ impl ModelConfig {
                 .init(used, device),
             cross_domain_targets: config.cross_domain_targets,
             shared_encoders,
+            dot_heads: config.head == Head::Dot,
         })
     }
 }
@@ -440,7 +443,7 @@ impl LlmEmf {
             Modality::Id => {
                 let table = self.items.as_ref().expect("ID modality without ID table");
                 match &table.text_map {
-                    Some(map) => l2_normalise(map.forward(text)),
+                    Some(map) => self.id_output(map.forward(text)),
                     None => Tensor::zeros([n, table.dim()], &device),
                 }
             }
@@ -461,8 +464,9 @@ impl LlmEmf {
     }
 
     /// Rows of a modality's output table: `pick` takes them from the whole table (all items),
-    /// then ID rows are L2-normalised and feature rows projected (feature rows are normalised
-    /// when uploaded, and again after a projection).
+    /// then ID rows are L2-normalised (cosine heads; dot heads keep their norms) and feature
+    /// rows projected (feature rows are normalised when uploaded, and again after a
+    /// projection).
     fn output_rows(
         &self,
         m: Modality,
@@ -470,7 +474,7 @@ impl LlmEmf {
         pick: impl Fn(Tensor<2>) -> Tensor<2>,
     ) -> Tensor<2> {
         match m {
-            Modality::Id => l2_normalise(
+            Modality::Id => self.id_output(
                 self.items
                     .as_ref()
                     .expect("ID modality without ID table")
@@ -488,6 +492,28 @@ impl LlmEmf {
                     None => rows,
                 }
             }
+        }
+    }
+
+    /// ID rows as the output table holds them: unit rows for cosine heads, as they are for dot
+    /// heads.
+    fn id_output(&self, rows: Tensor<2>) -> Tensor<2> {
+        if self.dot_heads {
+            rows
+        } else {
+            l2_normalise(rows)
+        }
+    }
+
+    /// A query `[rows, width]` as the heads read it: L2-normalised for cosine heads, scaled by
+    /// `1 / sqrt(width)` for dot heads (an encoder's output leaves its final layer norm with a
+    /// norm near `sqrt(width)`, so the dot logits start where the cosine ones do).
+    pub(super) fn query(&self, h: Tensor<2>) -> Tensor<2> {
+        if self.dot_heads {
+            let [_, width] = h.dims();
+            h.div_scalar((width as f64).sqrt())
+        } else {
+            l2_normalise(h)
         }
     }
 

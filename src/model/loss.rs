@@ -404,7 +404,7 @@ impl LlmEmf {
             .collect()
     }
 
-    /// One modality's scaled cosine logits of the rows `h` (Eq. 5-7): the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain
+    /// One modality's scaled logits (cosine or dot heads) of the rows `h` (Eq. 5-7): the target's `[P, 1]`, and the softmax's `[P, n_D]` over the full domain
     /// or, with `negatives`, `[P, 1 + K]` (the target, then the shared negatives, log-Q
     /// corrected, accidental hits removed; only those rows of the table are gathered and
     /// normalised).
@@ -420,7 +420,7 @@ impl LlmEmf {
         features: &ItemFeatures,
         negatives: Option<&DomainNegatives>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = l2_normalise(h);
+        let h = self.query(h);
         let [p] = targets.dims();
         match negatives {
             None => {
@@ -434,7 +434,8 @@ impl LlmEmf {
             }
             Some(neg) => {
                 let [k] = neg.ids.dims();
-                // One gather of the target and negative rows, normalised together.
+                // One gather of the target and negative rows (normalised together under
+                // cosine heads).
                 let rows = self.head_rows(
                     m,
                     d,

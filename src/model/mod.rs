@@ -64,7 +64,7 @@ mod tests;
 
 pub use attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
 pub use config::{
-    DomainObjective, LossAverage, Modality, ModalitySwitches, ModelConfig, TemperatureConfig,
+    DomainObjective, Head, LossAverage, Modality, ModalitySwitches, ModelConfig, TemperatureConfig,
 };
 pub use domain_loss::{DomainLoss, DomainLossConfig};
 pub use encoder::{SequenceEncoder, SequenceEncoderConfig};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Modality;
 use super::host::HostParts;
 use super::items::ItemFeatures;
-use super::llm_emf::{LlmEmf, l2_normalise};
+use super::llm_emf::LlmEmf;
 use crate::data::DomainId;
 use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch};
 use crate::error::Result;
@@ -241,7 +241,7 @@ impl LlmEmf {
         let encoder = self.encoder(s, m)?;
         let x = self.embed(m, input.items.clone(), features);
         let last = encoder.forward_last(x, input.positions.clone(), &input.bias);
-        Some(l2_normalise(last))
+        Some(self.query(last))
     }
 
     /// The scaled cosine logits of stacked queries ([`ScoreQueries::modalities`]) against

@@ -775,8 +775,16 @@ mod tests {
             path: "data/x".into(),
             max_history: 20,
         };
+        cfg.model.head = crate::model::Head::Dot;
         cfg.save(&path).unwrap();
         assert_eq!(ExperimentConfig::load(&path).unwrap(), cfg);
+
+        std::fs::write(&path, r#"{"model": {"head": "dots"}}"#).unwrap();
+        let err = ExperimentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("dots") && err.contains("cosine"),
+            "{err}"
+        );
 
         std::fs::write(&path, r#"{"train": {"learning_rat": 0.1}}"#).unwrap();
         let err = ExperimentConfig::load(&path).unwrap_err().to_string();

@@ -529,3 +529,70 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
         .to_string();
     assert!(err.contains("ID rows"), "{err}");
 }
+
+#[test]
+fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
+    let s = setup();
+    let device = test_device();
+    let config = ModelConfig {
+        head: Head::Dot,
+        ..s.config.clone()
+    };
+    let feats = ItemFeatures::none();
+    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    assert!(model.dot_heads);
+    // The output table holds the learned rows as they are.
+    let head = model.head(Modality::Id, DomainId::X, &feats);
+    let rows = all_rows(&model, &feats).narrow(0, 0, 30);
+    let gap: f32 = (head - rows).abs().max().into_scalar();
+    assert!(gap < 1e-6, "{gap}");
+    // A query is scaled by 1 / sqrt(width), not normalised.
+    let h = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 4.0, 0.0, 0.0], [1, 4]),
+        &device,
+    );
+    let q: Vec<f32> = model.query(h.clone()).into_data().try_to_vec().unwrap();
+    assert_eq!(q, vec![1.5, 2.0, 0.0, 0.0]);
+    model.dot_heads = false;
+    let q: Vec<f32> = model.query(h).into_data().try_to_vec().unwrap();
+    assert!(
+        (q[0] - 0.6).abs() < 1e-6 && (q[1] - 0.8).abs() < 1e-6,
+        "{q:?}"
+    );
+
+    // Item 5's learned row made three times as long: its score moves under dot heads only.
+    let batcher = crate::data::batcher::SequenceBatcher::new(&s.data.dataset, config.max_len);
+    let histories: [&[u32]; 2] = [&[0, 1, 2], &[30, 31, 3]];
+    let plan = batcher.plan_histories(&histories);
+    let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
+    let scores = |m: &LlmEmf| -> Vec<f32> {
+        m.score(&plan, &inputs, &feats, DomainId::X)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap()
+    };
+    let mut longer = model.clone();
+    let table = longer.items.as_mut().unwrap();
+    let w = table.rows.weight.val();
+    let [n, _] = w.dims();
+    let mut factor = vec![1.0f32; n];
+    factor[5] = 3.0;
+    let factor = Tensor::<2>::from_data(TensorData::new(factor, [n, 1]), &device);
+    table.rows.weight = burn::module::Param::from_tensor(w * factor);
+    let max_gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (cosine, cosine_longer) = (scores(&model), scores(&longer));
+    assert!(max_gap(&cosine, &cosine_longer) < 1e-5);
+    model.dot_heads = true;
+    longer.dot_heads = true;
+    let (dot, dot_longer) = (scores(&model), scores(&longer));
+    for row in 0..2 {
+        let (a, b) = (dot[row * 30 + 5], dot_longer[row * 30 + 5]);
+        assert!((a - b).abs() > 1e-3, "row {row}: {a} vs {b}");
+    }
+}
