@@ -313,6 +313,46 @@ fn config_files_are_read_on_top_of_their_preset() {
     assert_eq!(ExperimentConfig::load(&saved).unwrap(), paper);
 }
 
+/// Seeds can be added to an experiment folder (the finished ones are not trained again); a
+/// list that leaves one out is refused, as it would drop that seed from the summary.
+#[test]
+fn experiments_take_added_seeds_and_refuse_dropped_ones() {
+    let _turn = serial();
+    let device = backend::from_env().unwrap();
+    let cfg = tiny_config(Preset::Recommended, 1);
+    let data = cfg.load_data().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    run_experiment(&cfg, &data, &[1], &out, &device, &quiet()).unwrap();
+    let seed1_log = std::fs::read_to_string(out.join("seed-1/log.jsonl")).unwrap();
+    let more = run_experiment(&cfg, &data, &[1, 2], &out, &device, &quiet()).unwrap();
+    assert_eq!(more.seeds, vec![1, 2]);
+    assert_eq!(more.per_seed["test"]["X"]["MRR"].len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(out.join("seed-1/log.jsonl")).unwrap(),
+        seed1_log,
+        "seed 1 is not trained again"
+    );
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("experiment.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec["seeds"], serde_json::json!([1, 2]));
+    let e = run_experiment(&cfg, &data, &[2], &out, &device, &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("leave out seed 1") && e.contains("[1, 2]"),
+        "{e}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["seeds"],
+        serde_json::json!([1, 2]),
+        "nothing was rewritten"
+    );
+}
+
 #[test]
 fn experiments_resume_skip_finished_seeds_and_summarise() {
     let _turn = serial();

@@ -96,11 +96,22 @@ pub fn run_experiment(
     let spec_path = out.join("experiment.json");
     if spec_path.is_file() {
         let saved = ExperimentSpec::read(&spec_path)?;
-        if saved.seeds != spec.seeds || !saved.config.same_results(&spec.config) {
+        if !saved.config.same_results(&spec.config) {
             return Err(Error::Config(format!(
-                "{} holds an experiment with another configuration or other seeds: re-run it with the same ones, or choose another folder",
+                "{} holds an experiment with another configuration: re-run it with its own, or choose another folder",
                 out.display()
             )));
+        }
+        // Seeds may be added to an experiment, never dropped from it.
+        if let Some(dropped) = saved.seeds.iter().find(|s| !seeds.contains(s)) {
+            return Err(Error::Config(format!(
+                "{} holds an experiment over seeds {:?}: the seeds given leave out seed {dropped}; give every seed it has (more may be added), or choose another folder",
+                out.display(),
+                saved.seeds
+            )));
+        }
+        if saved.seeds != spec.seeds {
+            write_json(&spec_path, &spec)?;
         }
     } else {
         write_json(&spec_path, &spec)?;

@@ -131,7 +131,8 @@ pub(crate) enum Command {
     Experiment {
         #[command(flatten)]
         run: RunArgs,
-        /// Seeds, comma-separated.
+        /// Seeds, comma-separated. Re-running resumes; seeds may be added to a folder's list
+        /// (finished ones are not trained again), not left out of it.
         #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
         seeds: Vec<u64>,
         /// Experiment folder (one run folder per seed, summary.json, summary.md).
