@@ -48,6 +48,7 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_their_shrinkage_and_light
     back.model.id_row_init = 1.0;
     back.train.fit_unseen_rows = true;
     back.train.optimizer = Optimizer::AdamW { weight_decay: 0.5 };
+    back.model.skip_untrained_inputs = true;
     assert_eq!(back, ids);
     assert_eq!(
         titles.train.optimizer,
@@ -55,8 +56,8 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_their_shrinkage_and_light
         "the title rows were measured at weight decay 0.01"
     );
     assert!(
-        !titles.train.fit_unseen_rows,
-        "title rows place the unseen items themselves"
+        !titles.train.fit_unseen_rows && !titles.model.skip_untrained_inputs,
+        "title rows place the unseen items themselves, as candidates and as inputs"
     );
     for preset in Preset::ALL {
         ExperimentConfig::preset(preset).validate().unwrap();

@@ -11,7 +11,7 @@ use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::data::{Candidates, Dataset, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
 use crate::model::host::HostParts;
-use crate::model::{ItemFeatures, LlmEmf, Modality, ScoreQueries};
+use crate::model::{ItemFeatures, LlmEmf, Modality, ScoreQueries, readable_history};
 
 /// Metrics of one evaluation, per target domain, with what produced them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +127,7 @@ pub fn evaluate(
     let examples = dataset.examples(split);
     let protocol = candidates.info.protocol;
     let counts = dataset.has_train().then(|| dataset.train_counts());
+    let readable = model.readable_items()?;
     let mut domains = BTreeMap::new();
     let mut popularity = BTreeMap::new();
     let mut chance_mrr = BTreeMap::new();
@@ -137,10 +138,11 @@ pub fn evaluate(
             .collect();
         // The output tables depend on the model only: normalised once per domain.
         let heads = model.heads(d, features);
-        let histories: Vec<&[ItemId]> = indices
+        let read: Vec<std::borrow::Cow<[ItemId]>> = indices
             .iter()
-            .map(|&i| examples[i].history.as_slice())
+            .map(|&i| readable_history(&examples[i].history, readable.as_deref()))
             .collect();
+        let histories: Vec<&[ItemId]> = read.iter().map(|h| h.as_ref()).collect();
         let queries = EvalQueries::encode(
             model, features, batcher, d, &histories, &heads, batch_size, device,
         )?;
@@ -394,7 +396,7 @@ mod tests {
 
     /// The ranks of `split` from [`LlmEmf::score`] of whole examples, one at a time (every
     /// sub-sequence batched with its example, the full score row mixed, then the candidates'
-    /// columns read).
+    /// columns read), each history read as the model reads it ([`LlmEmf::readable_items`]).
     fn device_ranks(
         model: &LlmEmf,
         features: &ItemFeatures,
@@ -405,6 +407,7 @@ mod tests {
     ) -> BTreeMap<String, Vec<Rank>> {
         let device = test_device();
         let examples = dataset.examples(split);
+        let readable = model.readable_items().unwrap();
         let mut out = BTreeMap::new();
         for d in DomainId::BOTH {
             let dom = dataset.domain(d);
@@ -413,7 +416,8 @@ mod tests {
                 if !dom.contains(e.target) {
                     continue;
                 }
-                let plan = batcher.plan_eval(&[e]);
+                let history = readable_history(&e.history, readable.as_deref());
+                let plan = batcher.plan_histories(&[history.as_ref()]);
                 let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
                 let row: Vec<f32> = model
                     .score(&plan, &inputs, features, d)
@@ -524,6 +528,108 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With `skip_untrained_inputs`, the items never seen in training are left out of every
+    /// history the evaluator reads (as the reference reads them one example at a time), and
+    /// that changes the ranks of the examples whose histories hold one.
+    #[test]
+    fn untrained_items_are_left_out_of_the_histories_when_the_model_asks() {
+        let device = test_device();
+        let data = crate::test_data(60, 30, 40);
+        let dataset = &data.dataset;
+        let batcher = SequenceBatcher::new(dataset, 12);
+        let features = ItemFeatures::none();
+        // The latest history item of every fourth test example, marked as never trained.
+        let mut counts = dataset.train_counts();
+        let examples = dataset.examples(Split::Test);
+        let untrained: Vec<ItemId> = examples
+            .iter()
+            .step_by(4)
+            .filter_map(|e| e.history.last().copied())
+            .collect();
+        for &i in &untrained {
+            counts[i as usize] = 0;
+        }
+        let sizes = DomainId::BOTH.map(|d| dataset.domain(d).len as usize);
+        let catalogue = crate::model::Catalogue::new(sizes, counts).unwrap();
+        let config = ModelConfig {
+            id_dim: 8,
+            max_len: 12,
+            dropout: 0.0,
+            skip_untrained_inputs: true,
+            ..ModelConfig::recommended()
+        };
+        let model = config.init(&catalogue, &features, &device).unwrap();
+        let readable = model.readable_items().unwrap().expect("the switch is on");
+        let shortened = examples
+            .iter()
+            .filter(|e| readable_history(&e.history, Some(&readable)).len() < e.history.len())
+            .count();
+        assert!(shortened >= untrained.len().min(3), "{shortened}");
+        let candidates = Candidates::sample(dataset, Split::Test, Protocol::Abxi, 7, 20).unwrap();
+        let (want, got) =
+            device_and_evaluator(&model, &features, dataset, &candidates, &batcher, 5);
+        for (name, ranks) in &want {
+            let want = DomainMetrics::from_ranks(ranks);
+            assert!((got.domains[name].mrr - want.mrr).abs() < 1e-9, "{name}");
+        }
+        // The same weights reading whole histories rank differently.
+        let mut whole = model.clone();
+        whole.skip_untrained_inputs = false;
+        assert!(whole.readable_items().unwrap().is_none());
+        let (_, all) = device_and_evaluator(&whole, &features, dataset, &candidates, &batcher, 5);
+        assert!(
+            DomainId::BOTH.iter().any(|&d| {
+                let name = &dataset.domain(d).name;
+                (all.domains[name].mrr - got.domains[name].mrr).abs() > 1e-6
+            }),
+            "{all:?} vs {got:?}"
+        );
+        // A recommender reads requests the same way.
+        let with_latest = examples[0].history.clone();
+        let without: Vec<ItemId> = with_latest[..with_latest.len() - 1].to_vec();
+        let top = |m: &LlmEmf, history: &[ItemId]| {
+            crate::recommend::Recommender::new(
+                m.clone(),
+                ItemFeatures::none(),
+                dataset.clone(),
+                &config,
+                &device,
+            )
+            .recommend(history, DomainId::X, 5, crate::recommend::Exclude::Nothing)
+            .unwrap()
+        };
+        assert_eq!(top(&model, &with_latest), top(&model, &without));
+        assert_ne!(top(&whole, &with_latest), top(&whole, &without));
+        // Only models that read items by their ID rows alone may skip them.
+        let text = crate::test_features(&data, &device);
+        let err = config
+            .init(&catalogue, &text, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("skip_untrained_inputs"), "{err}");
+        let titles = ModelConfig {
+            id_text: true,
+            modalities: crate::model::ModalitySwitches {
+                id: true,
+                image: false,
+                text: false,
+            },
+            ..config.clone()
+        };
+        let err = titles
+            .init(&catalogue, &text, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("skip_untrained_inputs"), "{err}");
+        // A history left whole is borrowed, not copied.
+        let kept = readable_history(&[0, 1], Some(&[true, true, false]));
+        assert!(matches!(kept, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            readable_history(&[0, 2, 1], Some(&[true, true, false])).as_ref(),
+            &[0, 1]
+        );
     }
 
     #[test]

@@ -189,6 +189,17 @@ pub struct ModelConfig {
     /// the answer). Frozen feature rows are unit vectors either way. Default `cosine`.
     #[serde(default)]
     pub head: Head,
+    /// For models that read items by their learned ID rows alone (no title rows, no image or
+    /// text modality): at inference, the histories the encoders read leave out the items that
+    /// had no interaction in the training sequences. Such an item's row was never trained as an
+    /// input (a row `train.fit_unseen_rows` draws is there to rank the item as a candidate),
+    /// so read as a user's latest item it is noise; left out, the query is that of the history
+    /// before it. Training is unchanged (its sequences hold trained items only). Validation
+    /// histories hold training items only, so the validation split cannot measure it; a test
+    /// history ends with the validation target, which on Food-Kitchen was never seen in
+    /// training for about 6% of the users. Default false.
+    #[serde(default)]
+    pub skip_untrained_inputs: bool,
 }
 
 /// How the heads score a query against an output row ([`ModelConfig::head`]).
@@ -267,6 +278,7 @@ impl Default for ModelConfig {
             unseen_row: false,
             loss_average: LossAverage::Transition,
             head: Head::Cosine,
+            skip_untrained_inputs: false,
         }
     }
 }

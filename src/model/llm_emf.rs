@@ -15,7 +15,7 @@ use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
 use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig, UnseenRowDraw};
 use crate::data::batcher::{Packed, SubSequence, SubSequenceBatch};
-use crate::data::{Dataset, DomainId};
+use crate::data::{Dataset, DomainId, ItemId};
 use crate::error::{Error, Result};
 
 /// The LLM-EMF model. Build it with [`ModelConfig::init`] (or [`LlmEmf::new`] for a dataset).
@@ -65,6 +65,9 @@ pub struct LlmEmf {
     pub shared_encoders: bool,
     /// Whether the heads are inner products (`ModelConfig::head = "dot"`) instead of cosines.
     pub dot_heads: bool,
+    /// Whether the histories read at inference leave out the items never seen in training
+    /// (`ModelConfig::skip_untrained_inputs`).
+    pub skip_untrained_inputs: bool,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -137,6 +140,17 @@ impl ModelConfig {
         if dims.iter().all(Option::is_none) {
             return Err(Error::Config(
                 "model: no modality left: switch the ID modality on or give image/text features"
+                    .into(),
+            ));
+        }
+        if config.skip_untrained_inputs
+            && (dims[0].is_none()
+                || dims[1].is_some()
+                || dims[2].is_some()
+                || (config.id_text && text_dim.is_some()))
+        {
+            return Err(Error::Config(
+                "model: skip_untrained_inputs is for models that read items by their learned ID rows alone (an item's title or features say something about it even when training never saw it): switch it off, or the image and text modalities and id_text"
                     .into(),
             ));
         }
@@ -213,6 +227,7 @@ impl ModelConfig {
             cross_domain_targets: config.cross_domain_targets,
             shared_encoders,
             dot_heads: config.head == Head::Dot,
+            skip_untrained_inputs: config.skip_untrained_inputs,
         })
     }
 }
@@ -323,6 +338,26 @@ impl LlmEmf {
                     .into(),
             )
         })
+    }
+
+    /// Which items a history read at inference keeps (global item order): `None` when it
+    /// keeps every item, else whether each item had an interaction in the training sequences
+    /// (`ModelConfig::skip_untrained_inputs`). Read once per evaluation or server; apply it
+    /// with [`readable_history`].
+    pub fn readable_items(&self) -> Result<Option<Vec<bool>>> {
+        if !self.skip_untrained_inputs {
+            return Ok(None);
+        }
+        let table = self.items.as_ref().ok_or_else(|| {
+            Error::Config("model: skip_untrained_inputs needs the ID table".into())
+        })?;
+        let counts = table
+            .train_log_counts
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("training counts: {e:?}")))?;
+        Ok(Some(counts.iter().map(|&c| c > 0.0).collect()))
     }
 
     /// Whether the ID rows include the mapped titles (`ModelConfig::id_text` with text
@@ -590,4 +625,28 @@ impl LlmEmf {
 pub fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).add_scalar(1e-12).sqrt();
     x / norm
+}
+
+/// A history as the encoders read it: the items `readable` keeps ([`LlmEmf::readable_items`]),
+/// in their order; borrowed unchanged when every item is kept. An item outside `readable` is
+/// kept (the caller checks ids against its catalogue).
+pub fn readable_history<'a>(
+    history: &'a [ItemId],
+    readable: Option<&[bool]>,
+) -> std::borrow::Cow<'a, [ItemId]> {
+    match readable {
+        Some(keep)
+            if history
+                .iter()
+                .any(|&i| keep.get(i as usize) == Some(&false)) =>
+        {
+            history
+                .iter()
+                .copied()
+                .filter(|&i| keep.get(i as usize) != Some(&false))
+                .collect::<Vec<_>>()
+                .into()
+        }
+        _ => history.into(),
+    }
 }

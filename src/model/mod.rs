@@ -72,6 +72,6 @@ pub use fusion::{ModalityFusion, ModalityFusionConfig};
 pub use items::{
     Catalogue, ItemFeatures, ItemTable, ItemTableConfig, TRAINED_ROW_DONORS, UnseenRowDraw,
 };
-pub use llm_emf::{LlmEmf, l2_normalise};
+pub use llm_emf::{LlmEmf, l2_normalise, readable_history};
 pub use loss::{DomainNegatives, TrainHidden};
 pub use score::{ScoreQueries, ScoreSettings};

@@ -14,7 +14,7 @@ use crate::data::{Candidates, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, evaluate};
 use crate::model::host::HostParts;
-use crate::model::{ItemFeatures, LlmEmf};
+use crate::model::{ItemFeatures, LlmEmf, readable_history};
 use crate::train::checkpoint::load_best_model;
 use crate::train::{ExperimentConfig, LoadedData, RunPaths};
 
@@ -342,6 +342,8 @@ pub struct Recommender {
     /// Items added after training ([`Recommender::add_items`]), per domain in the order of
     /// their columns after the domain's catalogue items, with their global ids.
     added: [Vec<(ItemId, NewItem)>; 2],
+    /// The items a history read by the encoders keeps ([`LlmEmf::readable_items`]).
+    readable: Option<Vec<bool>>,
     device: Device,
 }
 
@@ -402,6 +404,9 @@ impl Recommender {
         });
         let scales = model.temperatures().map(|tau| 1.0 / tau);
         let batcher = config.batcher(&dataset);
+        // Reading the training counts back fails on no backend (an f32 vector); were it to,
+        // histories would be read whole.
+        let readable = model.readable_items().ok().flatten();
         Self {
             model,
             features,
@@ -411,6 +416,7 @@ impl Recommender {
             batcher,
             dataset,
             added: [Vec::new(), Vec::new()],
+            readable,
             device: device.clone(),
         }
     }
@@ -455,10 +461,13 @@ impl Recommender {
             if idx.is_empty() {
                 continue;
             }
-            let histories: Vec<&[ItemId]> = idx
+            // The encoders' view of each history; the whole history still decides what is
+            // excluded from the answer.
+            let read: Vec<std::borrow::Cow<[ItemId]>> = idx
                 .iter()
-                .map(|&i| requests[i].history.as_slice())
+                .map(|&i| readable_history(&requests[i].history, self.readable.as_deref()))
                 .collect();
+            let histories: Vec<&[ItemId]> = read.iter().map(|h| h.as_ref()).collect();
             let plan = self.batcher.plan_histories(&histories);
             let inputs = plan.inputs.clone().map(|p| p.to_tensors(&self.device));
             let host_ready = self

@@ -110,6 +110,7 @@ impl ExperimentConfig {
                 c.train.parallel_shards = 1;
                 c.train.fit_unseen_rows = true;
                 c.train.fit_row_shrinkage = true;
+                c.model.skip_untrained_inputs = true;
                 c
             }
             Preset::Titles => {
@@ -119,8 +120,10 @@ impl ExperimentConfig {
                 c.model.id_row_init = 0.1;
                 c.train.optimizer = Optimizer::AdamW { weight_decay: 0.01 };
                 c.train.fit_row_shrinkage = true;
-                // The title rows place the items never seen in training instead.
+                // The title rows place the items never seen in training instead, as
+                // candidates and as inputs.
                 c.train.fit_unseen_rows = false;
+                c.model.skip_untrained_inputs = false;
                 c
             }
         }
