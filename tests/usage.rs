@@ -14,7 +14,9 @@ use llm_emf::recommend::{Exclude, Recommendation, Recommender, Request, TrainedR
 use llm_emf::report::{Group, write_report};
 use llm_emf::train::archive_experiment;
 use llm_emf::train::experiment::run_experiment;
-use llm_emf::train::{ExperimentConfig, HoldOut, Objective, Preset, RunFits, fit_run, train};
+use llm_emf::train::{
+    ExperimentConfig, HoldOut, Objective, Preset, RunFits, fit_run, rescore_run, train,
+};
 
 /// Burn's weight initialisation draws from a process-wide generator: trainings whose results
 /// are compared take turns.
@@ -231,6 +233,37 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
     };
     let err = fit_run(dir.path(), &device, none).unwrap_err().to_string();
     assert!(err.contains("no fit asked for"), "{err}");
+
+    // Scored again under its config as it stands: the metrics follow the config, the weights
+    // and the fit records stay.
+    let results = dir.path().join("results.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap()
+    };
+    let before = read();
+    let weights = std::fs::read(dir.path().join("model.bpk")).unwrap();
+    let same = rescore_run(dir.path(), &device).unwrap();
+    assert_eq!(read()["test"]["domains"], before["test"]["domains"]);
+    assert_eq!(
+        same.row_shrinkage_fit.is_some(),
+        !before["row_shrinkage_fit"].is_null()
+    );
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["eval"]["protocol"] = "full".into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let full = rescore_run(dir.path(), &device).unwrap();
+    assert_eq!(full.test.protocol, llm_emf::data::Protocol::Full);
+    let after = read();
+    assert_eq!(after["test"]["protocol"], "full");
+    assert_ne!(after["test"]["domains"], before["test"]["domains"]);
+    assert_eq!(after["row_shrinkage_fit"], before["row_shrinkage_fit"]);
+    assert_eq!(after["epochs"], before["epochs"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("model.bpk")).unwrap(),
+        weights
+    );
 }
 
 #[test]

@@ -619,9 +619,26 @@ pub struct RunFits {
 /// a run whose rows an earlier fit replaced starts from the initial draw (the rows as trained
 /// are gone; [`fit_unseen_rows`] judges the draws against the rows it starts from).
 pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainReport> {
+    refit_run(run_dir, device, fits, false)
+}
+
+/// Scores a finished run's best model again on both splits, under its `config.json` as it
+/// stands, and rewrites the metrics of its `results.json` (the weights, the training fields
+/// and the fit records are kept): for a setting that acts at inference only, such as
+/// `model.skip_untrained_inputs`, set on a run trained without it.
+pub fn rescore_run(run_dir: &Path, device: &Device) -> Result<TrainReport> {
+    let none = RunFits {
+        weights: false,
+        row_shrinkage: false,
+        unseen_rows: false,
+    };
+    refit_run(run_dir, device, none, true)
+}
+
+fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> Result<TrainReport> {
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
-    if !(fits.weights || fits.row_shrinkage || fits.unseen_rows) {
+    if !rescore && !(fits.weights || fits.row_shrinkage || fits.unseen_rows) {
         return Err(Error::Config(format!(
             "{}: no fit asked for",
             run_dir.display()
@@ -685,7 +702,9 @@ pub fn fit_run(run_dir: &Path, device: &Device, fits: RunFits) -> Result<TrainRe
     if fits.row_shrinkage {
         report.row_shrinkage_fit = Some(fit_row_shrinkage(&mut model, validate, names)?);
     }
-    save_model(&model, &paths.best_model())?;
+    if !rescore {
+        save_model(&model, &paths.best_model())?;
+    }
     report.valid = validate(&model)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;

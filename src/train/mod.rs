@@ -24,7 +24,7 @@ pub use config::{
 };
 pub use fit::{
     DomainWeightFit, ModalityWeightFit, RowShrinkageFit, RunFits, feature_share, fit_run,
-    merged_share,
+    merged_share, rescore_run,
 };
 pub use log::EpochLog;
 pub use step::StepProfile;

@@ -184,6 +184,19 @@ pub(crate) enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Score finished runs again on both splits under their config.json as it stands and
+    /// rewrite the metrics of their results.json (weights and fit records kept): for a setting
+    /// that acts at inference only, such as `model.skip_untrained_inputs`, set on a run
+    /// trained without it; an experiment folder's summary is rewritten by re-running
+    /// `experiment`
+    Rescore {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Device: cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Tables and charts (SVG) of one or more runs or experiments.
     Report {
         /// Run folders or experiment folders, each optionally as LABEL=PATH.

@@ -195,6 +195,25 @@ fn run(cli: Cli) -> Result<()> {
                 a.dest.display()
             );
         }
+        Command::Rescore { runs, device } => {
+            let device = backend::device(&device)?;
+            for run in runs {
+                let report = llm_emf::train::rescore_run(&run, &device)?;
+                let mrr = |e: &llm_emf::eval::Evaluation| {
+                    e.domains
+                        .iter()
+                        .map(|(name, m)| format!("{name} {:.2}", 100.0 * m.mrr))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "{}: valid MRR {}; test MRR {}",
+                    run.display(),
+                    mrr(&report.valid),
+                    mrr(&report.test)
+                );
+            }
+        }
         Command::FitWeights {
             runs,
             rows,
