@@ -638,7 +638,7 @@ pub fn rescore_run(run_dir: &Path, device: &Device) -> Result<TrainReport> {
 fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> Result<TrainReport> {
     let paths = RunPaths::new(run_dir);
     let mut report: TrainReport = crate::io::read_json(&paths.results())?;
-    if !rescore && !(fits.weights || fits.row_shrinkage || fits.unseen_rows) {
+    if !(rescore || fits.weights || fits.row_shrinkage || fits.unseen_rows) {
         return Err(Error::Config(format!(
             "{}: no fit asked for",
             run_dir.display()
