@@ -138,9 +138,10 @@ impl LlmEmf {
         Ok(Tensor::from_data(TensorData::new(values, [b, n]), &device))
     }
 
-    /// The L2-normalised output tables of `domain`, one per modality (`None` for modalities
-    /// the model does not use): what [`Self::stacked_logits`] reads. They depend on the model
-    /// only, so a server computes them once.
+    /// The output tables of `domain` as the heads read them (unit ID rows under cosine heads),
+    /// one per modality (`None` for modalities the model does not use): what
+    /// [`Self::stacked_logits`] reads. They depend on the model only, so a server computes
+    /// them once.
     ///
     /// # Shapes
     /// - each: `[n_domain, width]`
@@ -151,8 +152,8 @@ impl LlmEmf {
 
     /// The queries of the Eq. 11 score, before any item is scored: per sub-sequence with a
     /// positive weight, its weight and whether each row has an item of it; per modality, its
-    /// weight and the L2-normalised queries of every such sub-sequence. A server scores them
-    /// against its own copy of the output tables ([`Self::heads`]).
+    /// weight and the queries (as the heads read them) of every such sub-sequence. A server
+    /// scores them against its own copy of the output tables ([`Self::heads`]).
     ///
     /// # Shapes
     /// - each queries tensor `[parts * batch, width]`, sub-sequence-major (rows `k * batch ..
@@ -225,9 +226,9 @@ impl LlmEmf {
             .collect()
     }
 
-    /// The L2-normalised query of the last position of one sub-sequence and modality, as
-    /// [`Self::score_queries`] stacks them; `None` when the model has no encoder for that
-    /// pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
+    /// The query (as the heads read it: L2-normalised, or scaled under dot heads) of the last
+    /// position of one sub-sequence and modality, as [`Self::score_queries`] stacks them;
+    /// `None` when the model has no encoder for that pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
     ///
     /// # Shapes
     /// - output `[batch, width]`
