@@ -491,12 +491,7 @@ impl ItemTable {
         draw.validate()?;
         let device = self.rows.weight.device();
         let [n, q] = self.rows.weight.dims();
-        let log_counts = self
-            .train_log_counts
-            .to_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("training counts: {e:?}")))?;
+        let log_counts = self.host_log_counts()?;
         let mut values = self
             .rows
             .weight
@@ -518,6 +513,16 @@ impl ItemTable {
         self.rows.weight =
             Param::from_tensor(Tensor::from_data(TensorData::new(values, [n, q]), &device));
         Ok(drawn)
+    }
+
+    /// `ln(1 + c_i)` of every item's training count `c_i`, read back to the host (global item
+    /// order; 0 for an item never seen in training).
+    pub fn host_log_counts(&self) -> Result<Vec<f32>> {
+        self.train_log_counts
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("training counts: {e:?}")))
     }
 
     /// The new rows of domain `d`'s items never seen in training, drawn as `draw` says from

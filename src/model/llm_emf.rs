@@ -351,12 +351,7 @@ impl LlmEmf {
         let table = self.items.as_ref().ok_or_else(|| {
             Error::Config("model: skip_untrained_inputs needs the ID table".into())
         })?;
-        let counts = table
-            .train_log_counts
-            .to_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("training counts: {e:?}")))?;
+        let counts = table.host_log_counts()?;
         Ok(Some(counts.iter().map(|&c| c > 0.0).collect()))
     }
 

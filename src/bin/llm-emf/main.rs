@@ -109,6 +109,15 @@ fn embed_request(
     })
 }
 
+/// Each domain's MRR of an evaluation, in %, on one line: "Food 18.84, Kitchen 13.47".
+fn mrr_line(e: &llm_emf::eval::Evaluation) -> String {
+    e.domains
+        .iter()
+        .map(|(name, m)| format!("{name} {:.2}", 100.0 * m.mrr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::InvalidInput(format!("serialising output: {e}")))?;
@@ -199,18 +208,11 @@ fn run(cli: Cli) -> Result<()> {
             let device = backend::device(&device)?;
             for run in runs {
                 let report = llm_emf::train::rescore_run(&run, &device)?;
-                let mrr = |e: &llm_emf::eval::Evaluation| {
-                    e.domains
-                        .iter()
-                        .map(|(name, m)| format!("{name} {:.2}", 100.0 * m.mrr))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 println!(
                     "{}: valid MRR {}; test MRR {}",
                     run.display(),
-                    mrr(&report.valid),
-                    mrr(&report.test)
+                    mrr_line(&report.valid),
+                    mrr_line(&report.test)
                 );
             }
         }
@@ -229,13 +231,6 @@ fn run(cli: Cli) -> Result<()> {
             };
             for run in runs {
                 let report = llm_emf::train::fit_run(&run, &device, fits)?;
-                let mrr = |e: &llm_emf::eval::Evaluation| {
-                    e.domains
-                        .iter()
-                        .map(|(name, m)| format!("{name} {:.2}", 100.0 * m.mrr))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 let mut fitted = Vec::new();
                 if let Some(fit) = report
                     .modality_weight_fit
@@ -266,8 +261,8 @@ fn run(cli: Cli) -> Result<()> {
                     "{}: {}; valid MRR {}; test MRR {}",
                     run.display(),
                     fitted.join("; "),
-                    mrr(&report.valid),
-                    mrr(&report.test)
+                    mrr_line(&report.valid),
+                    mrr_line(&report.test)
                 );
             }
         }
