@@ -267,6 +267,112 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
 }
 
 #[test]
+fn title_rows_get_fresh_unseen_rows_only_where_the_shrinkage_leaves_rows_whole() {
+    use llm_emf::data::Candidates;
+    use llm_emf::eval::evaluate;
+    use llm_emf::model::LlmEmf;
+    use llm_emf::train::fit::{make_fits, unseen_row_domains, unseen_row_draws};
+
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(Preset::Recommended, 2);
+    cfg.model.id_text = true;
+    let run = train_and_load(dir.path(), &cfg);
+    let device = backend::from_env().unwrap();
+    let dataset = &run.data.dataset;
+    let features = run.data.features(&device).unwrap();
+    let batcher = run.config.model.batcher(dataset);
+    let ec = &run.config.eval;
+    let candidates =
+        Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives).unwrap();
+    let validate = |m: &LlmEmf| {
+        evaluate(
+            m,
+            &features,
+            dataset,
+            Split::Valid,
+            &candidates,
+            &batcher,
+            ec.batch_size,
+            &device,
+        )
+    };
+    let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    let counts = dataset.train_counts();
+    let never_seen = DomainId::BOTH.map(|d| {
+        dataset
+            .domain(d)
+            .items()
+            .filter(|&i| counts[i as usize] == 0)
+            .count()
+    });
+    let rows = |m: &LlmEmf| -> Vec<f32> {
+        let table = m.items.as_ref().unwrap();
+        table.rows.weight.val().into_data().try_to_vec().unwrap()
+    };
+    let q = cfg.model.id_dim;
+    let draws = unseen_row_draws(cfg.model.id_row_init);
+    // X shrinks (its never-seen items are placed by their titles), Y's rows are whole: only
+    // Y's never-seen items get fresh learned parts.
+    let mut model = run.model.clone();
+    model.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+    assert_eq!(unseen_row_domains(&model), [false, true]);
+    let before = rows(&model);
+    let only_unseen = RunFits {
+        weights: false,
+        row_shrinkage: false,
+        unseen_rows: true,
+    };
+    let records = make_fits(&mut model, validate, names, only_unseen, &draws, 1, false).unwrap();
+    let fit = records.unseen_rows.expect("the unseen-row fit");
+    assert_eq!(fit.redrawn, never_seen[1], "{fit:?}");
+    assert_eq!(fit.chosen[0], None, "{fit:?}");
+    assert_eq!(model.row_shrinkage(DomainId::X), Some(2.0));
+    let after = rows(&model);
+    for (i, &count) in counts.iter().enumerate() {
+        let at = i * q..(i + 1) * q;
+        let y_unseen = count == 0 && dataset.domain(DomainId::Y).contains(i as u32);
+        if y_unseen && fit.kept {
+            assert_ne!(
+                before[at.clone()],
+                after[at],
+                "item {i}: a fresh learned part"
+            );
+        } else {
+            assert_eq!(before[at.clone()], after[at], "item {i}: its row stays");
+        }
+    }
+    // With the shrinkage fitted too, the unseen-row fit comes after it and draws in exactly
+    // the domains it left whole.
+    let mut model = run.model.clone();
+    let both = RunFits {
+        row_shrinkage: true,
+        ..only_unseen
+    };
+    let records = make_fits(&mut model, validate, names, both, &draws, 1, false).unwrap();
+    let shrinkage = records.row_shrinkage.expect("the row-shrinkage fit");
+    let whole = shrinkage.chosen.map(|k| k.is_none());
+    assert_eq!(unseen_row_domains(&model), whole);
+    let Some(fit) = records.unseen_rows else {
+        assert_eq!(
+            whole,
+            [false, false],
+            "not made only when both domains shrink"
+        );
+        return;
+    };
+    let expected: usize = (0..2).filter(|&d| whole[d]).map(|d| never_seen[d]).sum();
+    assert_eq!(fit.redrawn, expected, "{shrinkage:?} {fit:?}");
+    for (whole, chosen) in whole.iter().zip(fit.chosen) {
+        assert!(*whole || chosen.is_none(), "{fit:?}");
+    }
+    assert_eq!(
+        DomainId::BOTH.map(|d| model.row_shrinkage(d)),
+        shrinkage.chosen
+    );
+}
+
+#[test]
 fn recommender_errors_name_the_problem() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -859,9 +965,18 @@ fn sub_sequence_weights_fitted_on_validation_are_recorded_saved_and_never_worse(
     if first.redrawn == 0 {
         assert_eq!(first.chosen, [None, None], "{first:?}");
     } else {
-        let joint = choose(&[0, 1]);
+        // One draw for both sets it in the domains that have such items.
+        let counts = data.dataset.train_counts();
+        let joint = DomainId::BOTH.map(|d| {
+            let has_unseen = data
+                .dataset
+                .domain(d)
+                .items()
+                .any(|i| counts[i as usize] == 0);
+            choose(&[0, 1]).filter(|_| has_unseen)
+        });
         assert!(
-            first.chosen == [choose(&[0]), choose(&[1])] || first.chosen == [joint, joint],
+            first.chosen == [choose(&[0]), choose(&[1])] || first.chosen == joint,
             "{first:?}"
         );
     }

@@ -455,11 +455,14 @@ impl ItemTable {
     /// Gives every item never seen in training a fresh learned row, drawn as `draw` says (from
     /// `seed`), in place of the row training left it: a row that was only ever a sampled
     /// negative points away from every history ("never a target") and ranks the item last,
-    /// below a random order; a fresh row gives it a score that says nothing either way.
-    /// Returns how many rows were drawn. An error with title rows (the row shrinkage places
-    /// those items by their titles), with learned unseen-item rows (they stand in for these
-    /// items already) or with a draw whose parameters are out of range. The same as
-    /// [`Self::redraw_domain_unseen_rows`] for each domain.
+    /// below a random order; a fresh row gives it a score that says nothing either way. With
+    /// title rows the drawn row is the learned part, added to the item's mapped title as
+    /// every learned row is (a `Trained` draw matches the trained items' learned parts); it
+    /// shows only in a domain whose rows are used whole, since the row shrinkage drops an
+    /// unseen item's learned part. Returns how many rows were drawn. An error with learned
+    /// unseen-item rows (they stand in for these items already) or with a draw whose
+    /// parameters are out of range. The same as [`Self::redraw_domain_unseen_rows`] for each
+    /// domain.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
         self.redraw_unseen_rows_in(&DomainId::BOTH, draw, seed)
     }
@@ -483,9 +486,9 @@ impl ItemTable {
         draw: UnseenRowDraw,
         seed: u64,
     ) -> Result<usize> {
-        if self.text_map.is_some() || self.unseen.is_some() {
+        if self.unseen.is_some() {
             return Err(Error::Config(
-                "redrawing unseen rows needs plain learned rows: title rows are placed by the row shrinkage, and learned unseen-item rows stand in for these items already".into(),
+                "redrawing unseen rows: the learned unseen-item rows (model.unseen_row) stand in for these items already".into(),
             ));
         }
         draw.validate()?;

@@ -313,7 +313,7 @@ impl LlmEmf {
     }
 
     /// Draws fresh learned rows for the items never seen in training as `draw` says
-    /// ([`ItemTable::redraw_unseen_rows`]); how many. An error without plain learned ID rows.
+    /// ([`ItemTable::redraw_unseen_rows`]); how many. An error without ID rows or with learned unseen-item rows.
     pub fn redraw_unseen_rows(&mut self, draw: UnseenRowDraw, seed: u64) -> Result<usize> {
         self.id_table_to_redraw()?.redraw_unseen_rows(draw, seed)
     }

@@ -259,17 +259,19 @@ pub struct TrainConfig {
     /// Needs ID rows; kept beside the saved model (`model.score.json`). Default false.
     #[serde(default)]
     pub fit_row_shrinkage: bool,
-    /// After training (before the other fits), draw fresh learned rows for the items never
-    /// seen in training ([`crate::model::LlmEmf::redraw_unseen_rows`]) each way of
-    /// `fit::unseen_row_draws` (as at initialisation, at `id_row_init`, and like the domain's
-    /// trained rows, by five weightings of their training counts) and keep the best draw
-    /// validation allows: the never-seen targets' MRR falls in no domain and no domain's MRR
-    /// falls by more than 0.1 points (`fit::UNSEEN_ROWS_MAX_LOSS`); a draw that puts the
-    /// never-seen targets above a random order in every domain comes first, then the draw
-    /// leaning furthest towards popular items (`fit::choose_unseen_draw`), then the mean
-    /// MRR. A row that was only ever a sampled negative ranks its item below a random
-    /// order; a fresh one says nothing either way. Needs plain learned ID rows (no `id_text`,
-    /// no `unseen_row`). Default false.
+    /// After training, draw fresh learned rows for the items never seen in training
+    /// ([`crate::model::LlmEmf::redraw_unseen_rows`]) each way of `fit::unseen_row_draws` (as
+    /// at initialisation, at `id_row_init`, and like the domain's trained rows, by five
+    /// weightings of their training counts) and keep the best draw validation allows: the
+    /// never-seen targets' MRR falls in no domain and no domain's MRR falls by more than 0.1
+    /// points (`fit::UNSEEN_ROWS_MAX_LOSS`); a draw that puts the never-seen targets above a
+    /// random order in every domain comes first, then the draw leaning furthest towards
+    /// popular items (`fit::choose_unseen_draw`), then the mean MRR. A row that was only ever
+    /// a sampled negative ranks its item below a random order; a fresh one says nothing
+    /// either way. With plain learned rows the fit comes before the other fits; with title
+    /// rows (`model.id_text`) after the row shrinkage, in the domains it leaves whole (there
+    /// the drawn row is added to the item's title; a shrunk domain places those items by
+    /// their titles alone). Needs the id modality, without `model.unseen_row`. Default false.
     #[serde(default)]
     pub fit_unseen_rows: bool,
     /// An auxiliary contrastive term over two dropout views of each sequence
@@ -696,11 +698,9 @@ impl ExperimentConfig {
                 "train: fit_row_shrinkage needs ID rows (the id modality): there are no learned rows to shrink".into(),
             ));
         }
-        if t.fit_unseen_rows
-            && (!self.model.modalities.id || self.model.id_text || self.model.unseen_row)
-        {
+        if t.fit_unseen_rows && (!self.model.modalities.id || self.model.unseen_row) {
             return Err(Error::Config(
-                "train: fit_unseen_rows needs plain learned ID rows: the id modality on, without model.id_text (the row shrinkage places those items) and model.unseen_row".into(),
+                "train: fit_unseen_rows needs learned ID rows (the id modality on) without model.unseen_row (its learned unseen-item rows stand in for those items already)".into(),
             ));
         }
         if self.eval.batch_size == 0 || self.eval.negatives == 0 {

@@ -431,12 +431,22 @@ fn unseen_draw_rank(
     Some((above_chance, domains.iter().map(|&d| mrr[d]).sum()))
 }
 
+/// The item domains (X, Y) whose never-seen items' learned rows count in `model`'s scores, and
+/// so may be redrawn by [`fit_unseen_rows`]: every domain for plain learned rows; with title
+/// rows, the domains whose rows are used whole (the row shrinkage drops an unseen item's
+/// learned part and places the item by its title alone).
+pub fn unseen_row_domains(model: &LlmEmf) -> [bool; 2] {
+    let titled = model.has_title_rows();
+    DomainId::BOTH.map(|d| !titled || model.row_shrinkage(d).is_none())
+}
+
 /// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`])
 /// each way in `draws` (from `seed`) and keeps, per item domain, the best on validation
 /// ([`choose_unseen_draw`] on that domain's targets: its items are the candidates there). The
 /// two domains' choices together are validated once more and kept when they pass the same
 /// rule on both domains; otherwise the best single draw for both is kept ([`choose_unseen_draw`]
-/// on both), and without one `model` is left as it was. An error for an empty `draws`.
+/// on both), and without one `model` is left as it was. Only the domains of
+/// [`unseen_row_domains`] are drawn. An error for an empty `draws`.
 pub fn fit_unseen_rows(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
@@ -451,12 +461,13 @@ pub fn fit_unseen_rows(
     let before_mrr = domain_mrrs(&before, domain_names);
     let before_unseen = never_seen_mrrs(&before, domain_names);
     let chance_mrr = domain_names.map(|n| before.chance_mrr.get(n).copied());
+    let eligible = unseen_row_domains(model);
     let mut tried = Vec::new();
     // Rows drawn per domain (the same for every draw).
     let mut redrawn = [0; 2];
     for &draw in draws {
         let mut candidate = model.clone();
-        for d in DomainId::BOTH {
+        for d in DomainId::BOTH.into_iter().filter(|d| eligible[d.index()]) {
             redrawn[d.index()] = candidate.redraw_domain_unseen_rows(d, draw, seed)?;
         }
         let e = validate(&candidate)?;
@@ -502,7 +513,7 @@ pub fn fit_unseen_rows(
         && redrawn.iter().any(|&n| n > 0)
         && let Some(i) = choose(&[0, 1])
     {
-        let chosen = [Some(tried[i].draw); 2];
+        let chosen = redrawn.map(|n| (n > 0).then_some(tried[i].draw));
         let t = &tried[i];
         result = Some((chosen, with(chosen)?, t.mrr, t.unseen_mrr));
     }
@@ -596,7 +607,8 @@ pub(super) fn fit_if<R>(
     Ok(Some(fit))
 }
 
-/// Which validation fits [`fit_run`] makes on a finished run, in this order.
+/// Which validation fits [`make_fits`] (after training) and [`fit_run`] (on a finished run)
+/// make; their order is [`make_fits`]'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunFits {
     /// The score's weights (the feature modalities' share, then the sub-sequence weights,
@@ -604,9 +616,105 @@ pub struct RunFits {
     pub weights: bool,
     /// The learned rows' prior counts, as [`crate::train::TrainConfig::fit_row_shrinkage`].
     pub row_shrinkage: bool,
-    /// Fresh rows for the items never seen in training, first, as
+    /// Fresh rows for the items never seen in training, as
     /// [`crate::train::TrainConfig::fit_unseen_rows`].
     pub unseen_rows: bool,
+}
+
+/// What the fits of [`make_fits`] found, each `None` where it was not made.
+#[derive(Debug, Clone, Default)]
+pub struct FitRecords {
+    /// The unseen-row fit.
+    pub unseen_rows: Option<UnseenRowFit>,
+    /// The modality-weight fit (models with a feature modality beside the IDs).
+    pub modality_weights: Option<ModalityWeightFit>,
+    /// The sub-sequence-weight fit.
+    pub domain_weights: Option<DomainWeightFit>,
+    /// The row-shrinkage fit.
+    pub row_shrinkage: Option<RowShrinkageFit>,
+}
+
+impl FitRecords {
+    /// Whether a fit changed something the saved model holds (weights, rows, prior counts).
+    pub fn changed_model(&self) -> bool {
+        self.modality_weights.is_some()
+            || self.domain_weights.is_some()
+            || self.row_shrinkage.is_some()
+            || self.unseen_rows.as_ref().is_some_and(|f| f.kept)
+    }
+}
+
+/// Makes the validation fits `fits` names on a trained `model`, in the order that lets each
+/// build on the last, and says what each chose when `verbose`. Plain learned rows: the
+/// never-seen items' fresh rows first (the row shrinkage then leaves them as drawn), the
+/// score's weights, the row shrinkage. Title rows: the score's weights, the row shrinkage,
+/// then the fresh rows, drawn in the domains the shrinkage left whole
+/// ([`unseen_row_domains`]; a domain it shrinks places those items by their titles), and not
+/// made when it shrinks both. `draws` and `seed` are the unseen-row fit's
+/// ([`unseen_row_draws`], the training seed).
+pub fn make_fits(
+    model: &mut LlmEmf,
+    mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
+    domain_names: [&str; 2],
+    fits: RunFits,
+    draws: &[UnseenRowDraw],
+    seed: u64,
+    verbose: bool,
+) -> Result<FitRecords> {
+    let mut records = FitRecords::default();
+    let unseen_first = !model.has_title_rows();
+    let unseen = |model: &mut LlmEmf, validate: &mut dyn FnMut(&LlmEmf) -> Result<Evaluation>| {
+        // Not made where no domain's never-seen rows count (title rows shrunk in both).
+        let any = unseen_row_domains(model).contains(&true);
+        if fits.unseen_rows && !any && verbose {
+            tracing::info!(
+                "no fresh rows for the items never seen in training: the row shrinkage places them by their titles in both domains"
+            );
+        }
+        fit_if(
+            fits.unseen_rows && any,
+            verbose,
+            || fit_unseen_rows(model, validate, domain_names, draws, seed),
+            describe_unseen_row_fit,
+        )
+    };
+    if unseen_first {
+        records.unseen_rows = unseen(model, &mut validate)?;
+    }
+    if fits.weights {
+        (records.modality_weights, records.domain_weights) =
+            fit_score_weights(model, &mut validate, domain_names)?;
+        if verbose {
+            if let Some(fit) = &records.modality_weights {
+                tracing::info!(
+                    "modality weights (id, image, text) fitted on validation: {:?}",
+                    fit.chosen
+                );
+            }
+            if let Some(fit) = &records.domain_weights {
+                tracing::info!(
+                    "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
+                    fit.chosen[0],
+                    fit.chosen[1]
+                );
+            }
+        }
+    }
+    records.row_shrinkage = fit_if(
+        fits.row_shrinkage,
+        verbose,
+        || fit_row_shrinkage(model, &mut validate, domain_names),
+        |fit| {
+            format!(
+                "prior counts of the learned rows (X, Y) fitted on validation: {:?}",
+                fit.chosen
+            )
+        },
+    )?;
+    if !unseen_first {
+        records.unseen_rows = unseen(model, &mut validate)?;
+    }
+    Ok(records)
 }
 
 /// Makes the validation fits `fits` names on the finished run in `run_dir`, as the train
@@ -683,24 +791,33 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
     let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
+    let draws = unseen_row_draws(config.model.id_row_init);
+    if fits.unseen_rows && report.unseen_row_fit.is_some() {
+        // An earlier fit replaced the rows as trained: the reference the draws are judged
+        // against is the initial draw instead (like those rows, it carries no training
+        // signal), so a refit does not depend on which draw was kept before.
+        model.redraw_unseen_rows(draws[0], config.train.seed)?;
+    }
+    let asked = RunFits { weights, ..fits };
+    let records = make_fits(
+        &mut model,
+        validate,
+        names,
+        asked,
+        &draws,
+        config.train.seed,
+        false,
+    )
+    .map_err(|e| Error::Config(format!("{}: {e}", run_dir.display())))?;
     if fits.unseen_rows {
-        let draws = unseen_row_draws(config.model.id_row_init);
-        if report.unseen_row_fit.is_some() {
-            // An earlier fit replaced the rows as trained: the reference the draws are
-            // judged against is the initial draw instead (like those rows, it carries no
-            // training signal), so a refit does not depend on which draw was kept before.
-            model.redraw_unseen_rows(draws[0], config.train.seed)?;
-        }
-        let fit = fit_unseen_rows(&mut model, validate, names, &draws, config.train.seed)
-            .map_err(|e| Error::Config(format!("{}: {e}", run_dir.display())))?;
-        report.unseen_row_fit = Some(fit);
+        report.unseen_row_fit = records.unseen_rows;
     }
     if weights {
         (report.modality_weight_fit, report.domain_weight_fit) =
-            fit_score_weights(&mut model, validate, names)?;
+            (records.modality_weights, records.domain_weights);
     }
     if fits.row_shrinkage {
-        report.row_shrinkage_fit = Some(fit_row_shrinkage(&mut model, validate, names)?);
+        report.row_shrinkage_fit = records.row_shrinkage;
     }
     if !rescore {
         save_model(&model, &paths.best_model())?;

@@ -33,8 +33,10 @@ pub enum Preset {
     /// value its title rows were measured with) with each item's title
     /// vector mapped into its ID row (`model.id_text`, rows started at the title,
     /// `id_row_init` 0.1) and the learned rows shrunk towards their titles instead, by a prior
-    /// count chosen on validation (`train.fit_row_shrinkage`). Needs `features.text` (title vectors
-    /// from `llm-emf embed --text-encoder minilm`).
+    /// count chosen on validation (`train.fit_row_shrinkage`, per domain where the two domains
+    /// disagree); in a domain kept whole, the never-seen items' learned parts drawn afresh as
+    /// validation allows (`train.fit_unseen_rows`). Needs `features.text` (title vectors from
+    /// `llm-emf embed --text-encoder minilm`).
     Titles,
 }
 
@@ -120,9 +122,11 @@ impl ExperimentConfig {
                 c.model.id_row_init = 0.1;
                 c.train.optimizer = Optimizer::AdamW { weight_decay: 0.01 };
                 c.train.fit_row_shrinkage = true;
-                // The title rows place the items never seen in training instead, as
-                // candidates and as inputs.
-                c.train.fit_unseen_rows = false;
+                // The title rows place the items never seen in training as inputs; as
+                // candidates too where the shrinkage is chosen, and where validation keeps a
+                // domain's rows whole, their learned parts are drawn afresh (after the
+                // shrinkage fit; kept only as validation allows).
+                c.train.fit_unseen_rows = true;
                 c.model.skip_untrained_inputs = false;
                 c
             }

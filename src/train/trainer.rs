@@ -19,8 +19,8 @@ use super::checkpoint::{
 use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer, TrainConfig};
 use super::epoch::{EpochPlan, run_epoch};
 use super::fit::{
-    DomainWeightFit, ModalityWeightFit, RowShrinkageFit, UnseenRowFit, describe_unseen_row_fit,
-    fit_if, fit_row_shrinkage, fit_score_weights, fit_unseen_rows, unseen_row_draws,
+    DomainWeightFit, ModalityWeightFit, RowShrinkageFit, RunFits, UnseenRowFit, make_fits,
+    unseen_row_draws,
 };
 use super::log::EpochLog;
 use super::sampler::NegativeSampler;
@@ -81,11 +81,12 @@ pub struct TrainReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modality_weight_fit: Option<ModalityWeightFit>,
     /// The validation fit of the learned rows' prior counts (`TrainConfig::fit_row_shrinkage`),
-    /// after the other fits.
+    /// after the score's weights (`fit::make_fits` gives the order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_shrinkage_fit: Option<RowShrinkageFit>,
     /// The validation check of fresh rows for the items never seen in training
-    /// (`TrainConfig::fit_unseen_rows`), before the other fits.
+    /// (`TrainConfig::fit_unseen_rows`): first with plain learned rows, last with title rows
+    /// (`fit::make_fits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_row_fit: Option<UnseenRowFit>,
 }
@@ -288,63 +289,22 @@ pub fn train(
     // Test the best model, its sub-sequence weights first fitted on validation when asked.
     let mut best = load_best_model(&config.model, data, &features, &paths.best_model(), device)?;
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-    let unseen_row_fit = fit_if(
-        tc.fit_unseen_rows,
-        options.verbose,
-        || {
-            fit_unseen_rows(
-                &mut best,
-                |m| evaluate_on(m, Split::Valid, &valid_candidates),
-                names,
-                &unseen_row_draws(config.model.id_row_init),
-                tc.seed,
-            )
-        },
-        describe_unseen_row_fit,
-    )?;
-    let (modality_weight_fit, domain_weight_fit) = if tc.fit_domain_weights {
-        let fits = fit_score_weights(
-            &mut best,
-            |m| evaluate_on(m, Split::Valid, &valid_candidates),
-            names,
-        )?;
-        if options.verbose {
-            if let Some(fit) = &fits.0 {
-                tracing::info!(
-                    "modality weights (id, image, text) fitted on validation: {:?}",
-                    fit.chosen
-                );
-            }
-            if let Some(fit) = &fits.1 {
-                tracing::info!(
-                    "sub-sequence weights fitted on validation: target X {:?}, target Y {:?}",
-                    fit.chosen[0],
-                    fit.chosen[1]
-                );
-            }
-        }
-        fits
-    } else {
-        (None, None)
+    let fits = RunFits {
+        weights: tc.fit_domain_weights,
+        row_shrinkage: tc.fit_row_shrinkage,
+        unseen_rows: tc.fit_unseen_rows,
     };
-    let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
-    let row_shrinkage_fit = fit_if(
-        tc.fit_row_shrinkage,
+    let records = make_fits(
+        &mut best,
+        |m| evaluate_on(m, Split::Valid, &valid_candidates),
+        names,
+        fits,
+        &unseen_row_draws(config.model.id_row_init),
+        tc.seed,
         options.verbose,
-        || fit_row_shrinkage(&mut best, validate, names),
-        |fit| {
-            format!(
-                "prior counts of the learned rows (X, Y) fitted on validation: {:?}",
-                fit.chosen
-            )
-        },
     )?;
     // The best model saved once with whatever the fits changed.
-    if modality_weight_fit.is_some()
-        || domain_weight_fit.is_some()
-        || row_shrinkage_fit.is_some()
-        || unseen_row_fit.as_ref().is_some_and(|f| f.kept)
-    {
+    if records.changed_model() {
         save_model(&best, &paths.best_model())?;
     }
     let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
@@ -363,10 +323,10 @@ pub fn train(
             throughput.iter().sum::<f64>() / throughput.len() as f64
         },
         parameters,
-        domain_weight_fit,
-        modality_weight_fit,
-        row_shrinkage_fit,
-        unseen_row_fit,
+        domain_weight_fit: records.domain_weights,
+        modality_weight_fit: records.modality_weights,
+        row_shrinkage_fit: records.row_shrinkage,
+        unseen_row_fit: records.unseen_rows,
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)

@@ -170,11 +170,12 @@ pub(crate) enum Command {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
         /// Also fit the prior count of the learned ID rows (what `train.fit_row_shrinkage`
-        /// does after training; models with title rows).
+        /// does after training).
         #[arg(long)]
         rows: bool,
         /// Also draw fresh rows for the items never seen in training, kept when validation
-        /// allows (what `train.fit_unseen_rows` does after training; models with plain ID rows).
+        /// allows (what `train.fit_unseen_rows` does after training: with title rows, after
+        /// the row shrinkage, in the domains it leaves whole).
         #[arg(long)]
         unseen_rows: bool,
         /// Leave the score's weights as they are (fit only what --rows / --unseen-rows ask).

@@ -495,18 +495,65 @@ fn redrawing_unseen_rows_replaces_only_the_rows_of_untrained_items() {
     for i in (0..n).step_by(4) {
         assert_eq!(after[i * q..(i + 1) * q], redrawn[i * q..(i + 1) * q]);
     }
-    // Title rows and learned unseen-item rows refuse; so do a bad scale and no ID rows.
+    // With title rows the learned part is drawn: an unseen item's row is the new learned row
+    // plus its mapped title where the domain's rows are whole; where the domain shrinks, the
+    // title alone, as before the draw.
     let titled = ModelConfig {
         id_text: true,
         ..config.clone()
     };
     let feats = features(&s, &device);
     let mut m = titled.init(&catalogue, &feats, &device).unwrap();
+    m.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+    let shrunk_before: Vec<f32> = all_rows(&m, &feats).into_data().try_to_vec().unwrap();
+    let before = learned_rows(&m);
+    assert_eq!(
+        m.redraw_unseen_rows(UnseenRowDraw::Initial { scale: 0.5 }, 7)
+            .unwrap(),
+        n.div_ceil(4)
+    );
+    let after = learned_rows(&m);
+    let rows: Vec<f32> = all_rows(&m, &feats).into_data().try_to_vec().unwrap();
+    let titles: Vec<f32> = mapped_titles(&m, &feats).into_data().try_to_vec().unwrap();
+    for i in 0..n {
+        let at = i * q..(i + 1) * q;
+        if i % 4 != 0 {
+            assert_eq!(
+                before[at.clone()],
+                after[at.clone()],
+                "item {i} was trained"
+            );
+        } else if i < sizes[0] {
+            assert_eq!(
+                rows[at.clone()],
+                shrunk_before[at.clone()],
+                "item {i}: X shrinks"
+            );
+            assert_eq!(rows[at.clone()], titles[at], "item {i}: its title alone");
+        } else {
+            for ((r, l), t) in rows[at.clone()]
+                .iter()
+                .zip(&after[at.clone()])
+                .zip(&titles[at])
+            {
+                assert!((r - (l + t)).abs() < 1e-5, "item {i}: drawn row + title");
+            }
+        }
+    }
+    // Learned unseen-item rows refuse; so do a bad scale and no ID rows.
+    let with_unseen_row = ModelConfig {
+        unseen_row: true,
+        id_row_dropout: 0.1,
+        ..config.clone()
+    };
+    let mut m = with_unseen_row
+        .init(&catalogue, &ItemFeatures::none(), &device)
+        .unwrap();
     let err = m
         .redraw_unseen_rows(UnseenRowDraw::Initial { scale: 1.0 }, 1)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("title rows"), "{err}");
+    assert!(err.contains("unseen_row"), "{err}");
     let mut m = config
         .init(&catalogue, &ItemFeatures::none(), &device)
         .unwrap();
