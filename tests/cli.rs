@@ -149,6 +149,27 @@ fn train_evaluate_recommend_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A rescored run prints its validation MRR; the test MRR only when asked for.
+    let rescore = |extra: &[&str]| {
+        let out = bin().arg("rescore").arg(&run).args(extra).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let quiet = rescore(&[]);
+    assert!(
+        quiet.contains("valid MRR") && !quiet.contains("test MRR"),
+        "{quiet}"
+    );
+    let asked = rescore(&["--test"]);
+    assert!(
+        asked.contains("valid MRR") && asked.contains("test MRR"),
+        "{asked}"
+    );
+
     let cands = dir.path().join("cands.bin");
     let out = bin()
         .args([

@@ -189,6 +189,18 @@ pub struct ModelConfig {
     /// the answer). Frozen feature rows are unit vectors either way. Default `cosine`.
     #[serde(default)]
     pub head: Head,
+    /// Whether the row shrinkage (`train.fit_row_shrinkage`) applies to the rows the encoders
+    /// read as well as to the candidates' rows. `false`: a history's items are read with the
+    /// rows training gave them, except that an item never seen in training is read by its
+    /// title alone in a domain with title rows that shrinks (its learned part was only ever a
+    /// sampled negative's, never an input's); without title rows, every input row as training
+    /// left it (the learned unseen-item row for those items, with `unseen_row`). The
+    /// shrinkage is a prior for ranking candidates: applied to the inputs too, it also moves
+    /// the encoders' inputs away from the rows they were trained on, and one domain's prior
+    /// count changes the other domain's queries through the histories that mix them. Acts at
+    /// inference only. Default true.
+    #[serde(default = "default_true")]
+    pub shrink_inputs: bool,
     /// For models that read items by their learned ID rows alone (no title rows, no image or
     /// text modality): at inference, the histories the encoders read leave out the items that
     /// had no interaction in the training sequences. Such an item's row was never trained as an
@@ -279,6 +291,7 @@ impl Default for ModelConfig {
             loss_average: LossAverage::Transition,
             head: Head::Cosine,
             skip_untrained_inputs: false,
+            shrink_inputs: true,
         }
     }
 }
@@ -409,4 +422,9 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// `true`, the default of the switches that are on unless a file says otherwise.
+fn default_true() -> bool {
+    true
 }

@@ -200,6 +200,10 @@ pub struct ItemTableConfig {
     /// never seen in training at inference, trained by `row_dropout`.
     #[config(default = false)]
     pub unseen_row: bool,
+    /// Whether the shrinkage applies to the input rows ([`ItemTable::forward`]) as well as to
+    /// the output rows ([`ItemTable::pick`]); see [`ItemTable::shrink_inputs`].
+    #[config(default = true)]
+    pub shrink_inputs: bool,
 }
 
 /// The ID table E_id as a block: one learned row per item, plus, with title rows, a learned
@@ -225,6 +229,10 @@ pub struct ItemTable {
     pub train_log_counts: Tensor<1>,
     /// Per item domain (X, Y), the prior count `k` of the shrinkage; negative when off.
     shrinkage: [f64; 2],
+    /// Whether the shrinkage applies to the input rows too (`ModelConfig::shrink_inputs`):
+    /// when not, [`Self::forward`] reads the rows training gave, except that with title rows
+    /// an item never seen in training is read by its title alone in a domain that shrinks.
+    pub shrink_inputs: bool,
 }
 
 /// How [`ItemTable::redraw_unseen_rows`] draws the rows of the items never seen in training.
@@ -247,6 +255,14 @@ pub enum UnseenRowDraw {
         /// The exponent of the training counts in the weights, 0 or more.
         popularity: f64,
     },
+    /// The domain's mean trained row, each trained item weighted by `c_i^popularity`, the same
+    /// row for every never-seen item of the domain: for title rows, whose mapped titles tell
+    /// those items apart (a typical learned part without a random deviation, so the titles
+    /// alone order them). Without title rows every such item ties with the others.
+    Mean {
+        /// The exponent of the training counts in the weights, 0 or more.
+        popularity: f64,
+    },
 }
 
 /// How many trained rows' deviations make one [`UnseenRowDraw::Trained`] row.
@@ -262,7 +278,7 @@ impl UnseenRowDraw {
                     "redrawing unseen rows: init scale {scale} must be positive"
                 )))
             }
-            UnseenRowDraw::Trained { popularity }
+            UnseenRowDraw::Trained { popularity } | UnseenRowDraw::Mean { popularity }
                 if !(popularity.is_finite() && popularity >= 0.0) =>
             {
                 Err(Error::Config(format!(
@@ -273,14 +289,16 @@ impl UnseenRowDraw {
         }
     }
 
-    /// How far the draw leans towards the domain's popular items: below every
-    /// [`UnseenRowDraw::Trained`] draw for [`UnseenRowDraw::Initial`] (a direction that owes
-    /// nothing to training), else the popularity exponent. The never-seen items' expected
-    /// rank rises with it, and so does what they take from the other targets.
+    /// How far the draw leans towards the domain's popular items: below every other draw for
+    /// [`UnseenRowDraw::Initial`] (a direction that owes nothing to training), else the
+    /// popularity exponent. The never-seen items' expected rank rises with it, and so does
+    /// what they take from the other targets.
     pub fn lean(&self) -> f64 {
         match *self {
             UnseenRowDraw::Initial { .. } => -1.0,
-            UnseenRowDraw::Trained { popularity } => popularity,
+            UnseenRowDraw::Trained { popularity } | UnseenRowDraw::Mean { popularity } => {
+                popularity
+            }
         }
     }
 }
@@ -291,6 +309,9 @@ impl std::fmt::Display for UnseenRowDraw {
             UnseenRowDraw::Initial { scale } => write!(f, "initial (scale {scale})"),
             UnseenRowDraw::Trained { popularity } => {
                 write!(f, "like trained rows (popularity {popularity})")
+            }
+            UnseenRowDraw::Mean { popularity } => {
+                write!(f, "the mean trained row (popularity {popularity})")
             }
         }
     }
@@ -353,6 +374,7 @@ impl ItemTableConfig {
             sizes: self.sizes,
             train_log_counts: Tensor::from_data(TensorData::new(log_counts, [n]), device),
             shrinkage: [-1.0; 2],
+            shrink_inputs: self.shrink_inputs,
         })
     }
 }
@@ -381,7 +403,11 @@ impl ItemTable {
     /// # Shapes
     /// - `items`: `[n]`; output `[n, dim]`
     pub fn forward(&self, items: Tensor<1, Int>, text: Option<&Tensor<2>>) -> Tensor<2> {
-        self.pick(text, |t| t.select(0, items.clone()))
+        let pick = |t: Tensor<2>| t.select(0, items.clone());
+        if self.shrink_inputs {
+            return self.pick(text, pick);
+        }
+        self.pick_scaled(text, pick, self.input_row_scale(), false)
     }
 
     /// Rows picked by `pick` from the whole table (all items), unnormalised: the learned rows
@@ -398,9 +424,22 @@ impl ItemTable {
         text: Option<&Tensor<2>>,
         pick: impl Fn(Tensor<2>) -> Tensor<2>,
     ) -> Tensor<2> {
+        self.pick_scaled(text, pick, self.row_scale(), true)
+    }
+
+    /// [`Self::pick`] with the learned rows scaled by `scale` outside autodiff (`None`: whole):
+    /// with title rows, the rest of the weight on the title; without them, on the domain's
+    /// prior when `prior` is set, and `scale` is ignored otherwise (whole rows).
+    fn pick_scaled(
+        &self,
+        text: Option<&Tensor<2>>,
+        pick: impl Fn(Tensor<2>) -> Tensor<2>,
+        scale: Option<Tensor<2>>,
+        prior: bool,
+    ) -> Tensor<2> {
         let rows = pick(self.rows.weight.val());
         let Some(map) = &self.text_map else {
-            return self.pick_untitled(rows, &pick);
+            return self.pick_untitled(rows, &pick, scale.filter(|_| prior));
         };
         let rows = if self.row_dropout > 0.0 && rows.device().is_autodiff() {
             let [picked, _] = rows.dims();
@@ -409,7 +448,7 @@ impl ItemTable {
         } else {
             rows
         };
-        let rows = match self.row_scale() {
+        let rows = match scale {
             Some(scale) if !rows.device().is_autodiff() => rows * pick(scale),
             _ => rows,
         };
@@ -553,7 +592,7 @@ impl ItemTable {
                     .map(|_| (0..q).map(|_| std * standard_normal(&mut rng)).collect())
                     .collect::<Vec<Vec<f64>>>()
             }
-            UnseenRowDraw::Trained { popularity } => {
+            UnseenRowDraw::Trained { popularity } | UnseenRowDraw::Mean { popularity } => {
                 // Trained items and their weights c_i^popularity (c_i = e^ln(1+c_i) - 1).
                 let trained: Vec<(usize, f64)> = items
                     .filter(|&i| log_counts[i] > 0.0)
@@ -584,6 +623,9 @@ impl ItemTable {
                         Some(*acc)
                     })
                     .collect();
+                if matches!(draw, UnseenRowDraw::Mean { .. }) {
+                    return unseen.into_iter().map(|i| (i, mean.clone())).collect();
+                }
                 let scale = 1.0 / (TRAINED_ROW_DONORS as f64).sqrt();
                 unseen
                     .iter()
@@ -608,13 +650,19 @@ impl ItemTable {
 
     /// The picked rows of a table without titles: in training, each replaced by its domain's
     /// unseen-item row with probability `row_dropout` (with `unseen`); at inference, the rows
-    /// of items never seen in training replaced by it, and, under the shrinkage, every row
-    /// leaning towards its prior by `k / (c + k)`: the unseen row, or without one the domain's
-    /// mean trained row for the items seen in training (an item never seen keeps its own row).
-    fn pick_untitled(&self, rows: Tensor<2>, pick: &impl Fn(Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+    /// of items never seen in training replaced by it, and, under the shrinkage (`scale`, the
+    /// rows' `c / (c + k)`), every row leaning towards its prior by `k / (c + k)`: the unseen
+    /// row, or without one the domain's mean trained row for the items seen in training (an
+    /// item never seen keeps its own row).
+    fn pick_untitled(
+        &self,
+        rows: Tensor<2>,
+        pick: &impl Fn(Tensor<2>) -> Tensor<2>,
+        scale: Option<Tensor<2>>,
+    ) -> Tensor<2> {
         let device = rows.device();
         let Some(unseen) = &self.unseen else {
-            return match self.row_scale() {
+            return match scale {
                 Some(scale) if !device.is_autodiff() => {
                     // An item never seen in training keeps its own row (scale 0 -> 1): the
                     // mean trained row is no prior for it (most trained rows are rare items'
@@ -647,7 +695,7 @@ impl ItemTable {
                 .mul_scalar(1.0 - self.row_dropout);
             return rows * keep.clone() + prior * keep.neg().add_scalar(1.0);
         }
-        let own = match self.row_scale() {
+        let own = match scale {
             Some(scale) => pick(scale),
             // Whole rows for the items seen in training, the unseen row for the others.
             None => pick(
@@ -684,6 +732,34 @@ impl ItemTable {
             mean.expand([len, q])
         });
         Tensor::cat(parts.to_vec(), 0)
+    }
+
+    /// The scale of every item's learned row as an input when the shrinkage leaves the inputs
+    /// alone ([`Self::shrink_inputs`] off): with title rows, 0 for the items never seen in
+    /// training in a domain that shrinks (read by their titles), 1 for the others; `None`
+    /// (whole rows) when neither domain shrinks or without title rows.
+    ///
+    /// # Shapes
+    /// - output `[items, 1]`
+    fn input_row_scale(&self) -> Option<Tensor<2>> {
+        if self.text_map.is_none() || DomainId::BOTH.iter().all(|&d| self.shrinkage(d).is_none()) {
+            return None;
+        }
+        let parts = DomainId::BOTH.map(|d| {
+            let (start, len) = self.domain_rows(d);
+            let seen = self
+                .train_log_counts
+                .clone()
+                .narrow(0, start, len)
+                .greater_elem(0.0)
+                .float();
+            match self.shrinkage(d) {
+                Some(_) => seen,
+                None => seen.ones_like(),
+            }
+        });
+        let n = self.sizes[0] + self.sizes[1];
+        Some(Tensor::cat(parts.to_vec(), 0).reshape([n, 1]))
     }
 
     /// The scale of every item's learned row under the shrinkage, `c_i / (c_i + k_D)` (0 for

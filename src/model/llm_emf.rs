@@ -162,6 +162,7 @@ impl ModelConfig {
                     .with_text_dim(text_dim.filter(|_| config.id_text))
                     .with_row_dropout(config.id_row_dropout)
                     .with_unseen_row(config.unseen_row && !config.id_text)
+                    .with_shrink_inputs(config.shrink_inputs)
                     .init(catalogue.train_counts(), device)?,
             ),
             None => None,

@@ -209,7 +209,8 @@ pub struct RowShrinkageFit {
     #[serde(default)]
     pub pair: Option<([Option<f64>; 2], [f64; 2])>,
     /// The chosen prior counts (X's rows, Y's rows): the grid's best shared count, or the pair
-    /// when, validated as set, it scores a higher sum.
+    /// when, validated as set, it scores a higher sum (each with no domain more than
+    /// [`ROW_SHRINKAGE_MAX_LOSS`] below whole rows).
     pub chosen: [Option<f64>; 2],
 }
 
@@ -227,15 +228,26 @@ const ROW_SHRINKAGES: [Option<f64>; 9] = [
     Some(32.0),
 ];
 
+/// Most a domain's validation MRR may fall below whole rows' for prior counts to be kept (0.1
+/// points): the shrinkage may not buy one domain's gain with the other's loss.
+pub const ROW_SHRINKAGE_MAX_LOSS: f64 = 0.001;
+
+/// Whether prior counts whose validation MRRs are `mrrs` may be kept against whole rows'
+/// (`whole`): no domain falls by more than [`ROW_SHRINKAGE_MAX_LOSS`].
+fn shrinkage_allowed(whole: [f64; 2], mrrs: [f64; 2]) -> bool {
+    (0..2).all(|d| mrrs[d] >= whole[d] - ROW_SHRINKAGE_MAX_LOSS)
+}
+
 /// Chooses the prior counts of both domains' learned ID rows ([`LlmEmf::row_shrinkage`]) on
 /// the validation split, sets them in `model` and reports the grid. First one count for both
-/// domains, the best sum of the domains' validation MRRs over the grid (whole rows are its
-/// first point and win ties; the counts the model had are replaced, so a fit depends on the
-/// trained weights alone and fitting again gives the same). Then, when the grid's best count
-/// for X's MRR and for Y's differ, that pair is validated as set (a domain's rows feed the
-/// other domain's histories too, so two counts each best on its own pass may combine into
-/// something worse) and kept only if its sum beats the shared count's. An error naming the
-/// switch for a model without ID rows.
+/// domains, the best sum of the domains' validation MRRs over the grid among the counts that
+/// leave no domain more than [`ROW_SHRINKAGE_MAX_LOSS`] below whole rows (whole rows are the
+/// grid's first point and win ties; the counts the model had are replaced, so a fit depends
+/// on the trained weights alone and fitting again gives the same). Then, when the grid's best
+/// count for X's MRR and for Y's differ, that pair is validated as set (a domain's rows feed
+/// the other domain's histories too, so two counts each best on its own pass may combine
+/// into something worse) and kept only if it passes the same bound and its sum beats the
+/// shared count's. An error naming the switch for a model without ID rows.
 pub fn fit_row_shrinkage(
     model: &mut LlmEmf,
     mut validate: impl FnMut(&LlmEmf) -> Result<Evaluation>,
@@ -252,17 +264,21 @@ pub fn fit_row_shrinkage(
     let mut best = f64::NEG_INFINITY;
     let mut chosen = [None; 2];
     let mut grid = Vec::new();
+    // Whole rows come first in the grid: the reference no domain may fall far below.
+    let mut whole = None;
     for k in ROW_SHRINKAGES {
         for d in DomainId::BOTH {
             model.set_row_shrinkage(d, k)?;
         }
         let got = domain_mrrs(&validate(model)?, domain_names);
-        if total(got) > best {
+        let reference = *whole.get_or_insert(got);
+        if shrinkage_allowed(reference, got) && total(got) > best {
             best = total(got);
             chosen = [k; 2];
         }
         grid.push((k, got));
     }
+    let whole = whole.expect("the grid starts with whole rows");
     // Each domain's best count for its own MRR (the first of equals, whole rows first).
     let own_best = [0, 1].map(|d| {
         grid.iter()
@@ -277,7 +293,7 @@ pub fn fit_row_shrinkage(
             model.set_row_shrinkage(d, own_best[d.index()])?;
         }
         let got = domain_mrrs(&validate(model)?, domain_names);
-        if total(got) > best {
+        if shrinkage_allowed(whole, got) && total(got) > best {
             chosen = own_best;
         }
         pair = Some((own_best, got));
@@ -334,16 +350,17 @@ pub const UNSEEN_ROWS_MAX_LOSS: f64 = 0.001;
 
 /// The draws [`fit_unseen_rows`] tries by default, for rows initialised at `init_scale`: as
 /// at initialisation, then like the trained rows weighted by `c^p` for p from 0 (any trained
-/// item, as the sampled negatives are) to 1 (a training target) in steps of 0.25.
-pub fn unseen_row_draws(init_scale: f64) -> [UnseenRowDraw; 6] {
-    [
-        UnseenRowDraw::Initial { scale: init_scale },
-        UnseenRowDraw::Trained { popularity: 0.0 },
-        UnseenRowDraw::Trained { popularity: 0.25 },
-        UnseenRowDraw::Trained { popularity: 0.5 },
-        UnseenRowDraw::Trained { popularity: 0.75 },
-        UnseenRowDraw::Trained { popularity: 1.0 },
-    ]
+/// item, as the sampled negatives are) to 1 (a training target) in steps of 0.25; with title
+/// rows (`titled`), also the weighted mean trained row at the same five p (the titles then
+/// tell the never-seen items apart).
+pub fn unseen_row_draws(init_scale: f64, titled: bool) -> Vec<UnseenRowDraw> {
+    const POPULARITY: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+    let mut draws = vec![UnseenRowDraw::Initial { scale: init_scale }];
+    draws.extend(POPULARITY.map(|popularity| UnseenRowDraw::Trained { popularity }));
+    if titled {
+        draws.extend(POPULARITY.map(|popularity| UnseenRowDraw::Mean { popularity }));
+    }
+    draws
 }
 
 /// The validation MRR of the targets never seen in training, per named domain (`None` where
@@ -791,7 +808,7 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
     let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-    let draws = unseen_row_draws(config.model.id_row_init);
+    let draws = unseen_row_draws(config.model.id_row_init, model.has_title_rows());
     if fits.unseen_rows && report.unseen_row_fit.is_some() {
         // An earlier fit replaced the rows as trained: the reference the draws are judged
         // against is the initial draw instead (like those rows, it carries no training

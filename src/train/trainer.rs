@@ -294,12 +294,13 @@ pub fn train(
         row_shrinkage: tc.fit_row_shrinkage,
         unseen_rows: tc.fit_unseen_rows,
     };
+    let draws = unseen_row_draws(config.model.id_row_init, best.has_title_rows());
     let records = make_fits(
         &mut best,
         |m| evaluate_on(m, Split::Valid, &valid_candidates),
         names,
         fits,
-        &unseen_row_draws(config.model.id_row_init),
+        &draws,
         tc.seed,
         options.verbose,
     )?;

@@ -181,6 +181,9 @@ pub(crate) enum Command {
         /// Leave the score's weights as they are (fit only what --rows / --unseen-rows ask).
         #[arg(long)]
         skip_weights: bool,
+        /// Also print the test MRR (written to results.json either way; choose on validation).
+        #[arg(long)]
+        test: bool,
         /// Device: cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -194,6 +197,9 @@ pub(crate) enum Command {
         /// Run folders.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
+        /// Also print the test MRR (written to results.json either way; choose on validation).
+        #[arg(long)]
+        test: bool,
         /// Device: cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         device: String,

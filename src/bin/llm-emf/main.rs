@@ -110,6 +110,23 @@ fn embed_request(
 }
 
 /// Each domain's MRR of an evaluation, in %, on one line: "Food 18.84, Kitchen 13.47".
+/// The validation MRR of a refitted or rescored run, and its test MRR when `test` asks for it
+/// (the test metrics are in its results.json either way).
+fn valid_test_line(report: &llm_emf::train::TrainReport, test: bool) -> String {
+    if test {
+        format!(
+            "valid MRR {}; test MRR {}",
+            mrr_line(&report.valid),
+            mrr_line(&report.test)
+        )
+    } else {
+        format!(
+            "valid MRR {} (test metrics in results.json; --test prints them)",
+            mrr_line(&report.valid)
+        )
+    }
+}
+
 fn mrr_line(e: &llm_emf::eval::Evaluation) -> String {
     e.domains
         .iter()
@@ -204,16 +221,11 @@ fn run(cli: Cli) -> Result<()> {
                 a.dest.display()
             );
         }
-        Command::Rescore { runs, device } => {
+        Command::Rescore { runs, test, device } => {
             let device = backend::device(&device)?;
             for run in runs {
                 let report = llm_emf::train::rescore_run(&run, &device)?;
-                println!(
-                    "{}: valid MRR {}; test MRR {}",
-                    run.display(),
-                    mrr_line(&report.valid),
-                    mrr_line(&report.test)
-                );
+                println!("{}: {}", run.display(), valid_test_line(&report, test));
             }
         }
         Command::FitWeights {
@@ -221,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             rows,
             unseen_rows,
             skip_weights,
+            test,
             device,
         } => {
             let device = backend::device(&device)?;
@@ -258,11 +271,10 @@ fn run(cli: Cli) -> Result<()> {
                     ));
                 }
                 println!(
-                    "{}: {}; valid MRR {}; test MRR {}",
+                    "{}: {}; {}",
                     run.display(),
                     fitted.join("; "),
-                    mrr_line(&report.valid),
-                    mrr_line(&report.test)
+                    valid_test_line(&report, test)
                 );
             }
         }

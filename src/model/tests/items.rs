@@ -437,6 +437,43 @@ fn unseen_rows_drawn_like_trained_rows_follow_the_weighted_trained_rows() {
     let by_count = mean_x(1.0, 64);
     assert!(by_count.abs() < 0.2, "{by_count}");
     assert!((mean_x(40.0, 1) - 1.0).abs() < 1e-3);
+    // The mean draw gives every never-seen item of a domain the same row: the weighted mean
+    // of its trained rows (X: `u` and `w` weighted by c^p; Y: `v`).
+    for popularity in [0.0f32, 1.0] {
+        let (mut sum, mut weight) = (0.0f32, 0.0f32);
+        for (i, &c) in counts
+            .iter()
+            .enumerate()
+            .take(sizes[0])
+            .filter(|(_, c)| **c > 0)
+        {
+            let w_i = (c as f32).powf(popularity);
+            sum += w_i * values[i * q];
+            weight += w_i;
+        }
+        let x_mean = sum / weight;
+        let mut m = model.clone();
+        let drawn = m
+            .redraw_unseen_rows(
+                UnseenRowDraw::Mean {
+                    popularity: f64::from(popularity),
+                },
+                5,
+            )
+            .unwrap();
+        assert_eq!(drawn, n.div_ceil(4));
+        let rows = learned_rows(&m);
+        for (i, &c) in counts.iter().enumerate() {
+            let want = match (c, i < sizes[0]) {
+                (0, true) => [x_mean; 8],
+                (0, false) => v,
+                _ => values[i * q..(i + 1) * q].try_into().unwrap(),
+            };
+            for (x, w) in rows[i * q..(i + 1) * q].iter().zip(want) {
+                assert!((x - w).abs() < 1e-6, "item {i}: {x} against {w}");
+            }
+        }
+    }
     // Out-of-range draws are refused.
     let err = model
         .clone()
@@ -646,4 +683,72 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
         let gap = (a - b).abs() / a.abs().max(b.abs()).max(f32::MIN_POSITIVE);
         assert!(gap < 1e-4, "{a} vs {b}");
     }
+}
+
+#[test]
+fn inputs_can_keep_their_trained_rows_while_candidates_shrink() {
+    let s = setup();
+    let device = test_device();
+    let of_data = Catalogue::of(&s.data.dataset);
+    let sizes = DomainId::BOTH.map(|d| of_data.len(d));
+    let n = of_data.num_items();
+    // Every fourth item never seen in training: c_i = i mod 4.
+    let counts: Vec<u32> = (0..n).map(|i| (i % 4) as u32).collect();
+    let catalogue = Catalogue::new(sizes, counts.clone()).unwrap();
+    let feats = features(&s, &device);
+    let config = ModelConfig {
+        id_text: true,
+        shrink_inputs: false,
+        ..s.config.clone()
+    };
+    let mut model = config.init(&catalogue, &feats, &device).unwrap();
+    // X shrinks, Y's rows are whole.
+    model.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+    let table = id_table(&model);
+    let all = Tensor::<1, Int>::arange(0..n as i64, &device);
+    let text = feats.table(Modality::Text);
+    let inputs: Vec<f32> = table.forward(all, text).into_data().try_to_vec().unwrap();
+    let outputs: Vec<f32> = all_rows(&model, &feats).into_data().try_to_vec().unwrap();
+    let titles: Vec<f32> = mapped_titles(&model, &feats)
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let learned = learned_rows(&model);
+    let q = s.config.id_dim;
+    for (i, &c) in counts.iter().enumerate() {
+        let at = i * q..(i + 1) * q;
+        let in_x = i < sizes[0];
+        for j in at {
+            let whole = learned[j] + titles[j];
+            // Inputs: trained rows whole; a never-seen item of the shrinking X by its title.
+            let want_in = if in_x && c == 0 { titles[j] } else { whole };
+            assert!((inputs[j] - want_in).abs() < 1e-5, "item {i} as input");
+            // Candidates: X's rows shrunk by c / (c + 2), Y's whole.
+            let scale = if in_x {
+                c as f32 / (c as f32 + 2.0)
+            } else {
+                1.0
+            };
+            let want_out = scale * learned[j] + titles[j];
+            assert!(
+                (outputs[j] - want_out).abs() < 1e-5,
+                "item {i} as candidate"
+            );
+        }
+    }
+    // The default shrinks inputs and candidates alike.
+    let mut alike = ModelConfig {
+        id_text: true,
+        ..s.config.clone()
+    }
+    .init(&catalogue, &feats, &device)
+    .unwrap();
+    alike.set_row_shrinkage(DomainId::X, Some(2.0)).unwrap();
+    let all = Tensor::<1, Int>::arange(0..n as i64, &device);
+    let inputs = id_table(&alike).forward(all, text);
+    let gap: f32 = (inputs - all_rows(&alike, &feats))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(gap < 1e-6, "{gap}");
 }
