@@ -615,6 +615,9 @@ impl ItemTable {
                         *m += w / total * v;
                     }
                 }
+                if matches!(draw, UnseenRowDraw::Mean { .. }) {
+                    return unseen.into_iter().map(|i| (i, mean.clone())).collect();
+                }
                 // Cumulative weights for drawing donors in proportion to them.
                 let cumulative: Vec<f64> = trained
                     .iter()
@@ -623,9 +626,6 @@ impl ItemTable {
                         Some(*acc)
                     })
                     .collect();
-                if matches!(draw, UnseenRowDraw::Mean { .. }) {
-                    return unseen.into_iter().map(|i| (i, mean.clone())).collect();
-                }
                 let scale = 1.0 / (TRAINED_ROW_DONORS as f64).sqrt();
                 unseen
                     .iter()
