@@ -736,30 +736,17 @@ impl ItemTable {
 
     /// The scale of every item's learned row as an input when the shrinkage leaves the inputs
     /// alone ([`Self::shrink_inputs`] off): with title rows, 0 for the items never seen in
-    /// training in a domain that shrinks (read by their titles), 1 for the others; `None`
-    /// (whole rows) when neither domain shrinks or without title rows.
+    /// training in a domain that shrinks (read by their titles), 1 for the others, which is
+    /// [`Self::row_scale`] with every shrinking domain's count at 0; `None` (whole rows) when
+    /// neither domain shrinks or without title rows.
     ///
     /// # Shapes
     /// - output `[items, 1]`
     fn input_row_scale(&self) -> Option<Tensor<2>> {
-        if self.text_map.is_none() || DomainId::BOTH.iter().all(|&d| self.shrinkage(d).is_none()) {
-            return None;
-        }
-        let parts = DomainId::BOTH.map(|d| {
-            let (start, len) = self.domain_rows(d);
-            let seen = self
-                .train_log_counts
-                .clone()
-                .narrow(0, start, len)
-                .greater_elem(0.0)
-                .float();
-            match self.shrinkage(d) {
-                Some(_) => seen,
-                None => seen.ones_like(),
-            }
-        });
-        let n = self.sizes[0] + self.sizes[1];
-        Some(Tensor::cat(parts.to_vec(), 0).reshape([n, 1]))
+        // Without title rows, inputs are whole.
+        self.text_map.as_ref()?;
+        let counts = DomainId::BOTH.map(|d| self.shrinkage(d).map(|_| 0.0));
+        self.scale_for(counts)
     }
 
     /// The scale of every item's learned row under the shrinkage, `c_i / (c_i + k_D)` (0 for
@@ -769,7 +756,16 @@ impl ItemTable {
     /// # Shapes
     /// - output `[items, 1]`
     fn row_scale(&self) -> Option<Tensor<2>> {
-        if DomainId::BOTH.iter().all(|&d| self.shrinkage(d).is_none()) {
+        self.scale_for(DomainId::BOTH.map(|d| self.shrinkage(d)))
+    }
+
+    /// `c_i / (c_i + k_D)` for every item, with `k` the prior count per item domain (X, Y; 1 in
+    /// a domain whose count is `None`); `None` when both are.
+    ///
+    /// # Shapes
+    /// - output `[items, 1]`
+    fn scale_for(&self, k: [Option<f64>; 2]) -> Option<Tensor<2>> {
+        if k.iter().all(Option::is_none) {
             return None;
         }
         let parts = DomainId::BOTH.map(|d| {
@@ -781,7 +777,7 @@ impl ItemTable {
                 .narrow(0, start, len)
                 .exp()
                 .sub_scalar(1.0);
-            match self.shrinkage(d) {
+            match k[d.index()] {
                 Some(k) => counts.clone() / counts.add_scalar(k).clamp_min(1e-12),
                 None => counts.ones_like(),
             }
