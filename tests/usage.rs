@@ -364,6 +364,19 @@ fn title_rows_get_fresh_unseen_rows_only_where_the_shrinkage_leaves_rows_whole()
     let shrinkage = records.row_shrinkage.expect("the row-shrinkage fit");
     let whole = shrinkage.chosen.map(|k| k.is_none());
     assert_eq!(unseen_row_domains(&model), whole);
+    // The two row fits share one allowance: no domain ends more than 0.1 points below whole
+    // rows.
+    let whole_mrr = shrinkage.grid[0].1;
+    assert_eq!(shrinkage.grid[0].0, None, "whole rows first");
+    let end = validate(&model).unwrap();
+    for (d, name) in names.iter().enumerate() {
+        let mrr = end.domains[*name].mrr;
+        assert!(
+            mrr >= whole_mrr[d] - llm_emf::train::fit::ROW_SHRINKAGE_MAX_LOSS - 1e-12,
+            "{name}: {mrr} against whole rows' {}",
+            whole_mrr[d]
+        );
+    }
     let Some(fit) = records.unseen_rows else {
         assert_eq!(
             whole,
@@ -374,6 +387,7 @@ fn title_rows_get_fresh_unseen_rows_only_where_the_shrinkage_leaves_rows_whole()
     };
     let expected: usize = (0..2).filter(|&d| whole[d]).map(|d| never_seen[d]).sum();
     assert_eq!(fit.redrawn, expected, "{shrinkage:?} {fit:?}");
+    assert_eq!(fit.reference_mrr, Some(whole_mrr), "{fit:?}");
     for (whole, chosen) in whole.iter().zip(fit.chosen) {
         assert!(*whole || chosen.is_none(), "{fit:?}");
     }

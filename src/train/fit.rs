@@ -20,7 +20,7 @@ use crate::model::{LlmEmf, UnseenRowDraw};
 
 mod unseen;
 pub use unseen::{
-    UNSEEN_ROWS_MAX_LOSS, UnseenRowFit, UnseenRowTrial, choose_unseen_draw,
+    UNSEEN_ROWS_MAX_LOSS, UnseenRowFit, UnseenRowTrial, allowance_from, choose_unseen_draw,
     describe_unseen_row_fit, fit_unseen_rows, unseen_row_domains, unseen_row_draws,
 };
 
@@ -378,7 +378,8 @@ impl FitRecords {
 /// score's weights, the row shrinkage. Title rows: the score's weights, the row shrinkage,
 /// then the fresh rows, drawn in the domains the shrinkage left whole
 /// ([`unseen_row_domains`]; a domain it shrinks places those items by their titles), and not
-/// made when it shrinks both. `draws` and `seed` are the unseen-row fit's
+/// made when it shrinks both; the two row fits then share one allowance, measured from whole
+/// rows (no domain more than 0.1 points below them at the end). `draws` and `seed` are the unseen-row fit's
 /// ([`unseen_row_draws`], the training seed).
 pub fn make_fits(
     model: &mut LlmEmf,
@@ -391,7 +392,9 @@ pub fn make_fits(
 ) -> Result<FitRecords> {
     let mut records = FitRecords::default();
     let unseen_first = !model.has_title_rows();
-    let unseen = |model: &mut LlmEmf, validate: &mut dyn FnMut(&LlmEmf) -> Result<Evaluation>| {
+    let unseen = |model: &mut LlmEmf,
+                  validate: &mut dyn FnMut(&LlmEmf) -> Result<Evaluation>,
+                  reference: Option<[f64; 2]>| {
         // Not made where no domain's never-seen rows count (title rows shrunk in both).
         let any = unseen_row_domains(model).contains(&true);
         if fits.unseen_rows && !any && verbose {
@@ -402,12 +405,12 @@ pub fn make_fits(
         fit_if(
             fits.unseen_rows && any,
             verbose,
-            || fit_unseen_rows(model, validate, domain_names, draws, seed),
+            || fit_unseen_rows(model, validate, domain_names, draws, seed, reference),
             describe_unseen_row_fit,
         )
     };
     if unseen_first {
-        records.unseen_rows = unseen(model, &mut validate)?;
+        records.unseen_rows = unseen(model, &mut validate, None)?;
     }
     if fits.weights {
         (records.modality_weights, records.domain_weights) =
@@ -440,7 +443,14 @@ pub fn make_fits(
         },
     )?;
     if !unseen_first {
-        records.unseen_rows = unseen(model, &mut validate)?;
+        // One allowance for both row fits: measured from whole rows too.
+        let whole = records.row_shrinkage.as_ref().and_then(|f| {
+            f.grid
+                .iter()
+                .find(|(k, _)| k.is_none())
+                .map(|(_, mrrs)| *mrrs)
+        });
+        records.unseen_rows = unseen(model, &mut validate, whole)?;
     }
     Ok(records)
 }
@@ -560,7 +570,7 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::{UnseenRowTrial, choose_unseen_draw, merged_share};
+    use super::{UnseenRowTrial, allowance_from, choose_unseen_draw, merged_share};
     use crate::model::UnseenRowDraw;
 
     fn trial(popularity: f64, mrr: [f64; 2], unseen_mrr: [Option<f64>; 2]) -> UnseenRowTrial {
@@ -621,6 +631,39 @@ mod tests {
         assert_eq!(choose(&[0, 1], &worse), None);
         assert_eq!(choose(&[0], &worse), Some(1));
         assert_eq!(choose(&[1], &worse), Some(0));
+    }
+
+    #[test]
+    fn the_unseen_row_allowance_counts_from_the_higher_of_its_start_and_whole_rows() {
+        // The row shrinkage cost X 0.04 points and gained Y 1.0: X's allowance is what is left
+        // of 0.1 against whole rows, Y's is measured from where the shrinkage left it.
+        let whole = [0.1507, 0.1643];
+        let before = [0.1503, 0.1743];
+        assert_eq!(allowance_from(before, Some(whole)), [0.1507, 0.1743]);
+        assert_eq!(allowance_from(before, None), before);
+        let tried = [trial(1.0, [0.1498, 0.1740], [Some(0.02), Some(0.02)])];
+        let chance = [Some(0.0075); 2];
+        let unseen = [Some(0.001); 2];
+        let from = allowance_from(before, Some(whole));
+        // X 0.05 points below its start and 0.09 below whole rows: allowed either way.
+        assert_eq!(
+            choose_unseen_draw(&[0, 1], before, unseen, chance, &tried),
+            Some(0)
+        );
+        assert_eq!(
+            choose_unseen_draw(&[0, 1], from, unseen, chance, &tried),
+            Some(0)
+        );
+        // X 0.07 below its start but 0.11 below whole rows: allowed only from its start.
+        let costly = [trial(1.0, [0.1496, 0.1740], [Some(0.02), Some(0.02)])];
+        assert_eq!(
+            choose_unseen_draw(&[0, 1], before, unseen, chance, &costly),
+            Some(0)
+        );
+        assert_eq!(
+            choose_unseen_draw(&[0, 1], from, unseen, chance, &costly),
+            None
+        );
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct UnseenRowFit {
     /// should clear.
     #[serde(default)]
     pub chance_mrr: [Option<f64>; 2],
+    /// The validation MRR per domain (X, Y) of the model before the fits on its rows, when one
+    /// of them came first (title rows: whole rows, before the row shrinkage); the allowance
+    /// is measured from it as well as from the rows as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_mrr: Option<[f64; 2]>,
 }
 
 /// One draw tried by [`fit_unseen_rows`] and what validation made of it.
@@ -77,10 +82,11 @@ fn never_seen_mrrs(e: &Evaluation, domain_names: [&str; 2]) -> [Option<f64>; 2] 
 }
 
 /// The rule of [`fit_unseen_rows`] over the target domains `domains` (indices 0 for X, 1 for
-/// Y): of the `tried` draws, given the validation MRR per domain with the rows as they were
-/// (`before_mrr`, and `before_unseen` for the never-seen targets) and a random order's
-/// (`chance_mrr`), the index of the one to keep. A draw is allowed when none of these
-/// domains' MRR falls by more than [`UNSEEN_ROWS_MAX_LOSS`] and their never-seen targets'
+/// Y): of the `tried` draws, given the validation MRR per domain the allowance is measured
+/// from (`before_mrr`: the rows as they were, or higher where an earlier row fit's reference
+/// is; `before_unseen` for the never-seen targets with the rows as they were) and a random
+/// order's (`chance_mrr`), the index of the one to keep. A draw is allowed when none of these
+/// domains' MRR falls more than [`UNSEEN_ROWS_MAX_LOSS`] below `before_mrr` and their never-seen targets'
 /// MRR falls in none; of those, one that puts the never-seen targets above `chance_mrr` in
 /// every one of these domains that has them beats one that does not, then the draw that
 /// leans furthest towards popular items ([`UnseenRowDraw::lean`]) wins, then the higher sum
@@ -149,6 +155,13 @@ fn unseen_draw_rank(
     Some((above_chance, domains.iter().map(|&d| mrr[d]).sum()))
 }
 
+/// The validation MRR per domain the unseen-row fit's allowance is measured from: the rows as
+/// they were (`before`) or, where higher, an earlier row fit's `reference`, so that no domain
+/// ends more than the allowance below either.
+pub fn allowance_from(before: [f64; 2], reference: Option<[f64; 2]>) -> [f64; 2] {
+    std::array::from_fn(|d| reference.map_or(before[d], |r| before[d].max(r[d])))
+}
+
 /// The item domains (X, Y) whose never-seen items' learned rows count in `model`'s scores, and
 /// so may be redrawn by [`fit_unseen_rows`]: every domain for plain learned rows; with title
 /// rows, the domains whose rows are used whole (the row shrinkage drops an unseen item's
@@ -160,7 +173,10 @@ pub fn unseen_row_domains(model: &LlmEmf) -> [bool; 2] {
 
 /// Draws fresh rows for the items never seen in training ([`LlmEmf::redraw_unseen_rows`])
 /// each way in `draws` (from `seed`) and keeps, per item domain, the best on validation
-/// ([`choose_unseen_draw`] on that domain's targets: its items are the candidates there). The
+/// ([`choose_unseen_draw`] on that domain's targets: its items are the candidates there).
+/// `reference` is the validation MRR per domain before an earlier fit on the rows (the row
+/// shrinkage, for title rows): the rows fits share one allowance, so no domain may end more
+/// than [`UNSEEN_ROWS_MAX_LOSS`] below the rows as they were nor below `reference`. The
 /// two domains' choices together are validated once more and kept when they pass the same
 /// rule on both domains; otherwise the best single draw for both is kept ([`choose_unseen_draw`]
 /// on both), and without one `model` is left as it was. Only the domains of
@@ -171,12 +187,14 @@ pub fn fit_unseen_rows(
     domain_names: [&str; 2],
     draws: &[UnseenRowDraw],
     seed: u64,
+    reference: Option<[f64; 2]>,
 ) -> Result<UnseenRowFit> {
     if draws.is_empty() {
         return Err(Error::Config("unseen-row fit: no draw to try".into()));
     }
     let before = validate(model)?;
     let before_mrr = domain_mrrs(&before, domain_names);
+    let allowance_from = allowance_from(before_mrr, reference);
     let before_unseen = never_seen_mrrs(&before, domain_names);
     let chance_mrr = domain_names.map(|n| before.chance_mrr.get(n).copied());
     let eligible = unseen_row_domains(model);
@@ -196,7 +214,7 @@ pub fn fit_unseen_rows(
         });
     }
     let choose = |domains: &[usize]| {
-        choose_unseen_draw(domains, before_mrr, before_unseen, chance_mrr, &tried)
+        choose_unseen_draw(domains, allowance_from, before_unseen, chance_mrr, &tried)
     };
     let with = |chosen: [Option<UnseenRowDraw>; 2]| -> Result<LlmEmf> {
         let mut m = model.clone();
@@ -222,7 +240,7 @@ pub fn fit_unseen_rows(
             domain_mrrs(&e, domain_names),
             never_seen_mrrs(&e, domain_names),
         );
-        let before = (before_mrr, before_unseen);
+        let before = (allowance_from, before_unseen);
         if unseen_draw_rank(&[0, 1], before, chance_mrr, mrr, unseen_mrr).is_some() {
             result = Some((per_domain, candidate, mrr, unseen_mrr));
         }
@@ -258,6 +276,7 @@ pub fn fit_unseen_rows(
         chosen,
         tried,
         chance_mrr,
+        reference_mrr: reference,
     })
 }
 
