@@ -355,6 +355,98 @@ fn new_items_are_recommended_by_their_text_at_once_and_saved_with_the_model() {
     );
 }
 
+/// A titled run whose Y items never seen in training got the mean trained learned part
+/// (`UnseenRowDraw::Mean`, what the unseen-row fit keeps for title rows in a domain used
+/// whole): an item added after training with the same text is scored as they are, before
+/// and after the model folder is reloaded, and by its title alone where the rows shrink.
+#[test]
+fn a_new_item_gets_the_learned_part_its_domain_s_never_seen_items_share() {
+    use llm_emf::model::UnseenRowDraw;
+    use llm_emf::train::HoldOut;
+
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
+    let (mut cfg, _) = titled_config(dir.path());
+    cfg.model.modalities.image = false;
+    cfg.train.fit_row_shrinkage = false;
+    cfg.train.fit_unseen_rows = false;
+    // Y items held out of training: never seen, with titles.
+    cfg.hold_out = Some(HoldOut {
+        domain: "Y".into(),
+        share: 0.2,
+        seed: 3,
+        titled_only: true,
+    });
+    let run_dir = dir.path().join("run");
+    train(&cfg, &cfg.load_data().unwrap(), &run_dir, &device, &quiet()).unwrap();
+    let mut run = TrainedRun::load(&run_dir, &device).unwrap();
+    let counts = run.data.dataset.train_counts();
+    let unseen = (40..90)
+        .find(|&i| counts[i] == 0)
+        .expect("a Y item never seen in training");
+    let draw = UnseenRowDraw::Mean { popularity: 0.5 };
+    assert!(
+        run.model
+            .redraw_domain_unseen_rows(DomainId::Y, draw, 1)
+            .unwrap()
+            > 0
+    );
+    assert_eq!(run.model.score_settings().unseen_rows, [None, Some(draw)]);
+    let model_dir = dir.path().join("model");
+    run.export(&model_dir).unwrap();
+    let twin = [twin_of(&run, unseen, "new")];
+    let scores = |rec: &Recommender, new: u32| {
+        let request = Request {
+            history: vec![0, 45, 3, 60],
+            domain: DomainId::Y,
+            k: 2,
+            exclude: Exclude::Nothing,
+            candidates: Some(vec![unseen as u32, new]),
+        };
+        let got = rec.recommend_batch(&[request]).unwrap().remove(0);
+        let of = |item: u32| got.iter().find(|r| r.item == item).unwrap().score;
+        (of(unseen as u32), of(new))
+    };
+    let close = |(a, b): (f64, f64)| (a - b).abs() <= 1e-5 * a.abs().max(1e-6);
+
+    let mut rec = run.into_recommender();
+    let [new] = rec.add_items(&twin).unwrap()[..] else {
+        panic!("one id")
+    };
+    assert!(close(scores(&rec, new)), "{:?}", scores(&rec, new));
+    let mut reloaded = Recommender::load(&model_dir, &device).unwrap();
+    reloaded.add_items(&twin).unwrap();
+    assert!(
+        close(scores(&reloaded, new)),
+        "{:?}",
+        scores(&reloaded, new)
+    );
+
+    // Without the record of the draw, the added item has the title alone and scores
+    // otherwise; in a domain that shrinks, its never-seen items have the title alone too.
+    let mut unrecorded = TrainedRun::load(&run_dir, &device).unwrap();
+    let table = unrecorded.model.items.as_mut().unwrap();
+    table
+        .redraw_domain_unseen_rows(DomainId::Y, draw, 1)
+        .unwrap();
+    table.set_unseen_draw(DomainId::Y, None).unwrap();
+    let mut plain = unrecorded.into_recommender();
+    plain.add_items(&twin).unwrap();
+    assert!(!close(scores(&plain, new)), "{:?}", scores(&plain, new));
+    let mut shrunk = TrainedRun::load(&run_dir, &device).unwrap();
+    shrunk
+        .model
+        .redraw_domain_unseen_rows(DomainId::Y, draw, 1)
+        .unwrap();
+    shrunk
+        .model
+        .set_row_shrinkage(DomainId::Y, Some(4.0))
+        .unwrap();
+    let mut rec = shrunk.into_recommender();
+    rec.add_items(&twin).unwrap();
+    assert!(close(scores(&rec, new)), "{:?}", scores(&rec, new));
+}
+
 #[test]
 fn new_items_that_cannot_be_scored_are_refused_naming_the_item() {
     let dir = tempfile::tempdir().unwrap();

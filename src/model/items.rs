@@ -233,6 +233,11 @@ pub struct ItemTable {
     /// when not, [`Self::forward`] reads the rows training gave, except that with title rows
     /// an item never seen in training is read by its title alone in a domain that shrinks.
     pub shrink_inputs: bool,
+    /// Per item domain (X, Y), how the rows of the items never seen in training were drawn
+    /// after training ([`Self::redraw_domain_unseen_rows`]); `None` where training left them.
+    /// Not a parameter: the score settings hold it.
+    #[module(skip)]
+    unseen_draws: [Option<UnseenRowDraw>; 2],
 }
 
 /// How [`ItemTable::redraw_unseen_rows`] draws the rows of the items never seen in training.
@@ -317,6 +322,37 @@ impl std::fmt::Display for UnseenRowDraw {
     }
 }
 
+/// The trained items among `items` (global ids, `log_counts` their `ln(1 + c_i)`) and their
+/// weights `c_i^popularity`.
+fn weighted_trained_items(
+    items: std::ops::Range<usize>,
+    popularity: f64,
+    log_counts: &[f32],
+) -> Vec<(usize, f64)> {
+    items
+        .filter(|&i| log_counts[i] > 0.0)
+        // c_i = e^ln(1+c_i) - 1, a whole count.
+        .map(|i| {
+            (
+                i,
+                f64::from(log_counts[i].exp_m1()).round().powf(popularity),
+            )
+        })
+        .collect()
+}
+
+/// The mean of the rows of `trained` (items and weights summing to `total`) in the `q`-wide
+/// row-major table `values`.
+fn weighted_mean_row(trained: &[(usize, f64)], total: f64, q: usize, values: &[f32]) -> Vec<f64> {
+    let mut mean = vec![0.0; q];
+    for &(i, w) in trained {
+        for (m, &v) in mean.iter_mut().zip(&values[i * q..(i + 1) * q]) {
+            *m += w / total * f64::from(v);
+        }
+    }
+    mean
+}
+
 impl ItemTableConfig {
     /// Builds the table for a catalogue whose training counts are `train_counts` (global item
     /// order); an error if the counts do not cover the table.
@@ -374,6 +410,7 @@ impl ItemTableConfig {
             sizes: self.sizes,
             train_log_counts: Tensor::from_data(TensorData::new(log_counts, [n]), device),
             shrinkage: [-1.0; 2],
+            unseen_draws: [None; 2],
             shrink_inputs: self.shrink_inputs,
         })
     }
@@ -517,6 +554,46 @@ impl ItemTable {
         self.redraw_unseen_rows_in(&[d], draw, seed)
     }
 
+    /// How the rows of domain `d`'s items never seen in training were drawn after training
+    /// (`None`: as training left them).
+    pub fn unseen_draw(&self, d: DomainId) -> Option<UnseenRowDraw> {
+        self.unseen_draws[d.index()]
+    }
+
+    /// Records how domain `d`'s never-seen rows were drawn, for a table loaded with rows drawn
+    /// earlier (the score settings hold it); the rows are left as they are.
+    pub fn set_unseen_draw(&mut self, d: DomainId, draw: Option<UnseenRowDraw>) -> Result<()> {
+        if let Some(draw) = draw {
+            draw.validate()?;
+        }
+        self.unseen_draws[d.index()] = draw;
+        Ok(())
+    }
+
+    /// The learned part of an item of domain `d` added after training (scored by its title):
+    /// what the domain's items never seen in training have, where that is one row for all of
+    /// them and used whole, i.e. title rows in a domain the shrinkage leaves whole whose
+    /// never-seen rows were drawn as [`UnseenRowDraw::Mean`]; `None` otherwise (the title
+    /// alone, which is what a never-seen item gets in a domain that shrinks).
+    pub fn new_item_learned_part(&self, d: DomainId) -> Result<Option<Vec<f32>>> {
+        let Some(UnseenRowDraw::Mean { popularity }) = self.unseen_draw(d) else {
+            return Ok(None);
+        };
+        if !self.has_text() || self.shrinkage(d).is_some() {
+            return Ok(None);
+        }
+        let log_counts = self.host_log_counts()?;
+        let values = self.host_rows()?;
+        let (start, len) = self.domain_rows(d);
+        let trained = weighted_trained_items(start..start + len, popularity, &log_counts);
+        if trained.is_empty() {
+            return Ok(None);
+        }
+        let total: f64 = trained.iter().map(|(_, w)| w).sum();
+        let mean = weighted_mean_row(&trained, total, self.dim(), &values);
+        Ok(Some(mean.into_iter().map(|v| v as f32).collect()))
+    }
+
     /// [`Self::redraw_unseen_rows`] for the items of `domains`, the table read and written
     /// once.
     fn redraw_unseen_rows_in(
@@ -534,17 +611,13 @@ impl ItemTable {
         let device = self.rows.weight.device();
         let [n, q] = self.rows.weight.dims();
         let log_counts = self.host_log_counts()?;
-        let mut values = self
-            .rows
-            .weight
-            .val()
-            .to_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))?;
+        let mut values = self.host_rows()?;
         let mut drawn = 0;
         for &d in domains {
             let new_rows = self.draw_unseen_rows(d, draw, seed, &log_counts, &values);
+            if !new_rows.is_empty() {
+                self.unseen_draws[d.index()] = Some(draw);
+            }
             for (i, new) in new_rows {
                 for (v, x) in values[i * q..(i + 1) * q].iter_mut().zip(new) {
                     *v = x as f32;
@@ -555,6 +628,17 @@ impl ItemTable {
         self.rows.weight =
             Param::from_tensor(Tensor::from_data(TensorData::new(values, [n, q]), &device));
         Ok(drawn)
+    }
+
+    /// The learned rows `[items, dim]`, read back to the host (row-major).
+    fn host_rows(&self) -> Result<Vec<f32>> {
+        self.rows
+            .weight
+            .val()
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::InvalidInput(format!("learned rows: {e:?}")))
     }
 
     /// `ln(1 + c_i)` of every item's training count `c_i`, read back to the host (global item
@@ -593,28 +677,14 @@ impl ItemTable {
                     .collect::<Vec<Vec<f64>>>()
             }
             UnseenRowDraw::Trained { popularity } | UnseenRowDraw::Mean { popularity } => {
-                // Trained items and their weights c_i^popularity (c_i = e^ln(1+c_i) - 1).
-                let trained: Vec<(usize, f64)> = items
-                    .filter(|&i| log_counts[i] > 0.0)
-                    .map(|i| {
-                        (
-                            i,
-                            f64::from(log_counts[i].exp_m1()).round().powf(popularity),
-                        )
-                    })
-                    .collect();
+                let trained = weighted_trained_items(items, popularity, log_counts);
                 if trained.is_empty() {
                     // Nothing to match: these rows stay as training left them.
                     return Vec::new();
                 }
                 let row = |i: usize| values[i * q..(i + 1) * q].iter().map(|&v| f64::from(v));
                 let total: f64 = trained.iter().map(|(_, w)| w).sum();
-                let mut mean = vec![0.0; q];
-                for &(i, w) in &trained {
-                    for (m, v) in mean.iter_mut().zip(row(i)) {
-                        *m += w / total * v;
-                    }
-                }
+                let mean = weighted_mean_row(&trained, total, q, values);
                 if matches!(draw, UnseenRowDraw::Mean { .. }) {
                     return unseen.into_iter().map(|i| (i, mean.clone())).collect();
                 }

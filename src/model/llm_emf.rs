@@ -452,10 +452,12 @@ impl LlmEmf {
         self.output_rows(m, features, |table| table.narrow(0, start, len))
     }
 
-    /// The output rows of modality `m` for items outside the catalogue, scored by their text
-    /// alone (`text`: `[items, text_dim]`, L2-normalised as [`ItemFeatures::new`] uploads
-    /// rows): the ID modality's row is the mapped title without a learned row (what an item
-    /// never seen in training gets under any row shrinkage), a zero row without title rows;
+    /// The output rows of modality `m` for items of domain `d` outside the catalogue, scored
+    /// by their text alone (`text`: `[items, text_dim]`, L2-normalised as
+    /// [`ItemFeatures::new`] uploads rows): the ID modality's row is the mapped title plus the
+    /// learned part the domain's items never seen in training share
+    /// ([`ItemTable::new_item_learned_part`]; none in a domain that shrinks, which places
+    /// those items by their titles alone), a zero row without title rows;
     /// the text modality's row is the text row (projected when the model projects features);
     /// the image modality's row is zero (no image: neutral in every cosine). Rows as
     /// [`Self::heads`] holds them.
@@ -465,16 +467,29 @@ impl LlmEmf {
     pub fn text_only_rows(
         &self,
         m: Modality,
+        d: DomainId,
         text: Tensor<2>,
         features: &ItemFeatures,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let [n, _] = text.dims();
         let device = text.device();
-        match m {
+        Ok(match m {
             Modality::Id => {
                 let table = self.items.as_ref().expect("ID modality without ID table");
                 match &table.text_map {
-                    Some(map) => self.id_output(map.forward(text)),
+                    Some(map) => {
+                        let titles = map.forward(text);
+                        let rows = match table.new_item_learned_part(d)? {
+                            Some(part) => {
+                                let q = part.len();
+                                let part =
+                                    Tensor::<2>::from_data(TensorData::new(part, [1, q]), &device);
+                                titles + part.expand([n, q])
+                            }
+                            None => titles,
+                        };
+                        self.id_output(rows)
+                    }
                     None => Tensor::zeros([n, table.dim()], &device),
                 }
             }
@@ -491,7 +506,7 @@ impl LlmEmf {
                     None => rows,
                 }
             }
-        }
+        })
     }
 
     /// Rows of a modality's output table: `pick` takes them from the whole table (all items),

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Modality;
 use super::host::HostParts;
-use super::items::ItemFeatures;
+use super::items::{ItemFeatures, UnseenRowDraw};
 use super::llm_emf::LlmEmf;
 use crate::data::DomainId;
 use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The settings of the score that a validation fit may change after training and that the
 /// model file does not hold (fixed weights and the row shrinkage are constants, not
@@ -30,6 +30,17 @@ pub struct ScoreSettings {
     /// Per item domain (X, Y), the prior count of the learned ID rows at inference
     /// ([`LlmEmf::row_shrinkage`]); `None` (the default) uses the domain's rows whole.
     pub row_shrinkage: [Option<f64>; 2],
+    /// Per item domain (X, Y), how the learned rows of the items never seen in training were
+    /// drawn after training (`train.fit_unseen_rows`; the rows are in the model file); `None`
+    /// (the default) where training left them. An item added after training gets the learned
+    /// part it implies ([`crate::model::ItemTable::new_item_learned_part`]).
+    #[serde(skip_serializing_if = "no_draws")]
+    pub unseen_rows: [Option<UnseenRowDraw>; 2],
+}
+
+/// Whether no domain's never-seen rows were drawn (the field is then left out of the file).
+fn no_draws(draws: &[Option<UnseenRowDraw>; 2]) -> bool {
+    draws.iter().all(Option::is_none)
 }
 
 /// [`ScoreSettings`] as files hold them, with the keys of the removed popularity adjustment:
@@ -45,6 +56,8 @@ struct ScoreSettingsFile {
     popularity_exponent: [f64; 2],
     #[serde(default)]
     unseen_boost: [f64; 2],
+    #[serde(default)]
+    unseen_rows: [Option<UnseenRowDraw>; 2],
 }
 
 impl TryFrom<ScoreSettingsFile> for ScoreSettings {
@@ -63,6 +76,7 @@ impl TryFrom<ScoreSettingsFile> for ScoreSettings {
             modality_weights: f.modality_weights,
             domain_weights: f.domain_weights,
             row_shrinkage: f.row_shrinkage,
+            unseen_rows: f.unseen_rows,
         })
     }
 }
@@ -87,11 +101,13 @@ impl LlmEmf {
             modality_weights: self.modality_weights(),
             domain_weights: DomainId::BOTH.map(|d| self.domain_weights(d)),
             row_shrinkage: DomainId::BOTH.map(|d| self.row_shrinkage(d)),
+            unseen_rows: DomainId::BOTH.map(|d| self.items.as_ref().and_then(|t| t.unseen_draw(d))),
         }
     }
 
     /// Applies saved score settings: the fixed modality and sub-sequence weights (learned ones
-    /// live in the model file and are left as loaded) and the row shrinkage.
+    /// live in the model file and are left as loaded), the row shrinkage and the record of how
+    /// the never-seen rows were drawn (an error for a draw without ID rows).
     pub fn apply_score_settings(&mut self, s: &ScoreSettings) -> Result<()> {
         if self.fusion.logits.is_none() {
             self.fusion.set_weights(s.modality_weights)?;
@@ -104,6 +120,16 @@ impl LlmEmf {
         }
         for d in DomainId::BOTH {
             self.set_row_shrinkage(d, s.row_shrinkage[d.index()])?;
+            let draw = s.unseen_rows[d.index()];
+            match self.items.as_mut() {
+                Some(table) => table.set_unseen_draw(d, draw)?,
+                None if draw.is_some() => {
+                    return Err(Error::Config(format!(
+                        "score settings: unseen_rows {draw:?} for domain {d:?}, but the model has no ID rows"
+                    )));
+                }
+                None => {}
+            }
         }
         Ok(())
     }

@@ -189,7 +189,9 @@ impl Recommender {
                 &self.device,
             );
             for m in self.model.modalities() {
-                let rows = self.model.text_only_rows(m, text.clone(), &self.features);
+                let rows = self
+                    .model
+                    .text_only_rows(m, d, text.clone(), &self.features)?;
                 let slot = &mut self.heads[d.index()][m.index()];
                 if let Some(table) = slot.take() {
                     *slot = Some(Tensor::cat(vec![table, rows.clone()], 0));
