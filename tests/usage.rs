@@ -279,7 +279,7 @@ fn text_enriched_id_rows_are_trained_saved_and_served_alike_on_host_and_device()
 #[test]
 fn title_rows_get_fresh_unseen_rows_only_where_the_shrinkage_leaves_rows_whole() {
     use llm_emf::data::Candidates;
-    use llm_emf::eval::evaluate;
+    use llm_emf::eval::Evaluator;
     use llm_emf::model::LlmEmf;
     use llm_emf::train::fit::{make_fits, unseen_row_domains, unseen_row_draws};
 
@@ -295,18 +295,14 @@ fn title_rows_get_fresh_unseen_rows_only_where_the_shrinkage_leaves_rows_whole()
     let ec = &run.config.eval;
     let candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives).unwrap();
-    let validate = |m: &LlmEmf| {
-        evaluate(
-            m,
-            &features,
-            dataset,
-            Split::Valid,
-            &candidates,
-            &batcher,
-            ec.batch_size,
-            &device,
-        )
+    let evaluator = Evaluator {
+        features: &features,
+        dataset,
+        batcher: &batcher,
+        batch_size: ec.batch_size,
+        device: &device,
     };
+    let validate = |m: &LlmEmf| evaluator.evaluate(m, Split::Valid, &candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
     let counts = dataset.train_counts();
     let never_seen = DomainId::BOTH.map(|d| {

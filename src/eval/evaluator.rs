@@ -106,6 +106,43 @@ impl std::fmt::Display for Evaluation {
     }
 }
 
+/// What [`evaluate`] reads besides the model, the split and the candidates, gathered once for
+/// the many evaluations of a run (each epoch's validation, each trial of a fit).
+#[derive(Clone, Copy)]
+pub struct Evaluator<'a> {
+    /// The frozen item features, on `device`.
+    pub features: &'a ItemFeatures,
+    /// The dataset whose examples are ranked.
+    pub dataset: &'a Dataset,
+    /// Builds the histories' batches.
+    pub batcher: &'a SequenceBatcher,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Where the model runs.
+    pub device: &'a Device,
+}
+
+impl Evaluator<'_> {
+    /// [`evaluate`] of `model` on `split` against `candidates`.
+    pub fn evaluate(
+        &self,
+        model: &LlmEmf,
+        split: Split,
+        candidates: &Candidates,
+    ) -> Result<Evaluation> {
+        evaluate(
+            model,
+            self.features,
+            self.dataset,
+            split,
+            candidates,
+            self.batcher,
+            self.batch_size,
+            self.device,
+        )
+    }
+}
+
 /// Ranks every example of `split` and computes the metrics per target domain.
 ///
 /// `candidates` must have been drawn for this dataset and split ([`Candidates::sample`]); under

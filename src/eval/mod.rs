@@ -3,5 +3,5 @@
 pub mod evaluator;
 pub mod metrics;
 
-pub use evaluator::{Evaluation, evaluate};
+pub use evaluator::{Evaluation, Evaluator, evaluate};
 pub use metrics::{DomainMetrics, POPULARITY_BOUNDS, PopularitySlice, Rank};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::batcher::SequenceBatcher;
 use crate::data::{Candidates, DomainId, ItemId, Protocol, Split};
 use crate::error::{Error, Result};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::{Evaluation, Evaluator};
 use crate::model::host::HostParts;
 use crate::model::{ItemFeatures, LlmEmf, readable_history};
 use crate::train::checkpoint::load_best_model;
@@ -127,18 +127,8 @@ impl TrainedRun {
         let candidates = self.candidates(Split::Valid, protocol, None)?;
         let dataset = &self.data.dataset;
         let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
-        let mut validate = |m: &LlmEmf| {
-            evaluate(
-                m,
-                &self.features,
-                dataset,
-                Split::Valid,
-                &candidates,
-                &self.batcher,
-                self.config.eval.batch_size,
-                &self.device,
-            )
-        };
+        let evaluator = self.evaluator();
+        let mut validate = |m: &LlmEmf| evaluator.evaluate(m, Split::Valid, &candidates);
         let mut model = self.model.clone();
         let out = fit(&mut model, &mut validate, names)?;
         self.model = model;
@@ -176,16 +166,19 @@ impl TrainedRun {
 
     /// Evaluates the model on `split` against given candidates (e.g. loaded from a file).
     pub fn evaluate_with(&self, split: Split, candidates: &Candidates) -> Result<Evaluation> {
-        evaluate(
-            &self.model,
-            &self.features,
-            &self.data.dataset,
-            split,
-            candidates,
-            &self.batcher,
-            self.config.eval.batch_size,
-            &self.device,
-        )
+        self.evaluator().evaluate(&self.model, split, candidates)
+    }
+
+    /// The run's [`Evaluator`]: its features, dataset, batcher, evaluation batch size and
+    /// device.
+    pub fn evaluator(&self) -> Evaluator<'_> {
+        Evaluator {
+            features: &self.features,
+            dataset: &self.data.dataset,
+            batcher: &self.batcher,
+            batch_size: self.config.eval.batch_size,
+            device: &self.device,
+        }
     }
 
     /// Evaluates only the examples of `split` whose target is one of `targets` (each with the
@@ -212,16 +205,11 @@ impl TrainedRun {
                 .map(|&i| candidates.negatives[i].clone())
                 .collect(),
         };
-        evaluate(
-            &self.model,
-            &self.features,
-            &dataset,
-            split,
-            &candidates,
-            &self.batcher,
-            self.config.eval.batch_size,
-            &self.device,
-        )
+        Evaluator {
+            dataset: &dataset,
+            ..self.evaluator()
+        }
+        .evaluate(&self.model, split, &candidates)
     }
 
     /// The `k` best items of `domain` after `history` (global ids, oldest first), excluding the

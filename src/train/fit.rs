@@ -15,7 +15,7 @@ use super::config::ExperimentConfig;
 use super::trainer::TrainReport;
 use crate::data::{Candidates, DomainId, Split};
 use crate::error::{Error, Result};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::{Evaluation, Evaluator};
 use crate::model::{LlmEmf, UnseenRowDraw};
 
 mod unseen;
@@ -513,17 +513,15 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
     }
     let batcher = config.model.batcher(dataset);
     let ec = &config.eval;
+    let evaluator = Evaluator {
+        features: &features,
+        dataset,
+        batcher: &batcher,
+        batch_size: ec.batch_size,
+        device,
+    };
     let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
-        evaluate(
-            model,
-            &features,
-            dataset,
-            split,
-            candidates,
-            &batcher,
-            ec.batch_size,
-            device,
-        )
+        evaluator.evaluate(model, split, candidates)
     };
     let valid_candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;

@@ -28,7 +28,7 @@ use super::step::StepContext;
 use super::stopping::{plateau_step, record_validation, should_stop};
 use crate::data::{Candidates, DomainId, Sequence, Split};
 use crate::error::{Error, Result};
-use crate::eval::{Evaluation, evaluate};
+use crate::eval::{Evaluation, Evaluator};
 use crate::io::append_line;
 use crate::model::LlmEmf;
 
@@ -168,17 +168,15 @@ pub fn train(
         )),
     };
     let target_domains = tc.target_domains.domains();
+    let evaluator = Evaluator {
+        features: &features,
+        dataset,
+        batcher: &batcher,
+        batch_size: ec.batch_size,
+        device,
+    };
     let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
-        evaluate(
-            model,
-            &features,
-            dataset,
-            split,
-            candidates,
-            &batcher,
-            ec.batch_size,
-            device,
-        )
+        evaluator.evaluate(model, split, candidates)
     };
     let ctx = StepContext {
         batcher: &batcher,
