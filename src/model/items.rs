@@ -444,7 +444,7 @@ impl ItemTable {
         if self.shrink_inputs {
             return self.pick(text, pick);
         }
-        self.pick_scaled(text, pick, self.input_row_scale(), false)
+        self.pick_scaled(text, pick, self.input_row_scale())
     }
 
     /// Rows picked by `pick` from the whole table (all items), unnormalised: the learned rows
@@ -461,22 +461,21 @@ impl ItemTable {
         text: Option<&Tensor<2>>,
         pick: impl Fn(Tensor<2>) -> Tensor<2>,
     ) -> Tensor<2> {
-        self.pick_scaled(text, pick, self.row_scale(), true)
+        self.pick_scaled(text, pick, self.row_scale())
     }
 
     /// [`Self::pick`] with the learned rows scaled by `scale` outside autodiff (`None`: whole):
     /// with title rows, the rest of the weight on the title; without them, on the domain's
-    /// prior when `prior` is set, and `scale` is ignored otherwise (whole rows).
+    /// prior.
     fn pick_scaled(
         &self,
         text: Option<&Tensor<2>>,
         pick: impl Fn(Tensor<2>) -> Tensor<2>,
         scale: Option<Tensor<2>>,
-        prior: bool,
     ) -> Tensor<2> {
         let rows = pick(self.rows.weight.val());
         let Some(map) = &self.text_map else {
-            return self.pick_untitled(rows, &pick, scale.filter(|_| prior));
+            return self.pick_untitled(rows, &pick, scale);
         };
         let rows = if self.row_dropout > 0.0 && rows.device().is_autodiff() {
             let [picked, _] = rows.dims();

@@ -520,12 +520,9 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
         batch_size: ec.batch_size,
         device,
     };
-    let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
-        evaluator.evaluate(model, split, candidates)
-    };
     let valid_candidates =
         Candidates::sample(dataset, Split::Valid, ec.protocol, ec.seed, ec.negatives)?;
-    let validate = |m: &LlmEmf| evaluate_on(m, Split::Valid, &valid_candidates);
+    let validate = |m: &LlmEmf| evaluator.evaluate(m, Split::Valid, &valid_candidates);
     let names = DomainId::BOTH.map(|d| dataset.domain(d).name.as_str());
     let draws = unseen_row_draws(config.model.id_row_init, model.has_title_rows());
     if fits.unseen_rows && report.unseen_row_fit.is_some() {
@@ -561,7 +558,7 @@ fn refit_run(run_dir: &Path, device: &Device, fits: RunFits, rescore: bool) -> R
     report.valid = validate(&model)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
-    report.test = evaluate_on(&model, Split::Test, &test_candidates)?;
+    report.test = evaluator.evaluate(&model, Split::Test, &test_candidates)?;
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
 }

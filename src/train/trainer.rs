@@ -175,9 +175,6 @@ pub fn train(
         batch_size: ec.batch_size,
         device,
     };
-    let evaluate_on = |model: &LlmEmf, split: Split, candidates: &Candidates| {
-        evaluator.evaluate(model, split, candidates)
-    };
     let ctx = StepContext {
         batcher: &batcher,
         features: &train_features,
@@ -221,7 +218,7 @@ pub fn train(
         let mut best = false;
         let valid = if evaluate_now {
             let snapshot = model.valid();
-            let v = evaluate_on(&snapshot, Split::Valid, &valid_candidates)?;
+            let v = evaluator.evaluate(&snapshot, Split::Valid, &valid_candidates)?;
             best = record_validation(&mut state, epoch_no, v.mean_mrr());
             if best {
                 save_model(&snapshot, &paths.best_model())?;
@@ -295,7 +292,7 @@ pub fn train(
     let draws = unseen_row_draws(config.model.id_row_init, best.has_title_rows());
     let records = make_fits(
         &mut best,
-        |m| evaluate_on(m, Split::Valid, &valid_candidates),
+        |m| evaluator.evaluate(m, Split::Valid, &valid_candidates),
         names,
         fits,
         &draws,
@@ -306,10 +303,10 @@ pub fn train(
     if records.changed_model() {
         save_model(&best, &paths.best_model())?;
     }
-    let valid = evaluate_on(&best, Split::Valid, &valid_candidates)?;
+    let valid = evaluator.evaluate(&best, Split::Valid, &valid_candidates)?;
     let test_candidates =
         Candidates::sample(dataset, Split::Test, ec.protocol, ec.seed, ec.negatives)?;
-    let test = evaluate_on(&best, Split::Test, &test_candidates)?;
+    let test = evaluator.evaluate(&best, Split::Test, &test_candidates)?;
     let report = TrainReport {
         epochs: state.epochs_done,
         best_epoch: state.best_epoch,

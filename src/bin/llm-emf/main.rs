@@ -109,7 +109,6 @@ fn embed_request(
     })
 }
 
-/// Each domain's MRR of an evaluation, in %, on one line: "Food 18.84, Kitchen 13.47".
 /// The validation MRR of a refitted or rescored run, and its test MRR when `test` asks for it
 /// (the test metrics are in its results.json either way).
 fn valid_test_line(report: &llm_emf::train::TrainReport, test: bool) -> String {
@@ -127,6 +126,7 @@ fn valid_test_line(report: &llm_emf::train::TrainReport, test: bool) -> String {
     }
 }
 
+/// Each domain's MRR of an evaluation, in %, on one line: "Food 18.84, Kitchen 13.47".
 fn mrr_line(e: &llm_emf::eval::Evaluation) -> String {
     e.domains
         .iter()
