@@ -645,7 +645,9 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
     );
 
     // The learned row of the first history's best-scored candidate under dot heads made three
-    // times as long: its score rises under dot heads and stays under cosine heads.
+    // times as long: its ID logits triple under dot heads and stay under cosine heads, so its
+    // score rises under dot heads only. (The logits are checked exactly; the score only for
+    // its direction, since a candidate whose probability is near one rises by little.)
     let batcher = crate::data::batcher::SequenceBatcher::new(&s.data.dataset, config.max_len);
     let histories: [&[u32]; 2] = [&[0, 1, 2], &[30, 31, 3]];
     let plan = batcher.plan_histories(&histories);
@@ -656,6 +658,18 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
             .into_data()
             .try_to_vec()
             .unwrap()
+    };
+    // Per query row (sub-sequence-major), the ID logits against every X item.
+    let id_logits = |m: &LlmEmf| -> (Vec<f32>, usize) {
+        let queries = m.score_queries(&plan, &inputs, &feats, DomainId::X);
+        let heads = m.heads(DomainId::X, &feats);
+        let (_, _, logits) = m
+            .stacked_logits(queries.modalities, &heads)
+            .into_iter()
+            .find(|(modality, _, _)| *modality == Modality::Id)
+            .expect("ID logits");
+        let n = logits.dims()[1];
+        (logits.into_data().try_to_vec().unwrap(), n)
     };
     model.dot_heads = true;
     let dot = scores(&model);
@@ -669,9 +683,21 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
     factor[best] = 3.0;
     let factor = Tensor::<2>::from_data(TensorData::new(factor, [n, 1]), &device);
     table.rows.weight = burn::module::Param::from_tensor(w * factor);
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0);
+    let ((before, width), (after, _)) = (id_logits(&model), id_logits(&longer));
+    for (row, (a, b)) in before.chunks(width).zip(after.chunks(width)).enumerate() {
+        for item in 0..width {
+            let expected = if item == best { 3.0 * a[item] } else { a[item] };
+            assert!(
+                close(b[item], expected),
+                "dot heads, query {row}, item {item}: {} against {expected}",
+                b[item]
+            );
+        }
+    }
     let dot_longer = scores(&longer);
     assert!(
-        dot_longer[best] > dot[best] * 1.01,
+        dot_longer[best] > dot[best],
         "{} vs {}",
         dot_longer[best],
         dot[best]
@@ -679,6 +705,10 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
     // Scores are mixtures of probabilities: compared relative to their size.
     model.dot_heads = false;
     longer.dot_heads = false;
+    let ((before, _), (after, _)) = (id_logits(&model), id_logits(&longer));
+    for (a, b) in before.iter().zip(&after) {
+        assert!(close(*a, *b), "cosine heads: {a} vs {b}");
+    }
     for (a, b) in scores(&model).iter().zip(&scores(&longer)) {
         let gap = (a - b).abs() / a.abs().max(b.abs()).max(f32::MIN_POSITIVE);
         assert!(gap < 1e-4, "{a} vs {b}");
