@@ -6,10 +6,11 @@
 //! learned) and [`ItemTable`] (learned ID rows, optionally with mapped titles and their
 //! shrinkage); [`LlmEmf`] composes them.
 //!
-//! The files follow the jobs: [`config`] (what a model is), [`items`] (the item tables, the rows drawn
-//! for items never seen in training, and the catalogue a model is built for), [`llm_emf`] (the model and its encoders), [`score`] (the
-//! Eq. 11 score it ranks with, mixed on the host by one implementation that evaluation and
-//! serving share), [`loss`] (the training loss) and the blocks.
+//! The files follow the jobs: [`config`] (what a model is), [`items`] (the item tables, the
+//! rows drawn for items never seen in training, and the catalogue a model is built for),
+//! [`llm_emf`] (the model and its encoders), [`score`] (the Eq. 11 score it ranks with, mixed
+//! on the host by one implementation that evaluation and serving share), [`loss`] (the
+//! training loss) and the blocks.
 //!
 //! The blocks build other models too. A single-sequence recommender with two modalities (IDs
 //! and frozen text), each encoded by its own [`SequenceEncoder`] and fused by a learned
