@@ -212,6 +212,12 @@ pub struct ModelConfig {
     /// training for about 6% of the users. Default false.
     #[serde(default)]
     pub skip_untrained_inputs: bool,
+    /// A learned residual map of every encoder's query per target domain
+    /// ([`super::DomainQueryMaps`]): with cross-domain targets each encoder's last state
+    /// ranks both domains' items, and the map lets the query for Y's items differ from the
+    /// one for X's (`h + W_D h`, `W_D` zero at the start). Default false.
+    #[serde(default)]
+    pub domain_queries: bool,
 }
 
 /// How the heads score a query against an output row ([`ModelConfig::head`]).
@@ -292,6 +298,7 @@ impl Default for ModelConfig {
             head: Head::Cosine,
             skip_untrained_inputs: false,
             shrink_inputs: true,
+            domain_queries: false,
         }
     }
 }

@@ -388,7 +388,10 @@ impl LlmEmf {
             .map(|(k, &m)| {
                 let h = cat_2d(
                     rows.iter()
-                        .map(|(s, r)| hidden[s.index()][k].clone().select(0, r.clone()))
+                        .map(|(s, r)| {
+                            let h = hidden[s.index()][k].clone().select(0, r.clone());
+                            self.domain_query(*s, m, d, h)
+                        })
                         .collect(),
                 );
                 let (positive, logits) = self.head_logits(

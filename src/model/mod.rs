@@ -58,6 +58,7 @@ pub(crate) mod host;
 pub mod items;
 pub mod llm_emf;
 pub mod loss;
+pub mod query_map;
 pub mod score;
 
 #[cfg(test)]
@@ -75,4 +76,5 @@ pub use items::{
 };
 pub use llm_emf::{LlmEmf, l2_normalise, readable_history};
 pub use loss::{DomainNegatives, TrainHidden};
+pub use query_map::DomainQueryMaps;
 pub use score::{ScoreQueries, ScoreSettings};
