@@ -1,10 +1,11 @@
 //! The LLM-EMF model and its building blocks, each a Burn component (config + module) that
 //! another model can reuse: [`AttentionBlock`] (pre-LN causal self-attention with a fused QKV
 //! projection), [`SequenceEncoder`] (positions + blocks + final norm, Eq. 2),
-//! [`ModalityFusion`] (the alpha/beta tri-modal fusion head, Eq. 8, fixed or learned) and
+//! [`ModalityFusion`] (the alpha/beta tri-modal fusion head, Eq. 8, fixed or learned),
 //! [`DomainLoss`] (the lambda-weighted domain loss and cross-domain weights, Eq. 10-11, fixed or
-//! learned) and [`ItemTable`] (learned ID rows, optionally with mapped titles and their
-//! shrinkage); [`LlmEmf`] composes them.
+//! learned), [`ItemTable`] (learned ID rows, optionally with mapped titles and their
+//! shrinkage) and [`DomainQueryMaps`] (an encoder's query mapped per target domain);
+//! [`LlmEmf`] composes them.
 //!
 //! The files follow the jobs: [`config`] (what a model is), [`items`] (the item tables, the
 //! rows drawn for items never seen in training, and the catalogue a model is built for),
