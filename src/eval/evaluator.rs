@@ -316,20 +316,21 @@ impl EvalQueries {
             let mut order: Vec<usize> = (0..histories.len()).filter(|&i| present[i]).collect();
             order.sort_by_key(|&i| lengths[i]);
             let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
-            let per_chunk =
-                parallel_map(&chunks, rayon::current_num_threads(), |chunk| {
-                    let rows: Vec<&[ItemId]> = chunk.iter().map(|&i| histories[i]).collect();
-                    let input = batcher.plan_sub_sequence(s, &rows).to_tensors(device);
-                    modalities
-                        .iter()
-                        .map(|&(m, _, _)| {
-                            let q = model.sub_sequence_queries(s, m, d, &input, features).expect(
-                            "a scored modality has an encoder for every scored sub-sequence",
-                        );
-                            host_floats(q)
-                        })
-                        .collect::<Result<Vec<Vec<f32>>>>()
-                });
+            let per_chunk = parallel_map(&chunks, rayon::current_num_threads(), |chunk| {
+                let rows: Vec<&[ItemId]> = chunk.iter().map(|&i| histories[i]).collect();
+                let input = batcher.plan_sub_sequence(s, &rows).to_tensors(device);
+                modalities
+                    .iter()
+                    .map(|&(m, _, _)| {
+                        let q = model
+                            .sub_sequence_queries(s, m, d, &input, features)
+                            .expect(
+                                "a scored modality has an encoder for every scored sub-sequence",
+                            );
+                        host_floats(q)
+                    })
+                    .collect::<Result<Vec<Vec<f32>>>>()
+            });
             let mut part_values: Vec<Vec<f32>> = modalities
                 .iter()
                 .map(|&(_, _, width)| vec![0.0; histories.len() * width])

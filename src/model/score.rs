@@ -254,8 +254,8 @@ impl LlmEmf {
 
     /// The query (as the heads read it: L2-normalised, or scaled under dot heads) of the last
     /// position of one sub-sequence and modality for the items of domain `d`, as
-    /// [`Self::score_queries`] stacks them;
-    /// `None` when the model has no encoder for that pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
+    /// [`Self::score_queries`] stacks them; `None` when the model has no encoder for that
+    /// pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
     ///
     /// # Shapes
     /// - output `[batch, width]`
