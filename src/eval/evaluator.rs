@@ -192,7 +192,11 @@ pub fn evaluate(
             .map(|start| start..(start + per_batch).min(indices.len()))
             .collect();
         let rank_chunk = |rows: &std::ops::Range<usize>| -> Result<Vec<Rank>> {
-            let parts = HostParts::score(model, queries.rows(rows.clone(), device), &heads)?;
+            let parts = HostParts::score(
+                model,
+                model.fuse_queries(queries.rows(rows.clone(), device)),
+                &heads,
+            )?;
             let n = dom.len as usize;
             Ok(rows
                 .clone()
@@ -513,10 +517,11 @@ mod tests {
         let dataset = &data.dataset;
         let features = crate::test_features(&data, &device);
         let batcher = SequenceBatcher::new(dataset, 12);
-        // The paper's model (three sub-sequences, three modalities, fixed weights), and the
-        // mixture objective with learned weights.
-        for joint in [false, true] {
+        // The paper's model (three sub-sequences, three modalities, fixed weights), the
+        // mixture objective with learned weights, and the same with the queries fused.
+        for (joint, fused) in [(false, false), (true, false), (true, true)] {
             let config = ModelConfig {
+                query_fusion: fused,
                 id_dim: 8,
                 max_len: 12,
                 dropout: 0.0,
@@ -562,7 +567,7 @@ mod tests {
                     assert_eq!(got.n, want.n);
                     assert!(
                         (got.mrr - want.mrr).abs() < 1e-9 && got.hr10 == want.hr10,
-                        "{name}, {protocol:?}, mixture {joint}: {got:?} vs {want:?}"
+                        "{name}, {protocol:?}, mixture {joint}, fused {fused}: {got:?} vs {want:?}"
                     );
                 }
             }

@@ -218,6 +218,15 @@ pub struct ModelConfig {
     /// one for X's (`h + W_D h`, `W_D` zero at the start). Default false.
     #[serde(default)]
     pub domain_queries: bool,
+    /// Fuse the sub-sequences' queries instead of their probabilities: for target domain D
+    /// the query is `normalise(sum_s w_s q_s)` over the sub-sequences present in the history
+    /// (`q_s` each one's unit query, `w_s` the sub-sequence weights of Eq. 11, learned, fixed
+    /// or fitted), scored by one softmax, in training and at inference; as ABXI adds its
+    /// merged sequence's representation to the target domain's own. Needs the mixture
+    /// objective (which trains the score that ranks), the merged sequence and cosine heads.
+    /// Default false (Eq. 11: the probabilities mixed).
+    #[serde(default)]
+    pub query_fusion: bool,
 }
 
 /// How the heads score a query against an output row ([`ModelConfig::head`]).
@@ -299,6 +308,7 @@ impl Default for ModelConfig {
             skip_untrained_inputs: false,
             shrink_inputs: true,
             domain_queries: false,
+            query_fusion: false,
         }
     }
 }
@@ -412,6 +422,14 @@ impl ModelConfig {
         if self.objective.is_joint() && !self.cross_domain_targets {
             return bad(
                 "the mixture objective needs cross_domain_targets: every sub-sequence must predict the target's domain"
+                    .into(),
+            );
+        }
+        if self.query_fusion
+            && (!self.objective.is_joint() || !self.merged_sequence || self.head != Head::Cosine)
+        {
+            return bad(
+                "query_fusion needs the mixture objective, the merged sequence and cosine heads (the fused query is a normalised sum of the sub-sequences' unit queries)"
                     .into(),
             );
         }

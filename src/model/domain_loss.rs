@@ -5,7 +5,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, read_back_shares};
@@ -208,6 +208,53 @@ impl DomainLoss {
             .zip(weights)
             .filter_map(|(l, w)| l.map(|l| l.mul_scalar(w)))
             .reduce(|a, b| a + b)
+    }
+
+    /// The weights of `subs` for target domain `d` as a tensor `[len(subs)]`, differentiable
+    /// with learned weights (the softmax over the roles in use, as [`Self::mix`] reads it),
+    /// else the fixed weights of [`Self::weights`]: what a fused query weighs its
+    /// sub-sequences' queries by.
+    pub fn shares(&self, d: DomainId, subs: &[SubSequence], device: &Device) -> Tensor<1> {
+        match &self.logits {
+            None => {
+                let w = self.weights(d);
+                let values: Vec<f32> = subs.iter().map(|s| w[s.index()] as f32).collect();
+                Tensor::from_data(TensorData::new(values, [subs.len()]), device)
+            }
+            Some(p) => {
+                let roles: Vec<i64> = SubSequence::ALL
+                    .into_iter()
+                    .filter(|s| self.used[s.index()])
+                    .map(|s| role(d, s) as i64)
+                    .collect();
+                let n = roles.len();
+                let row = p
+                    .val()
+                    .narrow(0, d.index(), 1)
+                    .reshape([3])
+                    .mul_scalar(LOGIT_SCALE);
+                let shares = softmax(
+                    row.select(
+                        0,
+                        Tensor::from_data(TensorData::new(roles.clone(), [n]), device),
+                    ),
+                    0,
+                );
+                let picked: Vec<i64> = subs
+                    .iter()
+                    .map(|&s| {
+                        roles
+                            .iter()
+                            .position(|&r| r == role(d, s) as i64)
+                            .expect("a sub-sequence in use") as i64
+                    })
+                    .collect();
+                shares.select(
+                    0,
+                    Tensor::from_data(TensorData::new(picked, [subs.len()]), device),
+                )
+            }
+        }
     }
 
     /// The mixture of Eq. 11 for target domain `d`: `log sum_s w_s exp(log_p_s)` over the

@@ -72,6 +72,9 @@ pub struct LlmEmf {
     /// Per target domain, learned residual maps of the encoders' queries
     /// (`ModelConfig::domain_queries`).
     pub query_maps: Option<DomainQueryMaps>,
+    /// Whether the sub-sequences' queries are fused before one softmax
+    /// (`ModelConfig::query_fusion`) instead of their probabilities mixed.
+    pub query_fusion: bool,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -239,6 +242,7 @@ impl ModelConfig {
                 let widths = used.map(|on| dims.map(|d| d.filter(|_| on)));
                 DomainQueryMaps::new(widths, device)
             }),
+            query_fusion: config.query_fusion,
         })
     }
 }

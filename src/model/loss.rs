@@ -264,17 +264,30 @@ impl LlmEmf {
         negatives: Option<&[DomainNegatives; 2]>,
     ) -> Tensor<1> {
         let p = mt.len;
-        let JointRows {
-            subs,
-            targets,
-            rows,
-        } = joint_rows(hidden, mt);
-        let per_modality =
-            self.stacked_log_probs(hidden, &rows, modalities, d, &targets, features, negatives);
+        let joint = joint_rows(hidden, mt);
         let weights = self
             .domain_loss
             .per_sequence
             .then(|| mt.sequence_weights.clone());
+        if self.query_fusion {
+            return self.fused_nll(
+                hidden,
+                mt,
+                &joint,
+                d,
+                modalities,
+                features,
+                negatives,
+                weights.as_ref(),
+            );
+        }
+        let JointRows {
+            subs,
+            targets,
+            rows,
+        } = joint;
+        let per_modality =
+            self.stacked_log_probs(hidden, &rows, modalities, d, &targets, features, negatives);
         let experts = self.expert_losses(
             per_modality.iter().map(|(_, lp)| lp.clone()),
             mt,
@@ -310,6 +323,74 @@ impl LlmEmf {
         match experts {
             Some(e) => mixture + e,
             None => mixture,
+        }
+    }
+
+    /// [`Self::mixture_nll`] under query fusion (`ModelConfig::query_fusion`): per modality,
+    /// the sub-sequences' unit queries of each transition summed with their weights (those
+    /// present in its history only) and scored by one softmax; the experts' own losses as
+    /// under the mixture.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_nll(
+        &self,
+        hidden: &[Vec<Tensor<2>>; 3],
+        mt: &MixtureTargets,
+        joint: &JointRows,
+        d: DomainId,
+        modalities: &[Modality],
+        features: &ItemFeatures,
+        negatives: Option<&[DomainNegatives; 2]>,
+        weights: Option<&Tensor<2>>,
+    ) -> Tensor<1> {
+        let JointRows {
+            subs,
+            targets,
+            rows,
+        } = joint;
+        let device = mt.local.device();
+        let shares = self.domain_loss.shares(d, subs, &device);
+        let per_modality: Vec<(usize, Tensor<2>)> = modalities
+            .iter()
+            .enumerate()
+            .map(|(k, &m)| {
+                let query = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (s, r))| {
+                        let h = hidden[s.index()][k].clone().select(0, r.clone());
+                        let unit = l2_normalise(self.domain_query(*s, m, d, h));
+                        let c = mt.present[s.index()].clone()
+                            * shares.clone().narrow(0, j, 1).reshape([1, 1]);
+                        unit * c
+                    })
+                    .reduce(|a, b| a + b)
+                    .expect("the merged sequence is always present");
+                let (positive, logits) = self.head_logits(
+                    m,
+                    query,
+                    d,
+                    mt.local.clone(),
+                    features,
+                    negatives.map(|n| &n[d.index()]),
+                );
+                (m.index(), positive - log_sum_exp(logits))
+            })
+            .collect();
+        let nll = self.fusion.fuse(per_modality).neg();
+        let fused = match weights {
+            Some(w) => nll * w.clone(),
+            None => nll,
+        }
+        .sum()
+        .reshape([1]);
+        if self.domain_loss.expert_loss <= 0.0 {
+            return fused;
+        }
+        let experts =
+            self.stacked_log_probs(hidden, rows, modalities, d, targets, features, negatives);
+        match self.expert_losses(experts.into_iter().map(|(_, lp)| lp), mt, subs, weights) {
+            Some(e) => fused + e,
+            None => fused,
         }
     }
 

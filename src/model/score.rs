@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Modality;
 use super::host::HostParts;
 use super::items::{ItemFeatures, UnseenRowDraw};
-use super::llm_emf::LlmEmf;
+use super::llm_emf::{LlmEmf, l2_normalise};
 use crate::data::DomainId;
 use crate::data::batcher::{EvalPlan, SubSequence, SubSequenceBatch};
 use crate::error::{Error, Result};
@@ -218,9 +218,54 @@ impl LlmEmf {
                 (m, weight, Tensor::cat(queries, 0))
             })
             .collect();
-        ScoreQueries {
+        self.fuse_queries(ScoreQueries {
             domain,
             parts,
+            modalities,
+        })
+    }
+
+    /// Under query fusion (`ModelConfig::query_fusion`), the queries of the sub-sequences
+    /// fused into one part: per row and modality `normalise(sum_s w_s q_s)` over the
+    /// sub-sequences the row has, a part of weight 1 present in every row. Unchanged without
+    /// fusion or with a single part. [`Self::score_queries`] returns them fused; a caller
+    /// that stacks per-sub-sequence queries of its own fuses them with this.
+    pub fn fuse_queries(&self, queries: ScoreQueries) -> ScoreQueries {
+        if !self.query_fusion || queries.parts.len() <= 1 {
+            return queries;
+        }
+        let ScoreQueries {
+            domain,
+            parts,
+            modalities,
+        } = queries;
+        let (k, b) = (parts.len(), parts[0].2.len());
+        let coefficients: Vec<f32> = parts
+            .iter()
+            .flat_map(|(_, w, present)| {
+                present
+                    .iter()
+                    .map(move |&p| if p { *w as f32 } else { 0.0 })
+            })
+            .collect();
+        let modalities = modalities
+            .into_iter()
+            .map(|(m, weight, q)| {
+                let [_, width] = q.dims();
+                let c = Tensor::<2>::from_data(
+                    TensorData::new(coefficients.clone(), [k * b, 1]),
+                    &q.device(),
+                );
+                let fused = (q * c)
+                    .reshape([k, b, width])
+                    .sum_dim(0)
+                    .reshape([b, width]);
+                (m, weight, l2_normalise(fused))
+            })
+            .collect();
+        ScoreQueries {
+            domain,
+            parts: vec![(SubSequence::Merged, 1.0, vec![true; b])],
             modalities,
         }
     }

@@ -331,3 +331,153 @@ fn domain_query_maps_start_as_the_identity_learn_and_move_their_domain_only() {
     assert_eq!(scores(&trained, DomainId::X), scores(&zeroed, DomainId::X));
     assert_ne!(scores(&trained, DomainId::Y), scores(&zeroed, DomainId::Y));
 }
+
+#[test]
+fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_weights() {
+    let s = setup();
+    let base = test_device();
+    let config = ModelConfig {
+        cross_domain_targets: true,
+        objective: DomainObjective::Mixture,
+        learned_domain_weights: true,
+        expert_loss: 1.0,
+        query_fusion: true,
+        ..s.config.clone()
+    };
+    let feats = ItemFeatures::none();
+    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &base).unwrap();
+    model
+        .domain_loss
+        .set_weights(DomainId::X, [0.5, 0.2, 0.3])
+        .unwrap();
+    // X is 0..30, Y 30..70: the second history has no X item, so S^X takes no part in it.
+    let batcher = SequenceBatcher::new(&s.data.dataset, config.max_len);
+    let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31]];
+    let plan = batcher.plan_histories(&histories);
+    let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
+    let got: Vec<f32> = model
+        .score(&plan, &inputs, &feats, DomainId::X)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    // By hand: q = normalise(sum_s w_s q_s) over the sub-sequences present, one softmax of
+    // the scaled cosines over X's items.
+    let w = model.domain_weights(DomainId::X);
+    let queries: Vec<Vec<f32>> = SubSequence::ALL
+        .into_iter()
+        .map(|sub| {
+            model
+                .sub_sequence_queries(sub, Modality::Id, DomainId::X, &inputs[sub.index()], &feats)
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap()
+        })
+        .collect();
+    let q_width = config.id_dim;
+    let head: Vec<f32> = model
+        .head(Modality::Id, DomainId::X, &feats)
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let scale = 1.0 / model.temperatures()[Modality::Id.index()] as f32;
+    let n = 30;
+    let present = [[true, true, true], [false, true, true]];
+    let mut plain = Vec::new();
+    for row in 0..2 {
+        let mut q = vec![0.0f32; q_width];
+        for (k, sub) in SubSequence::ALL.into_iter().enumerate() {
+            if present[row][k] {
+                for (a, b) in q.iter_mut().zip(&queries[sub.index()][row * q_width..]) {
+                    *a += w[k] as f32 * b;
+                }
+            }
+        }
+        let norm = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let logits: Vec<f32> = (0..n)
+            .map(|i| {
+                let r = &head[i * q_width..(i + 1) * q_width];
+                scale * q.iter().zip(r).map(|(a, b)| a * b).sum::<f32>() / norm
+            })
+            .collect();
+        let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+        let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+        let want: Vec<f32> = logits.iter().map(|l| (l - max).exp() / total).collect();
+        for (i, want) in want.iter().enumerate() {
+            let got = got[row * n + i];
+            assert!(
+                (got - want).abs() < 1e-5,
+                "row {row}, item {i}: {got} vs {want}"
+            );
+        }
+        plain.extend(want);
+    }
+    // The probabilities mixed instead (Eq. 11) score otherwise.
+    let mut mixed = model.clone();
+    mixed.query_fusion = false;
+    let other: Vec<f32> = mixed
+        .score(&plan, &inputs, &feats, DomainId::X)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    assert!(
+        other.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-4),
+        "fusing the queries changed nothing"
+    );
+
+    // Training reaches the sub-sequence weights through the fused query.
+    let device = base.autodiff();
+    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    let logits = |m: &LlmEmf| -> Vec<f32> {
+        m.domain_loss
+            .logits
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec()
+            .unwrap()
+    };
+    let before = logits(&model);
+    let batch = config
+        .batcher(&s.data.dataset)
+        .plan_train(
+            &s.data
+                .dataset
+                .train()
+                .unwrap()
+                .iter()
+                .take(16)
+                .collect::<Vec<_>>(),
+        )
+        .to_tensors(&device);
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..2 {
+        let loss = model.loss(&batch, &feats, &DomainId::BOTH, None);
+        assert!(scalar(loss.clone()).is_finite());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    assert_ne!(before, logits(&model), "the weights learned nothing");
+
+    // Fusion needs the mixture objective, the merged sequence and cosine heads.
+    for bad in [
+        ModelConfig {
+            objective: DomainObjective::Separate,
+            ..config.clone()
+        },
+        ModelConfig {
+            merged_sequence: false,
+            ..config.clone()
+        },
+        ModelConfig {
+            head: Head::Dot,
+            ..config.clone()
+        },
+    ] {
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("query_fusion"), "{err}");
+    }
+}
