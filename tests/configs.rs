@@ -77,6 +77,10 @@ fn a_removed_switch_is_refused_with_its_reason_and_read_when_off() {
             "model.item_bias was removed",
         ),
         (
+            r#"{"model": {"domain_queries": true}}"#,
+            "model.domain_queries was removed",
+        ),
+        (
             r#"{"model": {"id_text_per_domain": true}}"#,
             "model.id_text_per_domain was removed",
         ),
@@ -98,8 +102,7 @@ fn a_removed_switch_is_refused_with_its_reason_and_read_when_off() {
         assert!(err.contains(says) && err.contains("on.json"), "{err}");
         assert!(err.contains("What did not help"), "{err}");
     }
-    // A saved config.json from before the removal holds them off: it reads as without them
-    // (`domain_queries`, off, is a switch again).
+    // A saved config.json from before the removal holds them off: it reads as without them.
     let path = write(
         "off.json",
         r#"{"model": {"item_bias": false, "domain_queries": false, "id_text_per_domain": false},

@@ -326,11 +326,9 @@ impl EvalQueries {
                 modalities
                     .iter()
                     .map(|&(m, _, _)| {
-                        let q = model
-                            .sub_sequence_queries(s, m, d, &input, features)
-                            .expect(
-                                "a scored modality has an encoder for every scored sub-sequence",
-                            );
+                        let q = model.sub_sequence_queries(s, m, &input, features).expect(
+                            "a scored modality has an encoder for every scored sub-sequence",
+                        );
                         host_floats(q)
                     })
                     .collect::<Result<Vec<Vec<f32>>>>()
@@ -521,7 +519,6 @@ mod tests {
         // mixture objective with learned weights, and the same with the queries fused.
         for (joint, fused) in [(false, false), (true, false), (true, true)] {
             let config = ModelConfig {
-                query_fusion: fused,
                 id_dim: 8,
                 max_len: 12,
                 dropout: 0.0,
@@ -533,6 +530,7 @@ mod tests {
                 },
                 learned_domain_weights: joint,
                 learned_modality_weights: joint,
+                query_fusion: fused,
                 ..Default::default()
             };
             let model = LlmEmf::new(&config, dataset, &features, &device).unwrap();

@@ -212,12 +212,6 @@ pub struct ModelConfig {
     /// training for about 6% of the users. Default false.
     #[serde(default)]
     pub skip_untrained_inputs: bool,
-    /// A learned residual map of every encoder's query per target domain
-    /// ([`super::DomainQueryMaps`]): with cross-domain targets each encoder's last state
-    /// ranks both domains' items, and the map lets the query for Y's items differ from the
-    /// one for X's (`h + W_D h`, `W_D` zero at the start). Default false.
-    #[serde(default)]
-    pub domain_queries: bool,
     /// Fuse the sub-sequences' queries instead of their probabilities: for target domain D
     /// the query is `normalise(sum_s w_s q_s)` over the sub-sequences present in the history
     /// (`q_s` each one's unit query, `w_s` the sub-sequence weights of Eq. 11, learned, fixed
@@ -307,7 +301,6 @@ impl Default for ModelConfig {
             head: Head::Cosine,
             skip_untrained_inputs: false,
             shrink_inputs: true,
-            domain_queries: false,
             query_fusion: false,
         }
     }

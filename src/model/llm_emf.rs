@@ -14,7 +14,6 @@ use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
 use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig, UnseenRowDraw};
-use super::query_map::DomainQueryMaps;
 use crate::data::batcher::{Packed, SubSequence, SubSequenceBatch};
 use crate::data::{Dataset, DomainId, ItemId};
 use crate::error::{Error, Result};
@@ -69,9 +68,6 @@ pub struct LlmEmf {
     /// Whether the histories read at inference leave out the items never seen in training
     /// (`ModelConfig::skip_untrained_inputs`).
     pub skip_untrained_inputs: bool,
-    /// Per target domain, learned residual maps of the encoders' queries
-    /// (`ModelConfig::domain_queries`).
-    pub query_maps: Option<DomainQueryMaps>,
     /// Whether the sub-sequences' queries are fused before one softmax
     /// (`ModelConfig::query_fusion`) instead of their probabilities mixed.
     pub query_fusion: bool,
@@ -236,12 +232,6 @@ impl ModelConfig {
             shared_encoders,
             dot_heads: config.head == Head::Dot,
             skip_untrained_inputs: config.skip_untrained_inputs,
-            query_maps: config.domain_queries.then(|| {
-                // Every sub-sequence in use reads its own encoder or, shared, the merged one's;
-                // each gets maps of its own either way.
-                let widths = used.map(|on| dims.map(|d| d.filter(|_| on)));
-                DomainQueryMaps::new(widths, device)
-            }),
             query_fusion: config.query_fusion,
         })
     }
@@ -562,24 +552,6 @@ impl LlmEmf {
             rows
         } else {
             l2_normalise(rows)
-        }
-    }
-
-    /// The encoder state `h` of sub-sequence `s` and modality `m` as the query for the items
-    /// of `d`: mapped per target domain with `ModelConfig::domain_queries`, else `h`.
-    ///
-    /// # Shapes
-    /// - `h`: `[rows, width]`; output `[rows, width]`
-    pub(super) fn domain_query(
-        &self,
-        s: SubSequence,
-        m: Modality,
-        d: DomainId,
-        h: Tensor<2>,
-    ) -> Tensor<2> {
-        match &self.query_maps {
-            Some(maps) => maps.forward(s, m, d, h),
-            None => h,
         }
     }
 

@@ -358,7 +358,7 @@ impl LlmEmf {
                     .enumerate()
                     .map(|(j, (s, r))| {
                         let h = hidden[s.index()][k].clone().select(0, r.clone());
-                        let unit = l2_normalise(self.domain_query(*s, m, d, h));
+                        let unit = l2_normalise(h);
                         let c = mt.present[s.index()].clone()
                             * shares.clone().narrow(0, j, 1).reshape([1, 1]);
                         unit * c
@@ -469,10 +469,7 @@ impl LlmEmf {
             .map(|(k, &m)| {
                 let h = cat_2d(
                     rows.iter()
-                        .map(|(s, r)| {
-                            let h = hidden[s.index()][k].clone().select(0, r.clone());
-                            self.domain_query(*s, m, d, h)
-                        })
+                        .map(|(s, r)| hidden[s.index()][k].clone().select(0, r.clone()))
                         .collect(),
                 );
                 let (positive, logits) = self.head_logits(

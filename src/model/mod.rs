@@ -3,9 +3,8 @@
 //! projection), [`SequenceEncoder`] (positions + blocks + final norm, Eq. 2),
 //! [`ModalityFusion`] (the alpha/beta tri-modal fusion head, Eq. 8, fixed or learned),
 //! [`DomainLoss`] (the lambda-weighted domain loss and cross-domain weights, Eq. 10-11, fixed or
-//! learned), [`ItemTable`] (learned ID rows, optionally with mapped titles and their
-//! shrinkage) and [`DomainQueryMaps`] (an encoder's query mapped per target domain);
-//! [`LlmEmf`] composes them.
+//! learned) and [`ItemTable`] (learned ID rows, optionally with mapped titles and their
+//! shrinkage); [`LlmEmf`] composes them.
 //!
 //! The files follow the jobs: [`config`] (what a model is), [`items`] (the item tables, the
 //! rows drawn for items never seen in training, and the catalogue a model is built for),
@@ -59,7 +58,6 @@ pub(crate) mod host;
 pub mod items;
 pub mod llm_emf;
 pub mod loss;
-pub mod query_map;
 pub mod score;
 
 #[cfg(test)]
@@ -77,5 +75,4 @@ pub use items::{
 };
 pub use llm_emf::{LlmEmf, l2_normalise, readable_history};
 pub use loss::{DomainNegatives, TrainHidden};
-pub use query_map::DomainQueryMaps;
 pub use score::{ScoreQueries, ScoreSettings};

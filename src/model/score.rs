@@ -212,7 +212,7 @@ impl LlmEmf {
                 let queries: Vec<Tensor<2>> = subs
                     .iter()
                     .filter_map(|&(s, _)| {
-                        self.sub_sequence_queries(s, m, domain, &inputs[s.index()], features)
+                        self.sub_sequence_queries(s, m, &inputs[s.index()], features)
                     })
                     .collect();
                 (m, weight, Tensor::cat(queries, 0))
@@ -298,9 +298,8 @@ impl LlmEmf {
     }
 
     /// The query (as the heads read it: L2-normalised, or scaled under dot heads) of the last
-    /// position of one sub-sequence and modality for the items of domain `d`, as
-    /// [`Self::score_queries`] stacks them; `None` when the model has no encoder for that
-    /// pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
+    /// position of one sub-sequence and modality, as [`Self::score_queries`] stacks them;
+    /// `None` when the model has no encoder for that pair. Rows are independent, so a caller may batch each sub-sequence by its own lengths.
     ///
     /// # Shapes
     /// - output `[batch, width]`
@@ -308,14 +307,13 @@ impl LlmEmf {
         &self,
         s: SubSequence,
         m: Modality,
-        d: DomainId,
         input: &SubSequenceBatch,
         features: &ItemFeatures,
     ) -> Option<Tensor<2>> {
         let encoder = self.encoder(s, m)?;
         let x = self.embed(m, input.items.clone(), features);
         let last = encoder.forward_last(x, input.positions.clone(), &input.bias);
-        Some(self.query(self.domain_query(s, m, d, last)))
+        Some(self.query(last))
     }
 
     /// The scaled cosine logits of stacked queries ([`ScoreQueries::modalities`]) against

@@ -259,80 +259,6 @@ fn domain_weights_can_be_set_learned_or_fixed_and_bad_ones_are_refused() {
 }
 
 #[test]
-fn domain_query_maps_start_as_the_identity_learn_and_move_their_domain_only() {
-    let s = setup();
-    let base = test_device();
-    let device = base.clone().autodiff();
-    let config = ModelConfig {
-        cross_domain_targets: true,
-        objective: DomainObjective::Mixture,
-        domain_queries: true,
-        ..s.config.clone()
-    };
-    let feats = ItemFeatures::none();
-    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
-    let maps = model.query_maps.as_ref().expect("the maps");
-    // IDs only, three sub-sequences, two target domains.
-    assert_eq!(maps.maps.iter().filter(|m| m.is_some()).count(), 6);
-    let batcher = SequenceBatcher::new(&s.data.dataset, config.max_len);
-    let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31, 3]];
-    let plan = batcher.plan_histories(&histories);
-    let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
-    let scores = |m: &LlmEmf, d: DomainId| -> Vec<f32> {
-        m.score(&plan, &inputs, &feats, d)
-            .unwrap()
-            .into_data()
-            .try_to_vec()
-            .unwrap()
-    };
-    // Zero maps: the model scores as the same weights without them.
-    let mut without = model.valid();
-    without.query_maps = None;
-    for d in DomainId::BOTH {
-        assert_eq!(scores(&model.valid(), d), scores(&without, d), "{d:?}");
-    }
-    // Training moves the maps of both target domains.
-    let mut optim = AdamConfig::new().init();
-    let batch = config.batcher(&s.data.dataset).plan_train(
-        &s.data
-            .dataset
-            .train()
-            .unwrap()
-            .iter()
-            .take(16)
-            .collect::<Vec<_>>(),
-    );
-    let batch = batch.to_tensors(&device);
-    for _ in 0..2 {
-        let loss = model.loss(&batch, &feats, &DomainId::BOTH, None);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    let norm = |m: &LlmEmf, d: DomainId| -> f32 {
-        let k = DomainQueryMaps::index(SubSequence::Merged, Modality::Id, d);
-        let w = m.query_maps.as_ref().unwrap().maps[k]
-            .as_ref()
-            .unwrap()
-            .weight
-            .val();
-        w.abs().sum().into_scalar()
-    };
-    for d in DomainId::BOTH {
-        assert!(norm(&model, d) > 0.0, "{d:?}'s merged map learned nothing");
-    }
-    // A map moves the scores of its own target domain only.
-    let trained = model.valid();
-    let mut zeroed = trained.clone();
-    let k = DomainQueryMaps::index(SubSequence::Merged, Modality::Id, DomainId::Y);
-    let map = zeroed.query_maps.as_mut().unwrap().maps[k]
-        .as_mut()
-        .unwrap();
-    map.weight = burn::module::Param::from_tensor(map.weight.val().zeros_like());
-    assert_eq!(scores(&trained, DomainId::X), scores(&zeroed, DomainId::X));
-    assert_ne!(scores(&trained, DomainId::Y), scores(&zeroed, DomainId::Y));
-}
-
-#[test]
 fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_weights() {
     let s = setup();
     let base = test_device();
@@ -368,7 +294,7 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
         .into_iter()
         .map(|sub| {
             model
-                .sub_sequence_queries(sub, Modality::Id, DomainId::X, &inputs[sub.index()], &feats)
+                .sub_sequence_queries(sub, Modality::Id, &inputs[sub.index()], &feats)
                 .unwrap()
                 .into_data()
                 .try_to_vec()
