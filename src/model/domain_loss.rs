@@ -5,7 +5,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::fusion::{LOGIT_SCALE, log_mix, log_mix_weighted, read_back_shares};
@@ -222,39 +222,46 @@ impl DomainLoss {
                 Tensor::from_data(TensorData::new(values, [subs.len()]), device)
             }
             Some(p) => {
-                let roles: Vec<i64> = SubSequence::ALL
-                    .into_iter()
-                    .filter(|s| self.used[s.index()])
-                    .map(|s| role(d, s) as i64)
-                    .collect();
-                let n = roles.len();
-                let row = p
-                    .val()
-                    .narrow(0, d.index(), 1)
-                    .reshape([3])
-                    .mul_scalar(LOGIT_SCALE);
-                let shares = softmax(
-                    row.select(
-                        0,
-                        Tensor::from_data(TensorData::new(roles.clone(), [n]), device),
-                    ),
-                    0,
-                );
+                let (log_w, roles) = self.learned_log_weights(p, d, device);
                 let picked: Vec<i64> = subs
                     .iter()
-                    .map(|&s| {
-                        roles
-                            .iter()
-                            .position(|&r| r == role(d, s) as i64)
-                            .expect("a sub-sequence in use") as i64
-                    })
+                    .map(|&s| role_position(&roles, d, s) as i64)
                     .collect();
-                shares.select(
+                log_w.exp().select(
                     0,
                     Tensor::from_data(TensorData::new(picked, [subs.len()]), device),
                 )
             }
         }
+    }
+
+    /// With learned weights `p`, the log-weights of the sub-sequences in use for target
+    /// domain `d` (a log-softmax over their roles), with those roles in the same order.
+    fn learned_log_weights(
+        &self,
+        p: &Param<Tensor<2>>,
+        d: DomainId,
+        device: &Device,
+    ) -> (Tensor<1>, Vec<i64>) {
+        let roles: Vec<i64> = SubSequence::ALL
+            .into_iter()
+            .filter(|s| self.used[s.index()])
+            .map(|s| role(d, s) as i64)
+            .collect();
+        let n = roles.len();
+        let row = p
+            .val()
+            .narrow(0, d.index(), 1)
+            .reshape([3])
+            .mul_scalar(LOGIT_SCALE);
+        let log_w = log_softmax(
+            row.select(
+                0,
+                Tensor::from_data(TensorData::new(roles.clone(), [n]), device),
+            ),
+            0,
+        );
+        (log_w, roles)
     }
 
     /// The mixture of Eq. 11 for target domain `d`: `log sum_s w_s exp(log_p_s)` over the
@@ -277,33 +284,13 @@ impl DomainLoss {
             }
             Some(p) => {
                 // Softmax over the roles of the sub-sequences in use.
-                let roles: Vec<i64> = SubSequence::ALL
-                    .into_iter()
-                    .filter(|s| self.used[s.index()])
-                    .map(|s| role(d, s) as i64)
-                    .collect();
                 let device = terms[0].1.device();
-                let n = roles.len();
-                let row = p
-                    .val()
-                    .narrow(0, d.index(), 1)
-                    .reshape([3])
-                    .mul_scalar(LOGIT_SCALE);
-                let log_w = log_softmax(
-                    row.select(
-                        0,
-                        Tensor::from_data(TensorData::new(roles.clone(), [n]), &device),
-                    ),
-                    0,
-                );
+                let (log_w, roles) = self.learned_log_weights(p, d, &device);
                 log_mix_weighted(
                     terms
                         .into_iter()
                         .map(|(s, t)| {
-                            let k = roles
-                                .iter()
-                                .position(|&r| r == role(d, s) as i64)
-                                .expect("a sub-sequence in use");
+                            let k = role_position(&roles, d, s);
                             (log_w.clone().narrow(0, k, 1).reshape([1, 1]), t)
                         })
                         .collect(),
@@ -311,6 +298,15 @@ impl DomainLoss {
             }
         }
     }
+}
+
+/// The position of sub-sequence `s`'s role for target domain `d` among `roles` (those in use,
+/// as [`DomainLoss::learned_log_weights`] orders them).
+fn role_position(roles: &[i64], d: DomainId, s: SubSequence) -> usize {
+    roles
+        .iter()
+        .position(|&r| r == role(d, s) as i64)
+        .expect("a sub-sequence in use")
 }
 
 #[cfg(test)]
