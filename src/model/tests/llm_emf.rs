@@ -281,12 +281,14 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
     let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31]];
     let plan = batcher.plan_histories(&histories);
     let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
-    let got: Vec<f32> = model
-        .score(&plan, &inputs, &feats, DomainId::X)
-        .unwrap()
-        .into_data()
-        .try_to_vec()
-        .unwrap();
+    let scores = |m: &LlmEmf| -> Vec<f32> {
+        m.score(&plan, &inputs, &feats, DomainId::X)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap()
+    };
+    let got = scores(&model);
     // By hand: q = normalise(sum_s w_s q_s) over the sub-sequences present, one softmax of
     // the scaled cosines over X's items.
     let w = model.domain_weights(DomainId::X);
@@ -342,12 +344,7 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
     // The probabilities mixed instead (Eq. 11) score otherwise.
     let mut mixed = model.clone();
     mixed.query_fusion = false;
-    let other: Vec<f32> = mixed
-        .score(&plan, &inputs, &feats, DomainId::X)
-        .unwrap()
-        .into_data()
-        .try_to_vec()
-        .unwrap();
+    let other = scores(&mixed);
     assert!(
         other.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-4),
         "fusing the queries changed nothing"
