@@ -21,7 +21,7 @@ use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::activation::{gelu, relu, silu, softmax};
 use burn::tensor::module::linear;
 
 use super::dropout::dropout;
@@ -37,7 +37,7 @@ pub struct AttentionBlockConfig {
     /// Attention heads; must divide `d_model`. Default 2.
     #[config(default = 2)]
     pub heads: usize,
-    /// Feed-forward width. Default: `d_model` (as SASRec).
+    /// Feed-forward width (of each half of a gated layer). Default: `d_model` (as SASRec).
     pub d_ff: Option<usize>,
     /// Dropout on the attention weights, inside the feed-forward layer and on both residual
     /// branches. Default 0.3.
@@ -57,6 +57,12 @@ pub enum FfActivation {
     Relu,
     /// The exact (erf) GELU, as Burn's transformer layers.
     Gelu,
+    /// The gated SiLU unit (SwiGLU, `silu(x W_g) * (x W_v)`, as ABXI's and LLaMA's feed-forward
+    /// layers): the inner layer holds the gate's and the value's columns side by side, so it
+    /// has `2 d_ff` outputs and the block half as many parameters again as ReLU's at the same
+    /// `d_ff`.
+    #[serde(rename = "swiglu")]
+    SwiGlu,
 }
 
 /// One pre-LN block of causal multi-head self-attention and feed-forward.
@@ -70,12 +76,14 @@ pub struct AttentionBlock {
     pub output: Linear,
     /// Layer norm before the feed-forward layer.
     pub norm_ff: LayerNorm,
-    /// Feed-forward `d -> d_ff`.
+    /// Feed-forward `d -> d_ff` (`d -> 2 d_ff` for SwiGLU: the gate's columns, then the
+    /// value's).
     pub ff_inner: Linear,
     /// Feed-forward `d_ff -> d`.
     pub ff_outer: Linear,
-    /// GELU (`true`) or ReLU (`false`) in the feed-forward layer.
-    pub gelu: bool,
+    /// Activation of the feed-forward layer (set by the configuration, not saved).
+    #[module(skip)]
+    pub activation: FfActivation,
     /// Dropout.
     pub dropout: Dropout,
     /// Heads.
@@ -108,9 +116,12 @@ impl AttentionBlockConfig {
             qkv: linear(d, 3 * d),
             output: linear(d, d),
             norm_ff: LayerNormConfig::new(d).init(device),
-            ff_inner: linear(d, d_ff),
+            ff_inner: match self.activation {
+                FfActivation::SwiGlu => linear(d, 2 * d_ff),
+                FfActivation::Relu | FfActivation::Gelu => linear(d, d_ff),
+            },
             ff_outer: linear(d_ff, d),
-            gelu: self.activation == FfActivation::Gelu,
+            activation: self.activation,
             dropout: DropoutConfig::new(self.dropout).init(),
             heads: self.heads,
         }
@@ -261,8 +272,28 @@ impl AttentionBlock {
     }
 
     fn feed_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let inner = self.ff_inner.forward(self.norm_ff.forward(x.clone()));
-        let inner = if self.gelu { gelu(inner) } else { relu(inner) };
+        let normed = self.norm_ff.forward(x.clone());
+        let inner = match self.activation {
+            FfActivation::Relu => relu(self.ff_inner.forward(normed)),
+            FfActivation::Gelu => gelu(self.ff_inner.forward(normed)),
+            FfActivation::SwiGlu => {
+                // Two products with column blocks of the fused weight, as the attention's
+                // projections (a split output's backward would copy into a zeroed buffer).
+                let weight = self.ff_inner.weight.val();
+                let f = weight.dims()[1] / 2;
+                let half = |i: usize| {
+                    linear(
+                        normed.clone(),
+                        weight.clone().narrow(1, i * f, f),
+                        self.ff_inner
+                            .bias
+                            .as_ref()
+                            .map(|b| b.val().narrow(0, i * f, f)),
+                    )
+                };
+                silu(half(0)) * half(1)
+            }
+        };
         x + dropout(
             &self.dropout,
             self.ff_outer.forward(dropout(&self.dropout, inner)),
@@ -296,27 +327,41 @@ mod tests {
     #[test]
     fn last_position_path_equals_the_full_path() {
         let device = test_device();
-        let block = AttentionBlockConfig::new(8)
-            .with_heads(2)
-            .init(&device)
-            .valid();
-        let x = Tensor::<3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-        let pad: Vec<bool> = (0..15).map(|i| i == 0 || i == 1 || i == 5).collect();
-        let bias = AttentionBias::causal(&pad, 3, 5, &device);
-        let full = block.forward(x.clone(), &bias).narrow(1, 4, 1);
-        let last = block.forward_last(x, &bias);
-        last.into_data()
-            .assert_approx_eq::<f32>(&full.into_data(), Tolerance::absolute(1e-5));
+        for activation in [FfActivation::Relu, FfActivation::SwiGlu] {
+            let block = AttentionBlockConfig::new(8)
+                .with_heads(2)
+                .with_activation(activation)
+                .init(&device)
+                .valid();
+            let x = Tensor::<3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+            let pad: Vec<bool> = (0..15).map(|i| i == 0 || i == 1 || i == 5).collect();
+            let bias = AttentionBias::causal(&pad, 3, 5, &device);
+            let full = block.forward(x.clone(), &bias).narrow(1, 4, 1);
+            let last = block.forward_last(x, &bias);
+            last.into_data()
+                .assert_approx_eq::<f32>(&full.into_data(), Tolerance::absolute(1e-5));
+        }
     }
 
     #[test]
     fn matches_a_reference_attention_computed_by_hand() {
-        // One head, width 2, one row of two items; weights set so the math is checkable.
+        matches_the_reference(FfActivation::Gelu);
+    }
+
+    #[test]
+    fn swiglu_matches_a_reference_computed_by_hand() {
+        matches_the_reference(FfActivation::SwiGlu);
+    }
+
+    /// One head, width 2, one row of two items, the block's own (random) weights read back
+    /// and the block recomputed with explicit loops.
+    fn matches_the_reference(activation: FfActivation) {
         let device = test_device();
         let block = AttentionBlockConfig::new(2)
             .with_heads(1)
+            .with_d_ff(Some(3))
             .with_dropout(0.0)
-            .with_activation(FfActivation::Gelu)
+            .with_activation(activation)
             .init(&device);
         let x = Tensor::<3>::from_data(
             TensorData::new(vec![1.0f32, -1.0, 0.5, 2.0], [1, 2, 2]),
@@ -369,10 +414,17 @@ mod tests {
                 .collect();
             let a = lin(&w(&block.output), &ctx);
             let x1: Vec<f32> = (0..2).map(|c| rows[t][c] + a[c]).collect();
-            let inner: Vec<f32> = lin(&w(&block.ff_inner), &ln(&x1))
-                .into_iter()
-                .map(gelu)
-                .collect();
+            let pre = lin(&w(&block.ff_inner), &ln(&x1));
+            let inner: Vec<f32> = match activation {
+                FfActivation::Gelu => pre.into_iter().map(gelu).collect(),
+                FfActivation::SwiGlu => {
+                    assert_eq!(pre.len(), 6, "the gate's three columns, then the value's");
+                    (0..3)
+                        .map(|j| pre[j] / (1.0 + (-pre[j]).exp()) * pre[3 + j])
+                        .collect()
+                }
+                FfActivation::Relu => pre.into_iter().map(|a| a.max(0.0)).collect(),
+            };
             let f = lin(&w(&block.ff_outer), &inner);
             expected.extend((0..2).map(|c| x1[c] + f[c]));
         }

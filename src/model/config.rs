@@ -90,7 +90,8 @@ pub struct ModelConfig {
     pub heads: usize,
     /// Feed-forward width as a multiple of the model width. Default 1.
     pub ff_factor: usize,
-    /// Activation of the feed-forward layers: `relu` (SASRec's, the default) or `gelu`.
+    /// Activation of the feed-forward layers: `relu` (SASRec's, the default), `gelu` or
+    /// `swiglu` (gated; `ff_factor` sets the width of each half).
     pub ff_activation: FfActivation,
     /// Dropout. Default 0.3.
     pub dropout: f64,
