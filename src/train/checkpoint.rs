@@ -93,17 +93,18 @@ pub(super) fn open_run(paths: &RunPaths, config: &ExperimentConfig) -> Result<Tr
     Ok(state)
 }
 
-/// Restores the model and optimizer saved after epoch `state.epochs_done`.
+/// Restores the model and optimizer saved after epoch `state.epochs_done`; the optimizer is
+/// made by `new_optimizer` for the restored model (its parameter groups name their ids).
 pub(super) fn resume(
     paths: &RunPaths,
     state: &TrainState,
     model: LlmEmf,
-    optim: ModuleOptimizer,
+    new_optimizer: impl FnOnce(&LlmEmf) -> ModuleOptimizer,
 ) -> Result<(LlmEmf, ModuleOptimizer)> {
     let e = state.epochs_done;
     let model = load_module(model, &paths.checkpoint_model(e))?.train();
     let optim_path = paths.checkpoint_optim(e);
-    let optim = optim
+    let optim = new_optimizer(&model)
         .load(&optim_path)
         .map_err(|err| Error::checkpoint(&optim_path, format!("{err:?}")))?;
     Ok((model, optim))

@@ -143,7 +143,7 @@ pub enum Optimizer {
     /// `Adam(weight_decay=)` and the paper.
     Adam,
     /// AdamW: weight decay decoupled from the adaptive step (Loshchilov and Hutter), applied
-    /// to every parameter (Burn's AdamW has no parameter groups). `l2` must be 0.
+    /// to every parameter, or to the weight matrices only (`decay_all`). `l2` must be 0.
     AdamW {
         /// Decoupled weight decay.
         weight_decay: f64,
@@ -220,6 +220,13 @@ pub struct TrainConfig {
     pub plateau: Option<Plateau>,
     /// Adam epsilon. Default 1e-8 (PyTorch's; Burn's default is 1e-5).
     pub adam_epsilon: f64,
+    /// Decay every parameter (`weight_decay` of AdamW, or Adam's `l2`). Default true (as an
+    /// optimizer without parameter groups). `false` decays the weight matrices and embedding
+    /// tables only, and spares the biases, the layer norms' gains and shifts, the heads'
+    /// log-scales and the learned score weights' logits, as transformers are usually trained:
+    /// a decayed log-scale or logit is pulled towards zero, which is not a smaller model but a
+    /// fixed temperature or an even mixture.
+    pub decay_all: bool,
     /// Sequences per batch. Default 256.
     pub batch_size: usize,
     /// Maximum number of epochs. Default 100.
@@ -289,6 +296,7 @@ impl Default for TrainConfig {
             warmup_epochs: 0,
             plateau: None,
             adam_epsilon: 1e-8,
+            decay_all: true,
             batch_size: 256,
             epochs: 100,
             patience: 10,
@@ -655,6 +663,17 @@ impl ExperimentConfig {
                 ));
             }
         }
+        let decay = match t.optimizer {
+            Optimizer::AdamW { weight_decay } => weight_decay,
+            Optimizer::Adam => t.l2,
+        };
+        if !t.decay_all && decay <= 0.0 {
+            return Err(Error::Config(
+                "train: decay_all = false spares some parameters a decay, and there is none \
+                 (set AdamW's weight_decay or Adam's l2 above 0, or leave decay_all on)"
+                    .into(),
+            ));
+        }
         if let Some(p) = &t.plateau
             && !(p.patience > 0 && p.factor > 0.0 && p.factor < 1.0 && p.min_scale > 0.0)
         {
@@ -792,6 +811,19 @@ mod tests {
             err.contains("config.json") && err.contains("learning_rat"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sparing_parameters_a_decay_needs_a_decay() {
+        let mut cfg = ExperimentConfig::preset(Preset::Ids);
+        cfg.train.decay_all = false;
+        cfg.validate().unwrap();
+        cfg.train.optimizer = Optimizer::AdamW { weight_decay: 0.0 };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("decay_all"), "{err}");
+        cfg.train.optimizer = Optimizer::Adam;
+        cfg.train.l2 = 1e-5;
+        cfg.validate().unwrap();
     }
 
     #[test]

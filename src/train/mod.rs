@@ -9,6 +9,7 @@ mod epoch;
 pub mod experiment;
 pub mod fit;
 pub mod log;
+mod optimizer;
 mod presets;
 mod sampler;
 pub mod step;

@@ -1,28 +1,28 @@
 //! The training loop: Adam, early stopping on validation MRR, best-model and resumable
 //! checkpoints, a progress bar and one JSON line per epoch. Each part has its own file:
 //! [`super::batching`] (the order of an epoch), `sampler` (negatives),
-//! [`super::step`] (one step, with its profile), `epoch` (one pass),
+//! [`super::step`] (one step, with its profile), `optimizer` (Adam or AdamW, its parameter
+//! groups), `epoch` (one pass),
 //! `stopping` (validation and early stopping), [`super::checkpoint`] (the run folder and
 //! resumption), [`super::log`] (the epoch record); this file puts them in order.
 
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
     RunPaths, load_best_model, load_module, open_run, resume, save_checkpoint, save_model,
 };
-use super::config::{ExperimentConfig, LoadedData, Objective, Optimizer, TrainConfig};
+use super::config::{ExperimentConfig, LoadedData, Objective};
 use super::epoch::{EpochPlan, run_epoch};
 use super::fit::{
     DomainWeightFit, ModalityWeightFit, RowShrinkageFit, RunFits, UnseenRowFit, make_fits,
     unseen_row_draws,
 };
 use super::log::EpochLog;
+use super::optimizer::new_optimizer;
 use super::sampler::NegativeSampler;
 use super::step::StepContext;
 use super::stopping::{plateau_step, record_validation, should_stop};
@@ -132,9 +132,9 @@ pub fn train(
     ad_device.seed(tc.seed);
     let mut model = LlmEmf::new(&config.model, dataset, &features, &ad_device)?;
     let parameters = model.num_params();
-    let mut optim = new_optimizer(tc);
+    let mut optim = new_optimizer(tc, &model);
     if state.epochs_done > 0 {
-        (model, optim) = resume(&paths, &state, model, optim)?;
+        (model, optim) = resume(&paths, &state, model, |m| new_optimizer(tc, m))?;
         if options.verbose {
             tracing::info!(
                 "resuming {} after epoch {}",
@@ -228,7 +228,7 @@ pub fn train(
             {
                 if p.restore_best {
                     model = load_module(model, &paths.best_model())?;
-                    optim = new_optimizer(tc);
+                    optim = new_optimizer(tc, &model);
                 }
                 if options.verbose {
                     tracing::info!(
@@ -326,18 +326,4 @@ pub fn train(
     };
     crate::io::write_json(&paths.results(), &report)?;
     Ok(report)
-}
-
-/// A fresh optimizer of the configured kind (no moments yet).
-fn new_optimizer(tc: &TrainConfig) -> ModuleOptimizer {
-    match tc.optimizer {
-        Optimizer::Adam => AdamConfig::new()
-            .with_epsilon(tc.adam_epsilon as f32)
-            .with_weight_decay((tc.l2 > 0.0).then(|| WeightDecayConfig::new(tc.l2 as f32)))
-            .init(),
-        Optimizer::AdamW { weight_decay } => AdamWConfig::new()
-            .with_epsilon(tc.adam_epsilon as f32)
-            .with_weight_decay(weight_decay as f32)
-            .init(),
-    }
 }
