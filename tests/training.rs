@@ -80,6 +80,20 @@ fn interrupted_run_resumes_from_its_last_checkpoint() {
     resume_matches_uninterrupted_run(|_| {}, &[]);
 }
 
+#[test]
+fn a_run_sparing_parameters_a_decay_resumes_with_its_parameter_groups() {
+    // The optimizer's groups name parameter ids: rebuilt for the restored model, the spared
+    // parameters stay spared after the resume, and the runs agree.
+    resume_matches_uninterrupted_run(
+        |c| {
+            c.train.optimizer = llm_emf::train::Optimizer::AdamW { weight_decay: 0.5 };
+            c.train.l2 = 0.0;
+            c.train.decay_all = false;
+        },
+        &[],
+    );
+}
+
 /// Trains `config(3)` (changed by `change`) straight through, and again stopped after two
 /// epochs and resumed: the two runs must agree. `checkpoint_files` must exist after the cut.
 fn resume_matches_uninterrupted_run(
