@@ -85,6 +85,11 @@ mod tests {
         norm: LayerNorm,
     }
 
+    /// A parameter's values on the host.
+    fn values<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
+        p.val().into_data().try_to_vec::<f32>().unwrap()
+    }
+
     /// One AdamW step with a zero gradient everywhere: only the decay moves a parameter.
     fn decayed_after_one_step(decay_all: bool) -> (Vec<f32>, Vec<f32>, Tiny) {
         let device = test_device().autodiff();
@@ -103,23 +108,7 @@ mod tests {
         let x = Tensor::<2>::ones([1, 3], &device);
         let loss = tiny.norm.forward(tiny.linear.forward(x)).sum() * 0.0;
         let grads = GradientsParams::from_grads(loss.backward(), &tiny);
-        let before = |t: &Tiny| {
-            t.linear
-                .weight
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-        };
-        let (weight, gamma) = (
-            before(&tiny),
-            tiny.norm
-                .gamma
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-        );
+        let (weight, gamma) = (values(&tiny.linear.weight), values(&tiny.norm.gamma));
         let stepped = optim.step(0.1, tiny, grads);
         (weight, gamma, stepped)
     }
@@ -169,24 +158,12 @@ mod tests {
     fn decay_all_off_spares_the_vectors_and_decays_the_matrices() {
         for decay_all in [true, false] {
             let (weight, gamma, stepped) = decayed_after_one_step(decay_all);
-            let now = stepped
-                .linear
-                .weight
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
+            let now = values(&stepped.linear.weight);
             // AdamW multiplies by 1 - lr * decay = 0.95; a zero gradient adds no step.
             for (a, b) in weight.iter().zip(&now) {
                 assert!((a * 0.95 - b).abs() < 1e-6, "{a} -> {b}");
             }
-            let gamma_now = stepped
-                .norm
-                .gamma
-                .val()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
+            let gamma_now = values(&stepped.norm.gamma);
             let factor = if decay_all { 0.95 } else { 1.0 };
             for (a, b) in gamma.iter().zip(&gamma_now) {
                 assert!(

@@ -130,11 +130,10 @@ pub fn train(
     let train_features = features.for_autodiff();
     let ad_device = device.clone().autodiff();
     ad_device.seed(tc.seed);
-    let mut model = LlmEmf::new(&config.model, dataset, &features, &ad_device)?;
+    let model = LlmEmf::new(&config.model, dataset, &features, &ad_device)?;
     let parameters = model.num_params();
-    let mut optim = new_optimizer(tc, &model);
-    if state.epochs_done > 0 {
-        (model, optim) = resume(&paths, &state, model, |m| new_optimizer(tc, m))?;
+    let (mut model, mut optim) = if state.epochs_done > 0 {
+        let resumed = resume(&paths, &state, model, |m| new_optimizer(tc, m))?;
         if options.verbose {
             tracing::info!(
                 "resuming {} after epoch {}",
@@ -142,7 +141,11 @@ pub fn train(
                 state.epochs_done
             );
         }
-    }
+        resumed
+    } else {
+        let optim = new_optimizer(tc, &model);
+        (model, optim)
+    };
 
     let batcher = config.model.batcher(dataset);
     let ec = &config.eval;

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{all_rows, features, id_table, learned_rows, mapped_titles, setup};
+use super::{all_rows, features, host_scores, id_table, learned_rows, mapped_titles, setup};
 use crate::data::DomainId;
 use crate::model::*;
 use crate::test_device;
@@ -652,13 +652,7 @@ fn dot_heads_let_a_rows_norm_count_where_cosine_heads_ignore_it() {
     let histories: [&[u32]; 2] = [&[0, 1, 2], &[30, 31, 3]];
     let plan = batcher.plan_histories(&histories);
     let inputs = plan.inputs.clone().map(|p| p.to_tensors(&device));
-    let scores = |m: &LlmEmf| -> Vec<f32> {
-        m.score(&plan, &inputs, &feats, DomainId::X)
-            .unwrap()
-            .into_data()
-            .try_to_vec()
-            .unwrap()
-    };
+    let scores = |m: &LlmEmf| host_scores(m, &plan, &inputs, &feats, DomainId::X);
     // Per query row (sub-sequence-major), the ID logits against every X item.
     let id_logits = |m: &LlmEmf| -> (Vec<f32>, usize) {
         let queries = m.score_queries(&plan, &inputs, &feats, DomainId::X);

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 
-use super::{features, learned_rows, scalar, setup, train_batch};
+use super::{features, host_scores, learned_rows, scalar, setup, train_batch};
 use crate::data::DomainId;
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::model::*;
@@ -281,13 +281,7 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
     let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31]];
     let plan = batcher.plan_histories(&histories);
     let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
-    let scores = |m: &LlmEmf| -> Vec<f32> {
-        m.score(&plan, &inputs, &feats, DomainId::X)
-            .unwrap()
-            .into_data()
-            .try_to_vec()
-            .unwrap()
-    };
+    let scores = |m: &LlmEmf| host_scores(m, &plan, &inputs, &feats, DomainId::X);
     let got = scores(&model);
     // By hand: q = normalise(sum_s w_s q_s) over the sub-sequences present, one softmax of
     // the scaled cosines over X's items.

@@ -7,7 +7,8 @@ mod loss;
 use burn::tensor::{Device, Tensor};
 
 use super::{ItemFeatures, ItemTable, LlmEmf, Modality, ModelConfig};
-use crate::data::batcher::{SequenceBatcher, TrainBatch};
+use crate::data::DomainId;
+use crate::data::batcher::{EvalPlan, SequenceBatcher, SubSequenceBatch, TrainBatch};
 
 pub(super) struct Setup {
     pub(super) data: crate::data::SyntheticData,
@@ -33,6 +34,22 @@ pub(super) fn train_batch(s: &Setup, device: &Device) -> TrainBatch {
     let batcher = SequenceBatcher::new(&s.data.dataset, s.config.max_len);
     let seqs: Vec<_> = s.data.dataset.train().unwrap().iter().take(16).collect();
     batcher.plan_train(&seqs).to_tensors(device)
+}
+
+/// `model.score` of a planned batch of histories against `domain`'s items, on the host.
+pub(super) fn host_scores(
+    model: &LlmEmf,
+    plan: &EvalPlan,
+    inputs: &[SubSequenceBatch; 3],
+    feats: &ItemFeatures,
+    domain: DomainId,
+) -> Vec<f32> {
+    model
+        .score(plan, inputs, feats, domain)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap()
 }
 
 pub(super) fn scalar(t: Tensor<1>) -> f32 {
