@@ -530,12 +530,26 @@ fn new_items_that_cannot_be_scored_are_refused_naming_the_item() {
 
 #[test]
 fn a_model_with_fused_queries_serves_the_run_s_scores() {
-    let dir = tempfile::tempdir().unwrap();
-    let device = backend::from_env().unwrap();
     let mut cfg = tiny_config(Preset::Ids, 2);
     cfg.model.query_fusion = true;
+    serves_the_run_s_scores(&cfg);
+}
+
+#[test]
+fn a_model_with_adapters_on_a_shared_encoder_serves_the_run_s_scores() {
+    let mut cfg = tiny_config(Preset::Ids, 2);
+    cfg.model.shared_encoders = true;
+    cfg.model.adapter_rank = 2;
+    serves_the_run_s_scores(&cfg);
+}
+
+/// A run trained with `cfg`, exported and loaded back without its run folder, answers as the
+/// run does.
+fn serves_the_run_s_scores(cfg: &ExperimentConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let device = backend::from_env().unwrap();
     let run_dir = dir.path().join("run");
-    train(&cfg, &cfg.load_data().unwrap(), &run_dir, &device, &quiet()).unwrap();
+    train(cfg, &cfg.load_data().unwrap(), &run_dir, &device, &quiet()).unwrap();
     let run = TrainedRun::load(&run_dir, &device).unwrap();
     let model_dir = dir.path().join("export/model");
     run.export(&model_dir).unwrap();

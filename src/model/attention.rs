@@ -24,6 +24,7 @@ use burn::nn::{
 use burn::tensor::activation::{gelu, relu, silu, softmax};
 use burn::tensor::module::linear;
 
+use super::adapter::LowRankAdapter;
 use super::dropout::dropout;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
 
@@ -136,11 +137,22 @@ impl AttentionBlock {
     /// - `bias`: `[batch, 1, len, len]` (see [`AttentionBias::causal`])
     /// - output: `[batch, len, d_model]`
     pub fn forward(&self, x: Tensor<3>, bias: &AttentionBias) -> Tensor<3> {
+        self.forward_with(x, bias, None)
+    }
+
+    /// [`Self::forward`] with a low-rank `adapter` beside the feed-forward layer (its term
+    /// added to the block's output, as the feed-forward layer's is).
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        bias: &AttentionBias,
+        adapter: Option<&LowRankAdapter>,
+    ) -> Tensor<3> {
         let [batch, len, d] = x.dims();
         let (q, k, v) = self.project(x.clone());
         let context = self.attend(q, k, v, bias);
         let x = x + dropout(&self.dropout, self.output.forward(context));
-        self.feed_forward(x).reshape([batch, len, d])
+        self.feed_forward(x, adapter).reshape([batch, len, d])
     }
 
     /// Applies the block at the last position only: keys and values come from every position,
@@ -152,6 +164,16 @@ impl AttentionBlock {
     /// - `bias`: `[batch, 1, len, len]`
     /// - output: `[batch, 1, d_model]`
     pub fn forward_last(&self, x: Tensor<3>, bias: &AttentionBias) -> Tensor<3> {
+        self.forward_last_with(x, bias, None)
+    }
+
+    /// [`Self::forward_last`] with a low-rank `adapter` ([`Self::forward_with`]).
+    pub fn forward_last_with(
+        &self,
+        x: Tensor<3>,
+        bias: &AttentionBias,
+        adapter: Option<&LowRankAdapter>,
+    ) -> Tensor<3> {
         let [batch, len, d] = x.dims();
         let h = self.heads;
         // Keys and values at every position, the query at the last one only: the columns of
@@ -175,7 +197,7 @@ impl AttentionBlock {
         let context = self.attend(q, k, v, &bias.last_query());
         let last = x.narrow(1, len - 1, 1);
         let x = last + dropout(&self.dropout, self.output.forward(context));
-        self.feed_forward(x)
+        self.feed_forward(x, adapter)
     }
 
     /// Applies the block at the real positions of a padded batch, given packed: the layer
@@ -195,6 +217,17 @@ impl AttentionBlock {
         x: Tensor<2>,
         flat: &Tensor<1, Int>,
         bias: &AttentionBias,
+    ) -> Tensor<2> {
+        self.forward_packed_with(x, flat, bias, None)
+    }
+
+    /// [`Self::forward_packed`] with a low-rank `adapter` ([`Self::forward_with`]).
+    pub fn forward_packed_with(
+        &self,
+        x: Tensor<2>,
+        flat: &Tensor<1, Int>,
+        bias: &AttentionBias,
+        adapter: Option<&LowRankAdapter>,
     ) -> Tensor<2> {
         let [n, d] = x.dims();
         let [batch, _, len, _] = bias.bias.dims();
@@ -220,7 +253,7 @@ impl AttentionBlock {
             .select(0, flat.clone());
         debug_assert_eq!(context.dims(), [n, d]);
         let x = x + dropout(&self.dropout, self.output.forward(context));
-        self.feed_forward(x)
+        self.feed_forward(x, adapter)
     }
 
     /// Queries, keys and values, split into heads.
@@ -271,8 +304,18 @@ impl AttentionBlock {
             .reshape([batch, lq, heads * dh])
     }
 
-    fn feed_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// `x + ff(norm(x))`, plus `adapter(norm(x))` where one is given (each term through
+    /// dropout).
+    fn feed_forward<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        adapter: Option<&LowRankAdapter>,
+    ) -> Tensor<D> {
         let normed = self.norm_ff.forward(x.clone());
+        let x = match adapter {
+            Some(a) => x + dropout(&self.dropout, a.forward(normed.clone())),
+            None => x,
+        };
         let inner = match self.activation {
             FfActivation::Relu => relu(self.ff_inner.forward(normed)),
             FfActivation::Gelu => gelu(self.ff_inner.forward(normed)),

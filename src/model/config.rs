@@ -146,6 +146,13 @@ pub struct ModelConfig {
     /// domain's items dropped). No effect unless both `single_domain_sequences` and
     /// `merged_sequence` are on. Default false (the paper: nine encoders of their own).
     pub shared_encoders: bool,
+    /// Rank of the low-rank adapters of a shared encoder ([`super::adapter`]): with
+    /// `shared_encoders`, each sub-sequence adds its own `x A B` of this rank beside the
+    /// feed-forward layer of every block of the encoder it shares, as ABXI's domain adapters
+    /// (rank 8 there). Needs `shared_encoders` with both kinds of sub-sequence on. Default 0
+    /// (none).
+    #[serde(default)]
+    pub adapter_rank: usize,
     /// Text-enriched ID rows: the ID modality's vector of an item, as encoder input and in the
     /// output table, is its learned row plus a learned linear map (no bias) of its frozen text
     /// features, `e_i + W t_i`. An item without text (a zero row) keeps its learned row alone.
@@ -294,6 +301,7 @@ impl Default for ModelConfig {
             positions_from_end: false,
             project_features: false,
             shared_encoders: false,
+            adapter_rank: 0,
             id_text: false,
             id_row_init: 1.0,
             id_row_dropout: 0.0,
@@ -426,6 +434,12 @@ impl ModelConfig {
                 "query_fusion needs the mixture objective, the merged sequence and cosine heads (the fused query is a normalised sum of the sub-sequences' unit queries)"
                     .into(),
             );
+        }
+        if self.adapter_rank > 0 && !self.shares_encoders() {
+            return bad(format!(
+                "adapter_rank {} needs shared_encoders with both single_domain_sequences and merged_sequence on (the adapters tell the sub-sequences apart on the encoder they share)",
+                self.adapter_rank
+            ));
         }
         if self.loss_average == LossAverage::Sequence && !self.objective.is_joint() {
             return bad(

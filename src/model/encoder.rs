@@ -9,6 +9,7 @@ use burn::nn::{
 };
 use burn::tensor::{Device, Int, Tensor};
 
+use super::adapter::LowRankAdapter;
 use super::attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
 use super::dropout::dropout;
 
@@ -111,14 +112,30 @@ impl SequenceEncoder {
         flat: &Tensor<1, Int>,
         bias: &AttentionBias,
     ) -> Tensor<2> {
+        self.forward_packed_with(items, positions, flat, bias, None)
+    }
+
+    /// [`Self::forward_packed`] with one low-rank adapter per block
+    /// ([`AttentionBlock::forward_with`]), as a shared encoder reads one sub-sequence.
+    ///
+    /// # Panics
+    /// If `adapters` does not hold one adapter per block.
+    pub fn forward_packed_with(
+        &self,
+        items: Tensor<2>,
+        positions: Tensor<1, Int>,
+        flat: &Tensor<1, Int>,
+        bias: &AttentionBias,
+        adapters: Option<&[LowRankAdapter]>,
+    ) -> Tensor<2> {
         let [n, d] = items.dims();
         let position = self
             .position
             .forward(positions.reshape([1, n]))
             .reshape([n, d]);
         let mut x = dropout(&self.dropout, items + position);
-        for block in &self.blocks {
-            x = block.forward_packed(x, flat, bias);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_packed_with(x, flat, bias, self.adapter(adapters, i));
         }
         self.norm.forward(x)
     }
@@ -134,14 +151,41 @@ impl SequenceEncoder {
         positions: Tensor<2, Int>,
         bias: &AttentionBias,
     ) -> Tensor<2> {
+        self.forward_last_with(items, positions, bias, None)
+    }
+
+    /// [`Self::forward_last`] with one low-rank adapter per block
+    /// ([`Self::forward_packed_with`]).
+    ///
+    /// # Panics
+    /// If `adapters` does not hold one adapter per block.
+    pub fn forward_last_with(
+        &self,
+        items: Tensor<3>,
+        positions: Tensor<2, Int>,
+        bias: &AttentionBias,
+        adapters: Option<&[LowRankAdapter]>,
+    ) -> Tensor<2> {
         let [batch, _, d] = items.dims();
         let mut x = dropout(&self.dropout, items + self.position.forward(positions));
         let n = self.blocks.len();
-        for block in &self.blocks[..n - 1] {
-            x = block.forward(x, bias);
+        for (i, block) in self.blocks[..n - 1].iter().enumerate() {
+            x = block.forward_with(x, bias, self.adapter(adapters, i));
         }
-        let last = self.blocks[n - 1].forward_last(x, bias);
+        let last = self.blocks[n - 1].forward_last_with(x, bias, self.adapter(adapters, n - 1));
         self.norm.forward(last).reshape([batch, d])
+    }
+
+    /// Block `i`'s adapter of `adapters`, which must hold one per block.
+    fn adapter<'a>(
+        &self,
+        adapters: Option<&'a [LowRankAdapter]>,
+        i: usize,
+    ) -> Option<&'a LowRankAdapter> {
+        adapters.map(|a| {
+            assert_eq!(a.len(), self.blocks.len(), "one adapter per block");
+            &a[i]
+        })
     }
 }
 

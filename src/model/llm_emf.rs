@@ -9,6 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::adapter::{LowRankAdapter, SubSequenceAdapters};
 use super::config::{Head, LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
@@ -63,6 +64,9 @@ pub struct LlmEmf {
     /// Whether S^X and S^Y are read by the merged sequence's encoders
     /// (`ModelConfig::shared_encoders`, with both kinds of sub-sequence on).
     pub shared_encoders: bool,
+    /// The low-rank adapters of the shared encoders, per sub-sequence in
+    /// [`SubSequence::ALL`]'s order (`ModelConfig::adapter_rank`); empty without them.
+    pub adapters: Vec<SubSequenceAdapters>,
     /// Whether the heads are inner products (`ModelConfig::head = "dot"`) instead of cosines.
     pub dot_heads: bool,
     /// Whether the histories read at inference leave out the items never seen in training
@@ -229,6 +233,16 @@ impl ModelConfig {
                 .with_per_sequence(config.loss_average == LossAverage::Sequence)
                 .init(used, device),
             cross_domain_targets: config.cross_domain_targets,
+            adapters: if shared_encoders && config.adapter_rank > 0 {
+                SubSequence::ALL
+                    .iter()
+                    .map(|_| {
+                        SubSequenceAdapters::new(dims, config.layers, config.adapter_rank, device)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             shared_encoders,
             dot_heads: config.head == Head::Dot,
             skip_untrained_inputs: config.skip_untrained_inputs,
@@ -265,6 +279,12 @@ impl LlmEmf {
             (S::Merged, M::Image) => self.merged_image.as_ref(),
             (S::Merged, M::Text) => self.merged_text.as_ref(),
         }
+    }
+
+    /// The low-rank adapters (one per block) with which sub-sequence `s` reads modality
+    /// `m`'s shared encoder; `None` without adapters.
+    pub fn adapters(&self, s: SubSequence, m: Modality) -> Option<&[LowRankAdapter]> {
+        self.adapters.get(s.index())?.get(m)
     }
 
     /// The sub-sequences the model reads.
@@ -436,7 +456,13 @@ impl LlmEmf {
     ) -> Option<Tensor<2>> {
         let encoder = self.encoder(s, m)?;
         let x = self.embed_rows(m, packed.items.clone(), features);
-        Some(encoder.forward_packed(x, packed.positions.clone(), &packed.flat, &input.bias))
+        Some(encoder.forward_packed_with(
+            x,
+            packed.positions.clone(),
+            &packed.flat,
+            &input.bias,
+            self.adapters(s, m),
+        ))
     }
 
     /// The first row and the number of rows of domain `d`'s items in the global item tables.

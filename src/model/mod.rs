@@ -48,6 +48,7 @@
 //! assert_eq!(fused.dims(), [2, items]);
 //! ```
 
+pub mod adapter;
 pub mod attention;
 pub mod config;
 pub mod domain_loss;
@@ -63,6 +64,7 @@ pub mod score;
 #[cfg(test)]
 mod tests;
 
+pub use adapter::{LowRankAdapter, LowRankAdapterConfig, SubSequenceAdapters};
 pub use attention::{AttentionBias, AttentionBlock, AttentionBlockConfig, FfActivation};
 pub use config::{
     DomainObjective, Head, LossAverage, Modality, ModalitySwitches, ModelConfig, TemperatureConfig,

@@ -312,7 +312,8 @@ impl LlmEmf {
     ) -> Option<Tensor<2>> {
         let encoder = self.encoder(s, m)?;
         let x = self.embed(m, input.items.clone(), features);
-        let last = encoder.forward_last(x, input.positions.clone(), &input.bias);
+        let last =
+            encoder.forward_last_with(x, input.positions.clone(), &input.bias, self.adapters(s, m));
         Some(self.query(last))
     }
 

@@ -104,6 +104,104 @@ fn shared_encoders_read_every_sub_sequence_with_the_merged_encoders() {
 }
 
 #[test]
+fn adapters_tell_the_sub_sequences_apart_on_a_shared_encoder_and_learn() {
+    let s = setup();
+    let base = test_device();
+    let feats = features(&s, &base);
+    let shared_config = ModelConfig {
+        shared_encoders: true,
+        ..s.config.clone()
+    };
+    let config = ModelConfig {
+        adapter_rank: 2,
+        ..shared_config.clone()
+    };
+    let shared = LlmEmf::new(&shared_config, &s.data.dataset, &feats, &base).unwrap();
+    let mut model = LlmEmf::new(&config, &s.data.dataset, &feats, &base).unwrap();
+    // Per sub-sequence, modality and block, an A [d, 2] and a B [2, d]: nothing else is added.
+    let widths: usize = Modality::ALL
+        .iter()
+        .map(|&m| {
+            shared
+                .encoder(SubSequence::Merged, m)
+                .unwrap()
+                .norm
+                .gamma
+                .dims()[0]
+        })
+        .sum();
+    assert_eq!(
+        model.num_params() - shared.num_params(),
+        3 * config.layers * 2 * 2 * widths
+    );
+    for sub in SubSequence::ALL {
+        for m in Modality::ALL {
+            assert_eq!(model.adapters(sub, m).unwrap().len(), config.layers);
+            assert!(shared.adapters(sub, m).is_none());
+        }
+    }
+
+    let batcher = SequenceBatcher::new(&s.data.dataset, config.max_len);
+    let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31, 3]];
+    let plan = batcher.plan_histories(&histories);
+    let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
+    let query = |model: &LlmEmf, sub: SubSequence| -> Vec<f32> {
+        model
+            .sub_sequence_queries(sub, Modality::Id, &inputs[sub.index()], &feats)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap()
+    };
+    // B starts at zero: the model starts as its shared encoder.
+    let mut bare = model.clone();
+    bare.adapters.clear();
+    for sub in SubSequence::ALL {
+        assert_eq!(query(&model, sub), query(&bare, sub));
+    }
+    // S^X's adapter changes S^X's query only.
+    let id_adapters = model.adapters[SubSequence::X.index()].id.as_mut().unwrap();
+    id_adapters[0].up.weight = id_adapters[0].up.weight.clone().map(|w| w.ones_like());
+    assert_ne!(query(&model, SubSequence::X), query(&bare, SubSequence::X));
+    for sub in [SubSequence::Y, SubSequence::Merged] {
+        assert_eq!(query(&model, sub), query(&bare, sub));
+    }
+
+    // Training moves the adapters (from B = 0: B first) through the packed path.
+    let device = base.autodiff();
+    let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    let batch = train_batch(&s, &device);
+    let b = |model: &LlmEmf| -> Vec<f32> {
+        model.adapters[SubSequence::Y.index()].id.as_ref().unwrap()[1]
+            .up
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec()
+            .unwrap()
+    };
+    assert!(b(&model).iter().all(|&v| v == 0.0));
+    let loss = model.loss(&batch, &feats, &DomainId::BOTH, None);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut optim = AdamConfig::new().init();
+    let model = optim.step(1e-2, model, grads);
+    assert!(
+        b(&model).iter().any(|&v| v != 0.0),
+        "S^Y's adapter learned nothing"
+    );
+
+    // Without a shared encoder there is nothing to adapt.
+    let err = ModelConfig {
+        shared_encoders: false,
+        ..config.clone()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("adapter_rank"), "{err}");
+}
+
+#[test]
 fn heads_must_divide_feature_width() {
     let s = setup();
     let device = test_device();
