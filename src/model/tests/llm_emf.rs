@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 
-use super::{features, host_scores, learned_rows, scalar, setup, train_batch};
+use super::{features, host_queries, host_scores, learned_rows, scalar, setup, train_batch};
 use crate::data::DomainId;
 use crate::data::batcher::{SequenceBatcher, SubSequence};
 use crate::model::*;
@@ -145,14 +145,7 @@ fn adapters_tell_the_sub_sequences_apart_on_a_shared_encoder_and_learn() {
     let histories: [&[u32]; 2] = [&[0, 1, 2, 30], &[30, 31, 3]];
     let plan = batcher.plan_histories(&histories);
     let inputs = plan.inputs.clone().map(|p| p.to_tensors(&base));
-    let query = |model: &LlmEmf, sub: SubSequence| -> Vec<f32> {
-        model
-            .sub_sequence_queries(sub, Modality::Id, &inputs[sub.index()], &feats)
-            .unwrap()
-            .into_data()
-            .try_to_vec()
-            .unwrap()
-    };
+    let query = |model: &LlmEmf, sub: SubSequence| host_queries(model, sub, &inputs, &feats);
     // B starts at zero: the model starts as its shared encoder.
     let mut bare = model.clone();
     bare.adapters.clear();
@@ -386,14 +379,7 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
     let w = model.domain_weights(DomainId::X);
     let queries: Vec<Vec<f32>> = SubSequence::ALL
         .into_iter()
-        .map(|sub| {
-            model
-                .sub_sequence_queries(sub, Modality::Id, &inputs[sub.index()], &feats)
-                .unwrap()
-                .into_data()
-                .try_to_vec()
-                .unwrap()
-        })
+        .map(|sub| host_queries(&model, sub, &inputs, &feats))
         .collect();
     let q_width = config.id_dim;
     let head: Vec<f32> = model

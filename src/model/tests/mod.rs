@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{ItemFeatures, ItemTable, LlmEmf, Modality, ModelConfig};
 use crate::data::DomainId;
-use crate::data::batcher::{EvalPlan, SequenceBatcher, SubSequenceBatch, TrainBatch};
+use crate::data::batcher::{EvalPlan, SequenceBatcher, SubSequence, SubSequenceBatch, TrainBatch};
 
 pub(super) struct Setup {
     pub(super) data: crate::data::SyntheticData,
@@ -46,6 +46,21 @@ pub(super) fn host_scores(
 ) -> Vec<f32> {
     model
         .score(plan, inputs, feats, domain)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap()
+}
+
+/// `model`'s ID query of sub-sequence `sub` for each planned history, on the host.
+pub(super) fn host_queries(
+    model: &LlmEmf,
+    sub: SubSequence,
+    inputs: &[SubSequenceBatch; 3],
+    feats: &ItemFeatures,
+) -> Vec<f32> {
+    model
+        .sub_sequence_queries(sub, Modality::Id, &inputs[sub.index()], feats)
         .unwrap()
         .into_data()
         .try_to_vec()
