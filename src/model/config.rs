@@ -229,6 +229,15 @@ pub struct ModelConfig {
     /// Default false (Eq. 11: the probabilities mixed).
     #[serde(default)]
     pub query_fusion: bool,
+    /// The probability that an item of a history is masked out of an encoder's input at a
+    /// training step: its input vector zeroed (its position and the attention over it kept),
+    /// independently per encoder and position, the vectors kept unscaled. The encoders learn
+    /// queries that do not hang on any one item of a history, as they must at inference for a
+    /// history with an item training rarely reached (or, under
+    /// [`Self::skip_untrained_inputs`], with one left out). Candidates' rows and inference are
+    /// unchanged. Must be in [0, 1); default 0 (every item read).
+    #[serde(default)]
+    pub item_mask: f64,
 }
 
 /// How the heads score a query against an output row ([`ModelConfig::head`]).
@@ -311,6 +320,7 @@ impl Default for ModelConfig {
             skip_untrained_inputs: false,
             shrink_inputs: true,
             query_fusion: false,
+            item_mask: 0.0,
         }
     }
 }
@@ -396,6 +406,9 @@ impl ModelConfig {
                 "id_row_dropout needs id_text (without text in the ID rows, a dropped row leaves nothing)"
                     .into(),
             );
+        }
+        if !(0.0..1.0).contains(&self.item_mask) {
+            return bad(format!("item_mask {} is not in [0, 1)", self.item_mask));
         }
         let text_weight = 1.0 - self.alpha - self.beta;
         if self.alpha < 0.0 || self.beta < 0.0 || text_weight < -1e-9 {

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::adapter::{LowRankAdapter, SubSequenceAdapters};
 use super::config::{Head, LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
+use super::dropout::keep_mask;
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
 use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig, UnseenRowDraw};
@@ -75,6 +76,9 @@ pub struct LlmEmf {
     /// Whether the sub-sequences' queries are fused before one softmax
     /// (`ModelConfig::query_fusion`) instead of their probabilities mixed.
     pub query_fusion: bool,
+    /// The probability that a history's item is masked out of an encoder's input in training
+    /// (`ModelConfig::item_mask`).
+    pub item_mask: f64,
 }
 
 /// Bounds of the learned logit scale: tau in [0.01, 1].
@@ -247,6 +251,7 @@ impl ModelConfig {
             dot_heads: config.head == Head::Dot,
             skip_untrained_inputs: config.skip_untrained_inputs,
             query_fusion: config.query_fusion,
+            item_mask: config.item_mask,
         })
     }
 }
@@ -407,6 +412,24 @@ impl LlmEmf {
     /// # Shapes
     /// - `items`: `[n]` global ids; output `[n, width]`
     pub(super) fn embed_rows(
+        &self,
+        m: Modality,
+        flat: Tensor<1, Int>,
+        features: &ItemFeatures,
+    ) -> Tensor<2> {
+        let rows = self.modality_rows(m, flat, features);
+        if self.item_mask > 0.0 && rows.device().is_autodiff() {
+            // A 0/1 mask per row: a masked item leaves its position's vector alone.
+            let [n, _] = rows.dims();
+            let keep =
+                keep_mask([n, 1], self.item_mask, &rows.device()).mul_scalar(1.0 - self.item_mask);
+            return rows * keep;
+        }
+        rows
+    }
+
+    /// [`Self::embed_rows`] before the training-time item mask.
+    fn modality_rows(
         &self,
         m: Modality,
         flat: Tensor<1, Int>,
