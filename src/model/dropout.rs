@@ -43,9 +43,19 @@ pub fn dropout<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
 /// `p`, otherwise `1 / (1 - p)`. A dimension of size 1 broadcasts it (a `[rows, 1]` mask drops
 /// whole rows).
 pub fn keep_mask<const D: usize>(shape: [usize; D], p: f64, device: &Device) -> Tensor<D> {
+    mask(shape, p, (1.0 / (1.0 - p)) as f32, device)
+}
+
+/// [`keep_mask`] unscaled, from the same draws: each element 0 with probability `p`,
+/// otherwise exactly 1 (for what is replaced or left out rather than dropped out).
+pub fn binary_keep_mask<const D: usize>(shape: [usize; D], p: f64, device: &Device) -> Tensor<D> {
+    mask(shape, p, 1.0, device)
+}
+
+/// A mask of `shape`: each element 0 with probability `p`, otherwise `keep`.
+fn mask<const D: usize>(shape: [usize; D], p: f64, keep: f32, device: &Device) -> Tensor<D> {
     let n: usize = shape.iter().product();
     let threshold = (p * 65536.0).round() as u32;
-    let keep = (1.0 / (1.0 - p)) as f32;
     let mut mask = vec![0.0f32; n];
     RNG.with(|r| {
         let mut rng = r.borrow_mut();
@@ -104,5 +114,25 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert!(out.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn the_binary_mask_keeps_exact_ones_where_the_scaled_one_keeps() {
+        let device = test_device();
+        let host = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        seed_dropout(9);
+        let scaled = host(keep_mask([300, 7], 0.1, &device));
+        seed_dropout(9);
+        let binary = host(binary_keep_mask([300, 7], 0.1, &device));
+        assert!(binary.iter().all(|&v| v == 0.0 || v == 1.0));
+        assert!(
+            scaled
+                .iter()
+                .zip(&binary)
+                .all(|(&s, &b)| (s == 0.0) == (b == 0.0)),
+            "the same draws"
+        );
+        let zeros = binary.iter().filter(|&&v| v == 0.0).count();
+        assert!((150..270).contains(&zeros), "{zeros} of 2100");
     }
 }

@@ -10,7 +10,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::Modality;
-use super::dropout::keep_mask;
+use super::dropout::{binary_keep_mask, keep_mask};
 use crate::data::{Dataset, DomainId};
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
@@ -482,8 +482,7 @@ impl ItemTable {
                 return rows;
             }
             // A 0/1 mask: kept rows are not rescaled (the replacement is a row, not a zero).
-            let keep = keep_mask([picked, 1], self.row_dropout, &device)
-                .mul_scalar(1.0 - self.row_dropout);
+            let keep = binary_keep_mask([picked, 1], self.row_dropout, &device);
             return rows * keep.clone() + prior * keep.neg().add_scalar(1.0);
         }
         let own = match scale {

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::adapter::{LowRankAdapter, SubSequenceAdapters};
 use super::config::{Head, LossAverage, Modality, ModelConfig};
 use super::domain_loss::{DomainLoss, DomainLossConfig};
-use super::dropout::keep_mask;
+use super::dropout::binary_keep_mask;
 use super::encoder::{SequenceEncoder, SequenceEncoderConfig};
 use super::fusion::{ModalityFusion, ModalityFusionConfig};
 use super::items::{Catalogue, ItemFeatures, ItemTable, ItemTableConfig, UnseenRowDraw};
@@ -419,10 +419,9 @@ impl LlmEmf {
     ) -> Tensor<2> {
         let rows = self.modality_rows(m, flat, features);
         if self.item_mask > 0.0 && rows.device().is_autodiff() {
-            // A 0/1 mask per row: a masked item leaves its position's vector alone.
+            // A masked item leaves its position's vector alone; the others are not rescaled.
             let [n, _] = rows.dims();
-            let keep =
-                keep_mask([n, 1], self.item_mask, &rows.device()).mul_scalar(1.0 - self.item_mask);
+            let keep = binary_keep_mask([n, 1], self.item_mask, &rows.device());
             return rows * keep;
         }
         rows

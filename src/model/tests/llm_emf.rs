@@ -2,6 +2,7 @@
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::{features, host_queries, host_scores, learned_rows, scalar, setup, train_batch};
 use crate::data::DomainId;
@@ -480,5 +481,83 @@ fn fused_queries_score_one_softmax_of_the_weighted_unit_queries_and_learn_their_
     ] {
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("query_fusion"), "{err}");
+    }
+}
+
+#[test]
+fn item_mask_zeroes_whole_input_vectors_in_training_only() {
+    let s = setup();
+    let device = test_device().autodiff();
+    let config = ModelConfig {
+        item_mask: 0.5,
+        ..s.config.clone()
+    };
+    let feats = features(&s, &device);
+    let model = LlmEmf::new(&config, &s.data.dataset, &feats, &device).unwrap();
+    let mut unmasked = model.clone();
+    unmasked.item_mask = 0.0;
+    let n = s.data.text.rows();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    let items = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), &device);
+    let host = |t: Tensor<3>| -> Vec<Vec<f32>> {
+        let d = t.dims()[2];
+        let v = t.into_data().try_to_vec::<f32>().unwrap();
+        v.chunks(d).map(<[f32]>::to_vec).collect()
+    };
+    for m in model.modalities() {
+        crate::model::dropout::seed_dropout(5);
+        let masked = host(model.embed(m, items(), &feats));
+        let whole = host(unmasked.embed(m, items(), &feats));
+        let zeroed = masked
+            .iter()
+            .filter(|r| r.iter().all(|&x| x == 0.0))
+            .count();
+        assert!(
+            masked
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.iter().all(|&x| x == 0.0) || a == b),
+            "{m:?}: every input vector is whole and unscaled, or zeroed whole"
+        );
+        assert!(
+            zeroed > n / 5 && zeroed < n - n / 5,
+            "{m:?}: {zeroed} of {n} masked"
+        );
+        // The candidates' rows are not masked.
+        let heads = |model: &LlmEmf| {
+            model
+                .head(m, DomainId::X, &feats)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(heads(&model), heads(&unmasked), "{m:?}");
+    }
+    // Inference (off the autodiff device) reads every item.
+    let inner = model.valid();
+    let inner_feats = features(&s, &test_device());
+    let inner_items =
+        Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), &test_device());
+    let read = inner
+        .embed(Modality::Id, inner_items, &inner_feats)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let whole = unmasked
+        .embed(Modality::Id, items(), &feats)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(read, whole);
+    // Bad values are refused by name.
+    for p in [1.0, -0.1, f64::NAN] {
+        let bad = ModelConfig {
+            item_mask: p,
+            ..config.clone()
+        };
+        let Err(err) = LlmEmf::new(&bad, &s.data.dataset, &feats, &device) else {
+            panic!("item_mask {p} accepted");
+        };
+        assert!(err.to_string().contains("item_mask"), "{err}");
     }
 }
