@@ -657,6 +657,15 @@ fn experiments_resume_skip_finished_seeds_and_summarise() {
             && md.contains("| again | Y | 2 | +0.00 ± 0.00 (0/2) |"),
         "{md}"
     );
+    // The differences of means count every run, paired or not: the single run's against the
+    // experiment's two, without a spread for a group of one; the same runs again differ by
+    // nothing, with the standard error of two unpaired means (the seeds' spread).
+    assert!(
+        md.contains("Differences of means against recommended")
+            && md.contains("| single | X | 1 (2) | ")
+            && md.contains("| again | Y | 2 (2) | +0.00 ± "),
+        "{md}"
+    );
     // A run whose config.json cannot be read is named.
     let broken = dir.path().join("broken");
     std::fs::create_dir(&broken).unwrap();

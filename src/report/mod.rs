@@ -25,7 +25,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use tables::{markdown_table, paired_table, popularity_table};
+pub use tables::{difference_table, markdown_table, paired_table, popularity_table};
 
 /// One finished run: its per-epoch log and its results.
 #[derive(Debug, Clone)]
@@ -269,7 +269,7 @@ pub fn group_index(groups: &[Group], label: &str) -> Result<usize> {
 }
 
 /// Writes `report.md` (the validation table, then the test table; with a `reference`, an index
-/// into `groups`, the [`paired_table`]s against it on both splits), `loss.svg`,
+/// into `groups`, the [`paired_table`]s and [`difference_table`]s against it on both splits), `loss.svg`,
 /// `valid_mrr.svg`, `test_metrics.svg` and, with a reference, `paired.svg` into `out_dir`;
 /// returns their paths. Every file is written whole or not at all, and everything that can
 /// fail on the inputs is checked before the first one is written.
@@ -284,9 +284,11 @@ pub fn write_report(
     }
     let paired = match reference {
         Some(r) => format!(
-            "\n{}\n{}",
+            "\n{}\n{}\n{}\n{}",
             paired_table(groups, r, Split::Valid)?,
-            paired_table(groups, r, Split::Test)?
+            difference_table(groups, r, Split::Valid)?,
+            paired_table(groups, r, Split::Test)?,
+            difference_table(groups, r, Split::Test)?
         ),
         None => String::new(),
     };

@@ -1,6 +1,6 @@
 //! Markdown tables of finished runs: metrics per model and domain (mean ± std over seeds) on
-//! either split, test MRR by the target's popularity, and paired differences against a
-//! reference model.
+//! either split, test MRR by the target's popularity, and differences against a reference
+//! model (paired by training seed, and of the means over all runs).
 
 use std::collections::BTreeMap;
 
@@ -180,8 +180,11 @@ pub(super) fn differences(
 /// `groups`) on `split`: for every other group and domain, the runs of the two groups are
 /// matched by training seed, and each metric shows the mean ± standard deviation of the
 /// per-seed differences (in % points) and on how many of the paired seeds the group is above
-/// the reference. Seeds differ more from one another than the groups often do, so a paired
-/// difference over the same seeds shows an effect that the two groups' own means ± std hide.
+/// the reference. Where two runs of one seed stay alike to the end (the seed's draw counts
+/// for more than the setting), a paired difference shows an effect that the groups' own
+/// means ± std hide; where they drift apart during training, it is no more precise than the
+/// [`difference_table`], and it reads the reference on the shared seeds only, so a reference
+/// whose paired seeds are its best ones makes every other group look worse.
 /// Errors: a group with two runs of one seed (the pairing would be ambiguous).
 pub fn paired_table(groups: &[Group], reference: usize, split: Split) -> Result<String> {
     let base = groups.get(reference).ok_or_else(|| {
@@ -215,6 +218,60 @@ pub fn paired_table(groups: &[Group], reference: usize, split: Split) -> Result<
                         diffs.len()
                     ),
                     None => "-".into(),
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The markdown table of differences of means against the group `reference` (an index into
+/// `groups`) on `split`: for every other group and domain, each metric shows the group's mean
+/// over all its runs minus the reference's mean over all of its runs (in % points), ± the
+/// standard error of that difference, `sqrt(s_a^2 / n_a + s_b^2 / n_b)` with each group's
+/// sample standard deviation (left out where a group has a single run, whose spread is
+/// unknown). Unlike the [`paired_table`], it uses every run of both groups, whichever seeds
+/// they share: the comparison to read when runs of one seed drift apart during training.
+pub fn difference_table(groups: &[Group], reference: usize, split: Split) -> Result<String> {
+    let base = groups.get(reference).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "reference {reference} out of range ({} groups)",
+            groups.len()
+        ))
+    })?;
+    let mut out = format!(
+        "Differences of means against {}, {split} split: the mean over a group's runs minus the reference's mean over all of its runs, in % points (± the standard error of the difference, where both groups have two runs or more).\n\n",
+        base.label
+    );
+    out.push_str(&table_header(
+        &["model", "domain", "runs (reference)"],
+        Metric::ALL.iter().map(|m| m.name().to_string()),
+    ));
+    let values = |g: &Group, d: &str, m: Metric| -> Vec<f64> {
+        g.runs
+            .iter()
+            .filter_map(|r| r.evaluation(split).domains.get(d).map(|e| 100.0 * m.of(e)))
+            .collect()
+    };
+    for d in &all_domains(groups) {
+        for (gi, g) in groups.iter().enumerate() {
+            if gi == reference {
+                continue;
+            }
+            let runs = values(g, d, Metric::Mrr).len();
+            let base_runs = values(base, d, Metric::Mrr).len();
+            out.push_str(&format!("| {} | {d} | {runs} ({base_runs}) |", g.label));
+            for m in Metric::ALL {
+                let (a, b) = (values(g, d, m), values(base, d, m));
+                let cell = match (mean_std(&a), mean_std(&b)) {
+                    (Some((ma, sa)), Some((mb, sb))) if a.len() > 1 && b.len() > 1 => {
+                        let se = (sa * sa / a.len() as f64 + sb * sb / b.len() as f64).sqrt();
+                        format!("{:+.2} ± {se:.2}", ma - mb)
+                    }
+                    (Some((ma, _)), Some((mb, _))) => format!("{:+.2}", ma - mb),
+                    _ => "-".into(),
                 };
                 out.push_str(&format!(" {cell} |"));
             }

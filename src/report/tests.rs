@@ -61,6 +61,39 @@ fn paired_differences_match_runs_by_seed() {
 }
 
 #[test]
+fn differences_of_means_use_every_run_with_a_standard_error() {
+    let reference = group(
+        "ref",
+        vec![
+            run("r1", Some(1), 0.10),
+            run("r2", Some(2), 0.20),
+            run("r3", Some(3), 0.30),
+        ],
+    );
+    // Seed 9 has no partner in the reference; the difference of means counts it.
+    let other = group(
+        "new",
+        vec![run("n2", Some(2), 0.25), run("n9", Some(9), 0.35)],
+    );
+    let lone = group("lone", vec![run("l", None, 0.5)]);
+    let table = difference_table(&[reference, other, lone], 0, Split::Test).unwrap();
+    assert!(table.contains("against ref"), "{table}");
+    // Means 30 and 20 points: +10. Sample variances 50 (n = 2) and 100 (n = 3):
+    // se = sqrt(50 / 2 + 100 / 3) = 7.64. The other metrics are halves: +5 ± 3.82.
+    assert!(
+        table.contains("| new | X | 2 (3) | +10.00 ± 7.64 | +5.00 ± 3.82 |"),
+        "{table}"
+    );
+    // One run: no spread to give, the difference alone.
+    assert!(
+        table.contains("| lone | X | 1 (3) | +30.00 | +15.00 |"),
+        "{table}"
+    );
+    assert!(!table.contains("| ref |"), "{table}");
+    assert!(difference_table(&[], 0, Split::Test).is_err());
+}
+
+#[test]
 fn a_run_kept_without_its_log_counts_in_the_tables_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("exp");

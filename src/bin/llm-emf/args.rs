@@ -212,9 +212,10 @@ pub(crate) enum Command {
         /// Where to write report.md and the charts.
         #[arg(long, default_value = "report")]
         out: PathBuf,
-        /// The label of a group to compare the others with, seed by seed: adds the tables of
-        /// paired differences (runs matched by their training seed) and their chart to
-        /// report.md, and prints the validation one.
+        /// The label of a group to compare the others with: adds the tables of paired
+        /// differences (runs matched by their training seed), with their chart, and of
+        /// differences of means over all runs (with standard errors) to report.md, and prints
+        /// the validation ones.
         #[arg(long)]
         reference: Option<String>,
         /// Also print the test tables (report.md always holds both splits). Choices are made

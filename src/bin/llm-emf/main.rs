@@ -10,7 +10,9 @@ use llm_emf::data::{Candidates, DomainId, ItemId, Protocol, Split, load_dataset}
 use llm_emf::enrich::{self, ChatClient, ClientConfig, EnrichOptions, PromptTemplate};
 use llm_emf::features::{EmbedReport, EmbedRequest, TextEncoderKind, TextSource, embed_dataset};
 use llm_emf::recommend::{Exclude, Recommender, TrainedRun};
-use llm_emf::report::{Group, group_index, markdown_table, paired_table, write_report};
+use llm_emf::report::{
+    Group, difference_table, group_index, markdown_table, paired_table, write_report,
+};
 use llm_emf::train::experiment::{run_experiment, summary_markdown};
 use llm_emf::train::{DataSource, TrainOptions, archive_experiment, train};
 use llm_emf::{Error, Result, backend};
@@ -301,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", markdown_table(&groups, split));
                 if let Some(r) = reference {
                     print!("\n{}", paired_table(&groups, r, split)?);
+                    print!("\n{}", difference_table(&groups, r, split)?);
                 }
                 println!();
             }
