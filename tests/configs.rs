@@ -48,7 +48,12 @@ fn the_titles_preset_is_the_ids_preset_with_title_rows_their_shrinkage_and_light
     back.model.id_row_init = 1.0;
     back.train.optimizer = Optimizer::AdamW { weight_decay: 0.5 };
     back.model.skip_untrained_inputs = true;
+    back.model.dropout = 0.4;
     assert_eq!(back, ids);
+    assert_eq!(
+        titles.model.dropout, 0.5,
+        "the title rows were measured at dropout 0.5"
+    );
     assert_eq!(
         titles.train.optimizer,
         Optimizer::AdamW { weight_decay: 0.01 },

@@ -23,14 +23,15 @@ pub enum Preset {
     Recommended,
     /// The best measured setting for data without item titles: `recommended` widened to
     /// q = 256 with IDs only, AdamW's decoupled weight decay at 0.5 (twice ABXI's per-step
-    /// decay: its 5 at learning rate 1e-4), patience 8 and one shard per batch, fresh rows for
+    /// decay: its 5 at learning rate 1e-4), dropout 0.4 (ABXI's is 0.5), patience 8 and one
+    /// shard per batch, fresh rows for
     /// the items never seen in training, drawn the way validation prefers
     /// (`train.fit_unseen_rows`), and the
     /// learned rows of the items seen in training leaning towards their domain's mean trained
     /// row by a prior count chosen on validation (`train.fit_row_shrinkage`).
     Ids,
-    /// The best measured setting for data with item titles: `ids` (at weight decay 0.01, the
-    /// value its title rows were measured with) with each item's title
+    /// The best measured setting for data with item titles: `ids` (at weight decay 0.01 and
+    /// dropout 0.5, the values its title rows were measured with) with each item's title
     /// vector mapped into its ID row (`model.id_text`, rows started at the title,
     /// `id_row_init` 0.1) and the learned rows shrunk towards their titles instead, by a prior
     /// count chosen on validation (`train.fit_row_shrinkage`, per domain where the two domains
@@ -113,6 +114,7 @@ impl ExperimentConfig {
                 c.train.fit_unseen_rows = true;
                 c.train.fit_row_shrinkage = true;
                 c.model.skip_untrained_inputs = true;
+                c.model.dropout = 0.4;
                 c
             }
             Preset::Titles => {
@@ -121,6 +123,7 @@ impl ExperimentConfig {
                 c.model.id_text = true;
                 c.model.id_row_init = 0.1;
                 c.train.optimizer = Optimizer::AdamW { weight_decay: 0.01 };
+                c.model.dropout = 0.5;
                 c.train.fit_row_shrinkage = true;
                 // The title rows place the items never seen in training as inputs; as
                 // candidates too where the shrinkage is chosen, and where validation keeps a
