@@ -116,6 +116,16 @@ pub fn popularity_table(groups: &[Group], split: Split) -> Option<String> {
     Some(out)
 }
 
+/// The group `reference` (an index into `groups`), or an error naming the bad index.
+fn reference_group(groups: &[Group], reference: usize) -> Result<&Group> {
+    groups.get(reference).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "reference {reference} out of range ({} groups)",
+            groups.len()
+        ))
+    })
+}
+
 /// One group's runs paired with the reference's by training seed, for one domain.
 pub(super) fn pairs<'a>(
     groups: &'a [Group],
@@ -140,12 +150,7 @@ pub(super) fn pairs<'a>(
         }
         Ok(map)
     };
-    let base = groups.get(reference).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "reference {reference} out of range ({} groups)",
-            groups.len()
-        ))
-    })?;
+    let base = reference_group(groups, reference)?;
     let g = &groups[group];
     let base_seeds = by_seed(base)?;
     Ok(by_seed(g)?
@@ -187,12 +192,7 @@ pub(super) fn differences(
 /// whose paired seeds are its best ones makes every other group look worse.
 /// Errors: a group with two runs of one seed (the pairing would be ambiguous).
 pub fn paired_table(groups: &[Group], reference: usize, split: Split) -> Result<String> {
-    let base = groups.get(reference).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "reference {reference} out of range ({} groups)",
-            groups.len()
-        ))
-    })?;
+    let base = reference_group(groups, reference)?;
     let mut out = format!(
         "Paired differences against {}, {split} split: metric of the same training seed minus the reference's, in % points (mean ± std over the paired seeds; in brackets, on how many of them the row is above).\n\n",
         base.label
@@ -235,12 +235,7 @@ pub fn paired_table(groups: &[Group], reference: usize, split: Split) -> Result<
 /// unknown). Unlike the [`paired_table`], it uses every run of both groups, whichever seeds
 /// they share: the comparison to read when runs of one seed drift apart during training.
 pub fn difference_table(groups: &[Group], reference: usize, split: Split) -> Result<String> {
-    let base = groups.get(reference).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "reference {reference} out of range ({} groups)",
-            groups.len()
-        ))
-    })?;
+    let base = reference_group(groups, reference)?;
     let mut out = format!(
         "Differences of means against {}, {split} split: the mean over a group's runs minus the reference's mean over all of its runs, in % points (± the standard error of the difference, where both groups have two runs or more).\n\n",
         base.label

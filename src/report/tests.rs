@@ -29,16 +29,21 @@ fn group(label: &str, runs: Vec<RunRecord>) -> Group {
     }
 }
 
-#[test]
-fn paired_differences_match_runs_by_seed() {
-    let reference = group(
+/// The reference group of the difference tests: seeds 1-3 at test MRR 10, 20 and 30%.
+fn reference_of_three() -> Group {
+    group(
         "ref",
         vec![
             run("r1", Some(1), 0.10),
             run("r2", Some(2), 0.20),
             run("r3", Some(3), 0.30),
         ],
-    );
+    )
+}
+
+#[test]
+fn paired_differences_match_runs_by_seed() {
+    let reference = reference_of_three();
     // Seeds 2 and 3 in another order, seed 9 without a partner.
     let other = group(
         "new",
@@ -62,14 +67,7 @@ fn paired_differences_match_runs_by_seed() {
 
 #[test]
 fn differences_of_means_use_every_run_with_a_standard_error() {
-    let reference = group(
-        "ref",
-        vec![
-            run("r1", Some(1), 0.10),
-            run("r2", Some(2), 0.20),
-            run("r3", Some(3), 0.30),
-        ],
-    );
+    let reference = reference_of_three();
     // Seed 9 has no partner in the reference; the difference of means counts it.
     let other = group(
         "new",
