@@ -269,10 +269,10 @@ pub fn group_index(groups: &[Group], label: &str) -> Result<usize> {
 }
 
 /// Writes `report.md` (the validation table, then the test table; with a `reference`, an index
-/// into `groups`, the [`paired_table`]s and [`difference_table`]s against it on both splits), `loss.svg`,
-/// `valid_mrr.svg`, `test_metrics.svg` and, with a reference, `paired.svg` into `out_dir`;
-/// returns their paths. Every file is written whole or not at all, and everything that can
-/// fail on the inputs is checked before the first one is written.
+/// into `groups`, the [`paired_table`]s and [`difference_table`]s against it on both splits),
+/// `loss.svg`, `valid_mrr.svg`, `test_metrics.svg` and, with a reference, `paired.svg` into
+/// `out_dir`; returns their paths. Every file is written whole or not at all, and everything
+/// that can fail on the inputs is checked before the first one is written.
 #[cfg(feature = "report")]
 pub fn write_report(
     groups: &[Group],
